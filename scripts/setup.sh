@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# One-time (and quick to repeat) set-up of a Debian 12 control node / embedded-lab host.
+# Installs the OS packages the lab needs and a Python virtualenv with requirements.txt.
+# Safe to rerun: it installs only what is missing and changes nothing otherwise.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+OS_PACKAGES=(
+  # datapath toolchain: clang for `-target bpf`, llvm-strip, bpftool, libbpf (ctypes loads libbpf.so.1)
+  clang llvm bpftool libbpf1 libbpf-dev libc6-dev linux-libc-dev
+  # the embedded lab: namespaces, veths, bridge, tc, offload switches
+  iproute2 ethtool util-linux kmod
+  # backends and client
+  nginx-light curl wrk nftables tcpdump
+  # libvirt-python builds against libvirt's headers
+  libvirt-dev pkg-config gcc python3-dev
+  make git
+)
+
+if [[ $EUID -ne 0 ]]; then
+  echo "setup: must run as root (installs OS packages; the lab needs CAP_NET_ADMIN and CAP_BPF)" >&2
+  exit 1
+fi
+
+missing=()
+for p in "${OS_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing OS packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  # policy-rc.d (where present) keeps package scripts from starting the system nginx;
+  # the lab runs its own nginx per backend namespace and never touches the system service.
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+if [[ ! -x .venv/bin/python ]]; then
+  "$PY" -m venv .venv
+fi
+# Reinstall only when requirements.txt changed since the last successful install.
+want=$(sha256sum requirements.txt | cut -d' ' -f1)
+have=$(cat .venv/.requirements.sha256 2>/dev/null || true)
+if [[ "$want" != "$have" ]]; then
+  echo "setup: installing Python requirements into .venv"
+  .venv/bin/pip install -q --upgrade pip wheel >/dev/null 2>&1
+  .venv/bin/pip install -q -r requirements.txt 2> >(grep -v "is ignored: it is neither" >&2)
+  echo "$want" > .venv/.requirements.sha256
+fi
+echo "setup: ok"

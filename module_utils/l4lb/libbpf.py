@@ -1,0 +1,690 @@
+"""ctypes adapter over libbpf: the only place the control plane touches the BPF syscall.
+
+Linux loads ``libbpf.so.1``; eBPF-for-Windows exports the same API from ``ebpfapi.dll``
+(bpf_object__open_file, bpf_object__load, bpf_obj_get, bpf_map_*_elem, ...), so the rest of
+the core is written against this module only. Functions that eBPF-for-Windows lacks
+(batch operations, BPF_PROG_TEST_RUN, bpf_xdp_attach) are marked "Linux" below; callers fall
+back or avoid them there.
+
+libbpf 1.x convention: int-returning calls return -errno; pointer-returning calls return NULL
+and set errno. Every failure raises :class:`BpfError` naming the operation.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno as _errno
+import os
+import sys
+import threading
+
+from .errors import BpfError
+
+# --- constants (uapi/linux/bpf.h, if_link.h) -------------------------------------------
+
+BPF_ANY = 0
+BPF_NOEXIST = 1
+BPF_EXIST = 2
+
+BPF_MAP_TYPE_HASH = 1
+BPF_MAP_TYPE_ARRAY = 2
+BPF_MAP_TYPE_PERCPU_HASH = 5
+BPF_MAP_TYPE_PERCPU_ARRAY = 6
+BPF_MAP_TYPE_LRU_HASH = 9
+BPF_MAP_TYPE_LRU_PERCPU_HASH = 10
+BPF_MAP_TYPE_ARRAY_OF_MAPS = 12
+BPF_MAP_TYPE_HASH_OF_MAPS = 13
+
+PERCPU_MAP_TYPES = frozenset(
+    {BPF_MAP_TYPE_PERCPU_HASH, BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_LRU_PERCPU_HASH}
+)
+
+XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
+XDP_FLAGS_SKB_MODE = 1 << 1
+XDP_FLAGS_DRV_MODE = 1 << 2
+XDP_FLAGS_HW_MODE = 1 << 3
+XDP_FLAGS_REPLACE = 1 << 4
+
+XDP_ATTACHED_NONE = 0
+XDP_ATTACHED_DRV = 1
+XDP_ATTACHED_SKB = 2
+XDP_ATTACHED_HW = 3
+XDP_ATTACHED_MULTI = 4
+
+# Linux XDP verdicts (eBPF-for-Windows numbers them differently; see bpf/include/compat.h).
+XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT = range(5)
+TC_ACT_OK, TC_ACT_SHOT = 0, 2
+
+LIBBPF_WARN, LIBBPF_INFO, LIBBPF_DEBUG = range(3)
+
+
+# --- option structs (libbpf 1.1 layouts; `sz` first, so newer libbpf accepts them) -------
+
+class ObjectOpenOpts(ctypes.Structure):
+    _fields_ = [
+        ("sz", ctypes.c_size_t),
+        ("object_name", ctypes.c_char_p),
+        ("relaxed_maps", ctypes.c_bool),
+        ("pin_root_path", ctypes.c_char_p),
+        ("_unused_attach_prog_fd", ctypes.c_uint32),
+        ("kconfig", ctypes.c_char_p),
+        ("btf_custom_path", ctypes.c_char_p),
+        ("kernel_log_buf", ctypes.c_char_p),
+        ("kernel_log_size", ctypes.c_size_t),
+        ("kernel_log_level", ctypes.c_uint32),
+    ]
+
+
+class TestRunOpts(ctypes.Structure):
+    _fields_ = [
+        ("sz", ctypes.c_size_t),
+        ("data_in", ctypes.c_void_p),
+        ("data_out", ctypes.c_void_p),
+        ("data_size_in", ctypes.c_uint32),
+        ("data_size_out", ctypes.c_uint32),
+        ("ctx_in", ctypes.c_void_p),
+        ("ctx_out", ctypes.c_void_p),
+        ("ctx_size_in", ctypes.c_uint32),
+        ("ctx_size_out", ctypes.c_uint32),
+        ("retval", ctypes.c_uint32),
+        ("repeat", ctypes.c_int),
+        ("duration", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+        ("cpu", ctypes.c_uint32),
+        ("batch_size", ctypes.c_uint32),
+    ]
+
+
+class MapBatchOpts(ctypes.Structure):
+    _fields_ = [("sz", ctypes.c_size_t), ("elem_flags", ctypes.c_uint64), ("flags", ctypes.c_uint64)]
+
+
+class XdpAttachOpts(ctypes.Structure):
+    _fields_ = [("sz", ctypes.c_size_t), ("old_prog_fd", ctypes.c_int)]
+
+
+class XdpQueryOpts(ctypes.Structure):
+    _fields_ = [
+        ("sz", ctypes.c_size_t),
+        ("prog_id", ctypes.c_uint32),
+        ("drv_prog_id", ctypes.c_uint32),
+        ("hw_prog_id", ctypes.c_uint32),
+        ("skb_prog_id", ctypes.c_uint32),
+        ("attach_mode", ctypes.c_uint8),
+    ]
+
+
+class MapCreateOpts(ctypes.Structure):
+    _fields_ = [
+        ("sz", ctypes.c_size_t),
+        ("btf_fd", ctypes.c_uint32),
+        ("btf_key_type_id", ctypes.c_uint32),
+        ("btf_value_type_id", ctypes.c_uint32),
+        ("btf_vmlinux_value_type_id", ctypes.c_uint32),
+        ("inner_map_fd", ctypes.c_uint32),
+        ("map_flags", ctypes.c_uint32),
+        ("map_extra", ctypes.c_uint64),
+        ("numa_node", ctypes.c_uint32),
+        ("map_ifindex", ctypes.c_uint32),
+    ]
+
+
+class MapInfo(ctypes.Structure):
+    """struct bpf_map_info (prefix we read)."""
+
+    _fields_ = [
+        ("type", ctypes.c_uint32),
+        ("id", ctypes.c_uint32),
+        ("key_size", ctypes.c_uint32),
+        ("value_size", ctypes.c_uint32),
+        ("max_entries", ctypes.c_uint32),
+        ("map_flags", ctypes.c_uint32),
+        ("name", ctypes.c_char * 16),
+        ("ifindex", ctypes.c_uint32),
+        ("btf_vmlinux_value_type_id", ctypes.c_uint32),
+        ("netns_dev", ctypes.c_uint64),
+        ("netns_ino", ctypes.c_uint64),
+        ("btf_id", ctypes.c_uint32),
+        ("btf_key_type_id", ctypes.c_uint32),
+        ("btf_value_type_id", ctypes.c_uint32),
+        ("_pad", ctypes.c_uint32),
+        ("map_extra", ctypes.c_uint64),
+    ]
+
+
+class ProgInfo(ctypes.Structure):
+    """struct bpf_prog_info (prefix we read)."""
+
+    _fields_ = [
+        ("type", ctypes.c_uint32),
+        ("id", ctypes.c_uint32),
+        ("tag", ctypes.c_uint8 * 8),
+        ("jited_prog_len", ctypes.c_uint32),
+        ("xlated_prog_len", ctypes.c_uint32),
+        ("jited_prog_insns", ctypes.c_uint64),
+        ("xlated_prog_insns", ctypes.c_uint64),
+        ("load_time", ctypes.c_uint64),
+        ("created_by_uid", ctypes.c_uint32),
+        ("nr_map_ids", ctypes.c_uint32),
+        ("map_ids", ctypes.c_uint64),
+        ("name", ctypes.c_char * 16),
+        ("ifindex", ctypes.c_uint32),
+        ("gpl_compatible", ctypes.c_uint32),
+        ("netns_dev", ctypes.c_uint64),
+        ("netns_ino", ctypes.c_uint64),
+        ("nr_jited_ksyms", ctypes.c_uint32),
+        ("nr_jited_func_lens", ctypes.c_uint32),
+        ("jited_ksyms", ctypes.c_uint64),
+        ("jited_func_lens", ctypes.c_uint64),
+        ("btf_id", ctypes.c_uint32),
+        ("func_info_rec_size", ctypes.c_uint32),
+        ("func_info", ctypes.c_uint64),
+        ("nr_func_info", ctypes.c_uint32),
+        ("nr_line_info", ctypes.c_uint32),
+        ("line_info", ctypes.c_uint64),
+        ("jited_line_info", ctypes.c_uint64),
+        ("nr_jited_line_info", ctypes.c_uint32),
+        ("line_info_rec_size", ctypes.c_uint32),
+        ("jited_line_info_rec_size", ctypes.c_uint32),
+        ("nr_prog_tags", ctypes.c_uint32),
+        ("prog_tags", ctypes.c_uint64),
+        ("run_time_ns", ctypes.c_uint64),
+        ("run_cnt", ctypes.c_uint64),
+        ("recursion_misses", ctypes.c_uint64),
+        ("verified_insns", ctypes.c_uint32),
+        ("attach_btf_obj_id", ctypes.c_uint32),
+        ("attach_btf_id", ctypes.c_uint32),
+        ("_pad", ctypes.c_uint32),
+    ]
+
+
+# --- library loading and the log hook ----------------------------------------------------
+
+_PRINT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
+_log_lock = threading.Lock()
+_log_lines: list[str] = []
+
+
+def _library_name() -> str:
+    if sys.platform == "win32":
+        return "ebpfapi.dll"
+    return "libbpf.so.1"
+
+
+def _load():
+    lib = ctypes.CDLL(_library_name(), use_errno=True)
+    vp, cp, i, u32, sz = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_uint32, ctypes.c_size_t
+    sigs = {
+        "bpf_object__open_file": (vp, [cp, ctypes.POINTER(ObjectOpenOpts)]),
+        "bpf_object__load": (i, [vp]),
+        "bpf_object__close": (None, [vp]),
+        "bpf_object__find_program_by_name": (vp, [vp, cp]),
+        "bpf_object__next_program": (vp, [vp, vp]),
+        "bpf_object__find_map_by_name": (vp, [vp, cp]),
+        "bpf_object__next_map": (vp, [vp, vp]),
+        "bpf_program__fd": (i, [vp]),
+        "bpf_program__name": (cp, [vp]),
+        "bpf_program__section_name": (cp, [vp]),
+        "bpf_program__pin": (i, [vp, cp]),
+        "bpf_program__set_autoload": (i, [vp, ctypes.c_bool]),
+        "bpf_map__fd": (i, [vp]),
+        "bpf_map__name": (cp, [vp]),
+        "bpf_map__set_pin_path": (i, [vp, cp]),
+        "bpf_map__pin_path": (cp, [vp]),
+        "bpf_map__is_pinned": (ctypes.c_bool, [vp]),
+        "bpf_map__reuse_fd": (i, [vp, i]),
+        "bpf_map__set_max_entries": (i, [vp, u32]),
+        "bpf_obj_get": (i, [cp]),
+        "bpf_obj_pin": (i, [i, cp]),
+        "bpf_obj_get_info_by_fd": (i, [i, vp, ctypes.POINTER(u32)]),
+        "bpf_map_create": (i, [i, cp, u32, u32, u32, ctypes.POINTER(MapCreateOpts)]),
+        "bpf_map_lookup_elem": (i, [i, vp, vp]),
+        "bpf_map_update_elem": (i, [i, vp, vp, ctypes.c_uint64]),
+        "bpf_map_delete_elem": (i, [i, vp]),
+        "bpf_map_get_next_key": (i, [i, vp, vp]),
+        "bpf_map_lookup_batch": (i, [i, vp, vp, vp, vp, ctypes.POINTER(u32), ctypes.POINTER(MapBatchOpts)]),
+        "bpf_map_update_batch": (i, [i, vp, vp, ctypes.POINTER(u32), ctypes.POINTER(MapBatchOpts)]),
+        "bpf_map_delete_batch": (i, [i, vp, ctypes.POINTER(u32), ctypes.POINTER(MapBatchOpts)]),
+        "bpf_prog_get_fd_by_id": (i, [u32]),
+        "bpf_map_get_fd_by_id": (i, [u32]),
+        "bpf_prog_test_run_opts": (i, [i, ctypes.POINTER(TestRunOpts)]),
+        "bpf_xdp_attach": (i, [i, i, u32, ctypes.POINTER(XdpAttachOpts)]),
+        "bpf_xdp_detach": (i, [i, u32, ctypes.POINTER(XdpAttachOpts)]),
+        "bpf_xdp_query": (i, [i, i, ctypes.POINTER(XdpQueryOpts)]),
+        "libbpf_num_possible_cpus": (i, []),
+        "libbpf_set_print": (vp, [_PRINT_FN]),
+    }
+    for name, (restype, argtypes) in sigs.items():
+        fn = getattr(lib, name, None)
+        if fn is None:  # older libbpf or ebpfapi.dll without it: fail only when used
+            continue
+        fn.restype = restype
+        fn.argtypes = argtypes
+    del sz
+    return lib
+
+
+_lib = _load()
+_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True) if sys.platform != "win32" else None
+
+
+@_PRINT_FN
+def _print_hook(level, fmt, va_list):
+    """Collect libbpf's messages (the verifier log among them) instead of printing them."""
+    if _libc is None:
+        return 0
+    buf = ctypes.create_string_buffer(4096)
+    _libc.vsnprintf.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_void_p]
+    _libc.vsnprintf(buf, len(buf), fmt, va_list)
+    with _log_lock:
+        if level <= LIBBPF_INFO:
+            _log_lines.append(buf.value.decode(errors="replace"))
+    return 0
+
+
+if hasattr(_lib, "libbpf_set_print"):
+    _lib.libbpf_set_print(_print_hook)
+
+
+def take_log() -> str:
+    """Return and clear what libbpf logged since the last call (warnings, verifier output)."""
+    with _log_lock:
+        text = "".join(_log_lines)
+        _log_lines.clear()
+    return text
+
+
+def _check(ret: int, op: str, what: str = "") -> int:
+    if ret < 0:
+        err = -ret
+        raise BpfError(op, err, what)
+    return ret
+
+
+def _check_ptr(ptr, op: str, what: str = ""):
+    if not ptr:
+        err = ctypes.get_errno() or _errno.EINVAL
+        raise BpfError(op, err, what)
+    return ptr
+
+
+def num_possible_cpus() -> int:
+    return _check(_lib.libbpf_num_possible_cpus(), "libbpf_num_possible_cpus")
+
+
+# --- pinned objects and info ------------------------------------------------------------
+
+def obj_get(path: str) -> int:
+    """Open a pinned map or program; returns a new fd (caller closes it)."""
+    return _check(_lib.bpf_obj_get(os.fsencode(path)), "bpf_obj_get", path)
+
+
+def obj_pin(fd: int, path: str) -> None:
+    _check(_lib.bpf_obj_pin(fd, os.fsencode(path)), "bpf_obj_pin", path)
+
+
+def map_info(fd: int) -> MapInfo:
+    info = MapInfo()
+    size = ctypes.c_uint32(ctypes.sizeof(info))
+    _check(_lib.bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size)), "bpf_obj_get_info_by_fd(map)")
+    return info
+
+
+def prog_info(fd: int) -> ProgInfo:
+    info = ProgInfo()
+    size = ctypes.c_uint32(ctypes.sizeof(info))
+    _check(_lib.bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size)), "bpf_obj_get_info_by_fd(prog)")
+    return info
+
+
+def prog_fd_by_id(prog_id: int) -> int:
+    return _check(_lib.bpf_prog_get_fd_by_id(prog_id), "bpf_prog_get_fd_by_id", str(prog_id))
+
+
+def map_fd_by_id(map_id: int) -> int:
+    return _check(_lib.bpf_map_get_fd_by_id(map_id), "bpf_map_get_fd_by_id", str(map_id))
+
+
+# --- maps ---------------------------------------------------------------------------------
+
+class Map:
+    """A BPF map opened by fd, with raw-bytes element operations.
+
+    Keys and values are ``bytes`` (or ctypes objects, converted with ``bytes()``); for per-CPU
+    maps a value is ``value_size`` rounded up to 8, times the number of possible CPUs.
+    """
+
+    def __init__(self, fd: int, name: str = ""):
+        self.fd = fd
+        info = map_info(fd)
+        self.name = name or info.name.decode()
+        self.type = info.type
+        self.id = info.id
+        self.key_size = info.key_size
+        self.value_size = info.value_size
+        self.max_entries = info.max_entries
+        if self.type in PERCPU_MAP_TYPES:
+            self.ncpus = num_possible_cpus()
+            self.stride = (self.value_size + 7) & ~7
+            self.full_value_size = self.stride * self.ncpus
+        else:
+            self.ncpus = 1
+            self.stride = self.value_size
+            self.full_value_size = self.value_size
+
+    @classmethod
+    def from_pin(cls, path: str) -> "Map":
+        return cls(obj_get(path), os.path.basename(path))
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _key(self, key) -> ctypes.Array:
+        data = bytes(key)
+        if len(data) != self.key_size:
+            raise ValueError(f"map {self.name}: key is {len(data)} bytes, map wants {self.key_size}")
+        return ctypes.create_string_buffer(data, len(data))
+
+    def lookup(self, key) -> bytes | None:
+        k = self._key(key)
+        v = ctypes.create_string_buffer(self.full_value_size)
+        ret = _lib.bpf_map_lookup_elem(self.fd, k, v)
+        if ret == -_errno.ENOENT:
+            return None
+        _check(ret, "bpf_map_lookup_elem", self.name)
+        return v.raw
+
+    def update(self, key, value, flags: int = BPF_ANY) -> None:
+        data = bytes(value)
+        if len(data) not in (self.value_size, self.full_value_size):
+            raise ValueError(f"map {self.name}: value is {len(data)} bytes, map wants {self.value_size}")
+        k = self._key(key)
+        v = ctypes.create_string_buffer(data, len(data))
+        _check(_lib.bpf_map_update_elem(self.fd, k, v, flags), "bpf_map_update_elem", self.name)
+
+    def update_fd(self, key, inner_fd: int, flags: int = BPF_ANY) -> None:
+        """Map-in-map: store the inner map referenced by fd."""
+        k = self._key(key)
+        v = ctypes.c_uint32(inner_fd)
+        _check(_lib.bpf_map_update_elem(self.fd, k, ctypes.byref(v), flags), "bpf_map_update_elem", self.name)
+
+    def delete(self, key) -> bool:
+        """Delete a key; False if it was not there."""
+        ret = _lib.bpf_map_delete_elem(self.fd, self._key(key))
+        if ret == -_errno.ENOENT:
+            return False
+        _check(ret, "bpf_map_delete_elem", self.name)
+        return True
+
+    def keys(self):
+        prev = None
+        nxt = ctypes.create_string_buffer(self.key_size)
+        while True:
+            ret = _lib.bpf_map_get_next_key(self.fd, prev, nxt)
+            if ret == -_errno.ENOENT:
+                return
+            _check(ret, "bpf_map_get_next_key", self.name)
+            key = nxt.raw
+            yield key
+            prev = ctypes.create_string_buffer(key, len(key))
+
+    def items(self):
+        """All (key, value) pairs. Uses one batch call where the kernel supports it."""
+        try:
+            yield from self.lookup_batch()
+            return
+        except BpfError as exc:
+            if exc.errno not in (_errno.EINVAL, _errno.ENOTSUP, _errno.EOPNOTSUPP, _errno.ENOSYS):
+                raise
+        for key in list(self.keys()):
+            value = self.lookup(key)
+            if value is not None:
+                yield key, value
+
+    def percpu_values(self, value: bytes) -> list[bytes]:
+        return [value[i * self.stride : i * self.stride + self.value_size] for i in range(self.ncpus)]
+
+    # Batch operations (Linux >= 5.6). Hash maps only; the caller falls back on EINVAL.
+    def lookup_batch(self, chunk: int = 4096):
+        count = min(chunk, max(self.max_entries, 1))
+        keys = ctypes.create_string_buffer(self.key_size * count)
+        values = ctypes.create_string_buffer(self.full_value_size * count)
+        in_batch = None
+        out_batch = ctypes.create_string_buffer(max(self.key_size, 8))
+        opts = MapBatchOpts(sz=ctypes.sizeof(MapBatchOpts))
+        while True:
+            n = ctypes.c_uint32(count)
+            ret = _lib.bpf_map_lookup_batch(
+                self.fd, in_batch, out_batch, keys, values, ctypes.byref(n), ctypes.byref(opts)
+            )
+            done = ret == -_errno.ENOENT
+            if ret < 0 and not done:
+                _check(ret, "bpf_map_lookup_batch", self.name)
+            for i in range(n.value):
+                yield (
+                    keys.raw[i * self.key_size : (i + 1) * self.key_size],
+                    values.raw[i * self.full_value_size : (i + 1) * self.full_value_size],
+                )
+            if done:
+                return
+            in_batch = ctypes.create_string_buffer(out_batch.raw, len(out_batch.raw))
+
+    def update_batch(self, pairs, flags: int = BPF_ANY) -> None:
+        """Write many (key, value) pairs in one syscall; falls back to single updates."""
+        pairs = [(bytes(k), bytes(v)) for k, v in pairs]
+        if not pairs:
+            return
+        keys = b"".join(k for k, _ in pairs)
+        values = b"".join(v for _, v in pairs)
+        n = ctypes.c_uint32(len(pairs))
+        opts = MapBatchOpts(sz=ctypes.sizeof(MapBatchOpts), elem_flags=flags)
+        ret = _lib.bpf_map_update_batch(
+            self.fd,
+            ctypes.create_string_buffer(keys, len(keys)),
+            ctypes.create_string_buffer(values, len(values)),
+            ctypes.byref(n),
+            ctypes.byref(opts),
+        )
+        if ret in (-_errno.EINVAL, -_errno.ENOTSUP, -_errno.EOPNOTSUPP) and n.value == 0:
+            for k, v in pairs:
+                self.update(k, v, flags)
+            return
+        _check(ret, "bpf_map_update_batch", self.name)
+
+    def delete_batch(self, keys) -> None:
+        keys = [bytes(k) for k in keys]
+        if not keys:
+            return
+        blob = b"".join(keys)
+        n = ctypes.c_uint32(len(keys))
+        opts = MapBatchOpts(sz=ctypes.sizeof(MapBatchOpts))
+        ret = _lib.bpf_map_delete_batch(
+            self.fd, ctypes.create_string_buffer(blob, len(blob)), ctypes.byref(n), ctypes.byref(opts)
+        )
+        if ret in (-_errno.EINVAL, -_errno.ENOTSUP, -_errno.EOPNOTSUPP) and n.value == 0:
+            for k in keys:
+                self.delete(k)
+            return
+        _check(ret, "bpf_map_delete_batch", self.name)
+
+
+def map_create(map_type: int, name: str, key_size: int, value_size: int, max_entries: int,
+               inner_map_fd: int = 0, map_flags: int = 0) -> int:
+    opts = MapCreateOpts(sz=ctypes.sizeof(MapCreateOpts), inner_map_fd=inner_map_fd, map_flags=map_flags)
+    return _check(
+        _lib.bpf_map_create(map_type, name.encode(), key_size, value_size, max_entries, ctypes.byref(opts)),
+        "bpf_map_create",
+        name,
+    )
+
+
+# --- objects and programs -----------------------------------------------------------------
+
+class BpfObject:
+    """A compiled .o opened and (optionally) loaded through libbpf.
+
+    ``pin_root_path``: maps declared with ``pinning = LIBBPF_PIN_BY_NAME`` are reused from
+    ``<pin_root_path>/<map name>`` when compatible, or created and pinned there, so services
+    and connection tracking survive a program reload.
+    """
+
+    def __init__(self, path: str, pin_root_path: str | None = None):
+        self.path = path
+        self._pin_root = os.fsencode(pin_root_path) if pin_root_path else None
+        opts = ObjectOpenOpts(sz=ctypes.sizeof(ObjectOpenOpts), pin_root_path=self._pin_root)
+        take_log()
+        self._obj = _check_ptr(_lib.bpf_object__open_file(os.fsencode(path), ctypes.byref(opts)),
+                               "bpf_object__open_file", path)
+        self.loaded = False
+
+    def load(self) -> None:
+        take_log()
+        ret = _lib.bpf_object__load(self._obj)
+        if ret < 0:
+            raise BpfError("bpf_object__load", -ret, self.path, log=take_log())
+        self.loaded = True
+
+    def programs(self) -> dict[str, "Program"]:
+        progs, prev = {}, None
+        while True:
+            prev = _lib.bpf_object__next_program(self._obj, prev)
+            if not prev:
+                return progs
+            progs[_lib.bpf_program__name(prev).decode()] = Program(prev)
+
+    def program(self, name: str | None = None) -> "Program":
+        progs = self.programs()
+        if name is None:
+            if len(progs) != 1:
+                raise BpfError("find program", _errno.ENOENT, f"{self.path} has {sorted(progs)}; name one")
+            return next(iter(progs.values()))
+        if name not in progs:
+            raise BpfError("find program", _errno.ENOENT, f"{name} not in {self.path} ({sorted(progs)})")
+        return progs[name]
+
+    def map_names(self) -> list[str]:
+        names, prev = [], None
+        while True:
+            prev = _lib.bpf_object__next_map(self._obj, prev)
+            if not prev:
+                return names
+            names.append(_lib.bpf_map__name(prev).decode())
+
+    def map_fd(self, name: str) -> int:
+        m = _check_ptr(_lib.bpf_object__find_map_by_name(self._obj, name.encode()), "find map", name)
+        return _check(_lib.bpf_map__fd(m), "bpf_map__fd", name)
+
+    def map(self, name: str) -> Map:
+        """A Map over a dup of the object's fd (valid after the object is closed)."""
+        return Map(os.dup(self.map_fd(name)), name)
+
+    def close(self) -> None:
+        if self._obj:
+            _lib.bpf_object__close(self._obj)
+            self._obj = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class Program:
+    def __init__(self, handle):
+        self._p = handle
+
+    @property
+    def name(self) -> str:
+        return _lib.bpf_program__name(self._p).decode()
+
+    @property
+    def fd(self) -> int:
+        return _check(_lib.bpf_program__fd(self._p), "bpf_program__fd", self.name)
+
+    def pin(self, path: str) -> None:
+        _check(_lib.bpf_program__pin(self._p, os.fsencode(path)), "bpf_program__pin", path)
+
+
+# --- test runs (Linux: BPF_PROG_TEST_RUN) --------------------------------------------------
+
+def prog_test_run(prog_fd: int, data: bytes, repeat: int = 1, out_size: int | None = None) -> tuple[int, bytes, int]:
+    """Run a program on one packet; returns (retval, packet out, duration ns per run)."""
+    size_out = out_size if out_size is not None else len(data) + 512
+    din = ctypes.create_string_buffer(data, len(data))
+    dout = ctypes.create_string_buffer(size_out)
+    opts = TestRunOpts(
+        sz=ctypes.sizeof(TestRunOpts),
+        data_in=ctypes.cast(din, ctypes.c_void_p),
+        data_out=ctypes.cast(dout, ctypes.c_void_p),
+        data_size_in=len(data),
+        data_size_out=size_out,
+        repeat=repeat,
+    )
+    _check(_lib.bpf_prog_test_run_opts(prog_fd, ctypes.byref(opts)), "bpf_prog_test_run_opts")
+    return opts.retval, dout.raw[: opts.data_size_out], opts.duration
+
+
+class TestRunner:
+    """Reusable buffers for many BPF_PROG_TEST_RUN calls (benchmarks, fuzzing)."""
+
+    def __init__(self, prog_fd: int, max_size: int = 2048):
+        self.prog_fd = prog_fd
+        self.din = ctypes.create_string_buffer(max_size)
+        self.dout = ctypes.create_string_buffer(max_size + 512)
+        self.opts = TestRunOpts(sz=ctypes.sizeof(TestRunOpts))
+        self.opts.data_in = ctypes.cast(self.din, ctypes.c_void_p)
+        self.opts.data_out = ctypes.cast(self.dout, ctypes.c_void_p)
+        self._run = _lib.bpf_prog_test_run_opts
+        self._ref = ctypes.byref(self.opts)
+
+    def run(self, data: bytes, repeat: int = 1) -> tuple[int, int]:
+        """Copy ``data`` in fresh and run; returns (retval, duration ns). Output in .output()."""
+        ctypes.memmove(self.din, data, len(data))
+        o = self.opts
+        o.data_size_in = len(data)
+        o.data_size_out = len(self.dout)
+        o.repeat = repeat
+        ret = self._run(self.prog_fd, self._ref)
+        if ret < 0:
+            _check(ret, "bpf_prog_test_run_opts")
+        return o.retval, o.duration
+
+    def output(self) -> bytes:
+        return self.dout.raw[: self.opts.data_size_out]
+
+
+# --- XDP attachment (Linux netlink via libbpf) --------------------------------------------
+
+def xdp_attach(ifindex: int, prog_fd: int, flags: int = 0, old_prog_fd: int | None = None) -> None:
+    """Attach, or atomically replace (no window without a program) when one is attached.
+
+    With ``old_prog_fd`` the kernel replaces only if that program is still the attached one
+    (XDP_FLAGS_REPLACE), so two writers cannot silently overwrite each other.
+    """
+    opts = XdpAttachOpts(sz=ctypes.sizeof(XdpAttachOpts))
+    if old_prog_fd is not None:
+        opts.old_prog_fd = old_prog_fd
+        flags |= XDP_FLAGS_REPLACE
+    _check(_lib.bpf_xdp_attach(ifindex, prog_fd, flags, ctypes.byref(opts)), "bpf_xdp_attach", f"ifindex {ifindex}")
+
+
+def xdp_detach(ifindex: int, flags: int = 0) -> None:
+    opts = XdpAttachOpts(sz=ctypes.sizeof(XdpAttachOpts))
+    _check(_lib.bpf_xdp_detach(ifindex, flags, ctypes.byref(opts)), "bpf_xdp_detach", f"ifindex {ifindex}")
+
+
+def xdp_query(ifindex: int) -> XdpQueryOpts:
+    """Which XDP program ids are attached to ifindex, and in which mode."""
+    q = XdpQueryOpts(sz=ctypes.sizeof(XdpQueryOpts))
+    _check(_lib.bpf_xdp_query(ifindex, 0, ctypes.byref(q)), "bpf_xdp_query", f"ifindex {ifindex}")
+    return q

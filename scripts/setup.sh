@@ -9,7 +9,7 @@ OS_PACKAGES=(
   # datapath toolchain: clang for `-target bpf`, llvm-strip, bpftool, libbpf (ctypes loads libbpf.so.1)
   clang llvm bpftool libbpf1 libbpf-dev libc6-dev linux-libc-dev
   # the embedded lab: namespaces, veths, bridge, tc, offload switches
-  iproute2 ethtool util-linux kmod
+  iproute2 ethtool util-linux kmod iputils-ping
   # backends and client
   nginx-light curl wrk nftables tcpdump
   # libvirt-python builds against libvirt's headers

@@ -1,0 +1,262 @@
+"""Services and backends: parsing the seed's syntax and validating, before any map is touched.
+
+Accepted input (what ``lb_service``, ``l4lbctl`` and the tests pass in):
+
+- frontend: ``"40.1.1.1:80"`` (the seed's ``--frontend``), or ``vip=`` and ``port=`` separately;
+- backends: ``"20.1.1.10:80,20.1.1.20:80"`` (the seed's ``--backends``), a list of such strings,
+  ``"ip:port@weight"`` strings, dicts ``{"ip": ..., "port": ..., "weight": ...}``
+  (``address`` is accepted for ``ip``), or :class:`Backend` objects;
+- protocol: ``tcp`` (default) or ``udp``.
+
+Limits (each violation raises :class:`InvalidConfig` naming the field and the value):
+
+- service id 1..65535 (it is the reverse-NAT index, a __u16; 0 means "none" in the datapath);
+- ports 1..65535; IPv4 addresses in dotted-quad form only (no hostnames, no leading zeros);
+- VIP and backend addresses must be unicast (not 0.0.0.0, 255.255.255.255, multicast);
+- 1..MAX_BACKENDS (1024) backends per service; no duplicate ``ip:port`` within a service;
+- weight 0..65535, default 1; weight 0 = drain (kept for existing flows, no new ones); at least
+  one backend with a non-zero weight.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .errors import InvalidConfig
+
+MAX_BACKENDS = 1024
+MAX_WEIGHT = 65535
+MIN_SERVICE_ID = 1
+MAX_SERVICE_ID = 65535
+PROTOCOLS = ("tcp", "udp")
+
+
+def parse_ip(value, field_name: str = "ip") -> str:
+    """Strict dotted-quad IPv4 (no hostnames, no shorthand like '10.1', no leading zeros)."""
+    if not isinstance(value, str):
+        raise InvalidConfig(f"{field_name}: {value!r} is not an IPv4 address string")
+    text = value.strip()
+    parts = text.split(".")
+    if len(parts) != 4 or not all(p.isdigit() and p.isascii() and (p == "0" or p[0] != "0")
+                                  and int(p) <= 255 for p in parts):
+        raise InvalidConfig(f"{field_name}: {value!r} is not a valid IPv4 address")
+    first = int(parts[0])
+    if text == "0.0.0.0" or text == "255.255.255.255" or 224 <= first <= 239:
+        raise InvalidConfig(f"{field_name}: {value!r} is not a unicast address")
+    return text
+
+
+def _parse_int(value, field_name: str, lo: int, hi: int) -> int:
+    if isinstance(value, bool):
+        raise InvalidConfig(f"{field_name}: {value!r} is not an integer")
+    if isinstance(value, str):
+        text = value.strip()
+        if not text.isdigit():
+            raise InvalidConfig(f"{field_name}: {value!r} is not an integer")
+        value = int(text)
+    if not isinstance(value, int):
+        raise InvalidConfig(f"{field_name}: {value!r} is not an integer")
+    if not lo <= value <= hi:
+        raise InvalidConfig(f"{field_name}: {value} is out of range {lo}..{hi}")
+    return value
+
+
+def parse_port(value, field_name: str = "port") -> int:
+    return _parse_int(value, field_name, 1, 65535)
+
+
+def parse_weight(value, field_name: str = "weight") -> int:
+    return _parse_int(value, field_name, 0, MAX_WEIGHT)
+
+
+def parse_service_id(value, field_name: str = "id") -> int:
+    return _parse_int(value, field_name, MIN_SERVICE_ID, MAX_SERVICE_ID)
+
+
+def parse_protocol(value, field_name: str = "protocol") -> str:
+    if not isinstance(value, str) or value.strip().lower() not in PROTOCOLS:
+        raise InvalidConfig(f"{field_name}: {value!r} is not a supported protocol ({', '.join(PROTOCOLS)})")
+    return value.strip().lower()
+
+
+def parse_endpoint(text, field_name: str) -> tuple[str, int]:
+    """'ip:port' -> (ip, port)."""
+    if not isinstance(text, str) or text.count(":") != 1:
+        raise InvalidConfig(f"{field_name}: {text!r} is not of the form IP:PORT")
+    ip, port = text.split(":")
+    return parse_ip(ip, f"{field_name} address"), parse_port(port, f"{field_name} port")
+
+
+@dataclass(frozen=True, order=True)
+class Backend:
+    ip: str
+    port: int
+    weight: int = 1
+
+    def __post_init__(self):
+        # Every Backend is valid by construction, however it was built.
+        object.__setattr__(self, "ip", parse_ip(self.ip, "backends address"))
+        object.__setattr__(self, "port", parse_port(self.port, f"backends port of {self.ip}"))
+        object.__setattr__(self, "weight", parse_weight(self.weight, f"backends weight of {self.ip}:{self.port}"))
+
+    @property
+    def name(self) -> str:
+        """Identity used by Maglev's permutation and in reports: 'ip:port'."""
+        return f"{self.ip}:{self.port}"
+
+    @classmethod
+    def parse(cls, value, field_name: str = "backends") -> "Backend":
+        if isinstance(value, Backend):
+            return value
+        if isinstance(value, dict):
+            unknown = set(value) - {"ip", "address", "port", "weight"}
+            if unknown:
+                raise InvalidConfig(f"{field_name}: unknown key(s) {sorted(unknown)} in {value!r}")
+            ip = value.get("ip", value.get("address"))
+            if ip is None or "port" not in value:
+                raise InvalidConfig(f"{field_name}: {value!r} needs 'ip' and 'port'")
+            return cls(parse_ip(ip, f"{field_name} address"),
+                       parse_port(value["port"], f"{field_name} port"),
+                       parse_weight(value.get("weight", 1), f"{field_name} weight"))
+        if isinstance(value, str):
+            text = value.strip()
+            weight = 1
+            if "@" in text:
+                text, w = text.split("@", 1)
+                weight = parse_weight(w, f"{field_name} weight of {value!r}")
+            ip, port = parse_endpoint(text, field_name)
+            return cls(ip, port, weight)
+        raise InvalidConfig(f"{field_name}: {value!r} is not a backend (IP:PORT[@WEIGHT] or dict)")
+
+
+def parse_backends(value, field_name: str = "backends") -> tuple[Backend, ...]:
+    """Seed syntax 'ip:port,ip:port' or a list; validates count, duplicates and weights."""
+    if isinstance(value, str):
+        items = [p for p in (s.strip() for s in value.split(",")) if p]
+    elif isinstance(value, (list, tuple)):
+        items = list(value)
+    elif value is None:
+        items = []
+    else:
+        raise InvalidConfig(f"{field_name}: {value!r} is not a list or a comma-separated string")
+    if not items:
+        raise InvalidConfig(f"{field_name}: a service needs at least one backend (got none)")
+    if len(items) > MAX_BACKENDS:
+        raise InvalidConfig(f"{field_name}: {len(items)} backends is more than the maximum {MAX_BACKENDS}")
+    backends = tuple(Backend.parse(v, field_name) for v in items)
+    _check_backend_set(backends, field_name)
+    return backends
+
+
+def _check_backend_set(backends, field_name: str = "backends") -> None:
+    if not backends:
+        raise InvalidConfig(f"{field_name}: a service needs at least one backend (got none)")
+    if len(backends) > MAX_BACKENDS:
+        raise InvalidConfig(f"{field_name}: {len(backends)} backends is more than the maximum {MAX_BACKENDS}")
+    seen = set()
+    for b in backends:
+        if b.name in seen:
+            raise InvalidConfig(f"{field_name}: duplicate backend {b.name}")
+        seen.add(b.name)
+    if not any(b.weight for b in backends):
+        raise InvalidConfig(f"{field_name}: every backend has weight 0; at least one must be non-zero")
+
+
+@dataclass(frozen=True)
+class Service:
+    id: int
+    vip: str
+    port: int
+    protocol: str = "tcp"
+    backends: tuple = field(default_factory=tuple)
+
+    def __post_init__(self):
+        # Every Service is valid by construction (Service(...) in code or Service.parse(...)).
+        object.__setattr__(self, "id", parse_service_id(self.id))
+        object.__setattr__(self, "vip", parse_ip(self.vip, "vip"))
+        object.__setattr__(self, "port", parse_port(self.port, "port"))
+        object.__setattr__(self, "protocol", parse_protocol(self.protocol))
+        if not isinstance(self.backends, tuple) or not all(isinstance(b, Backend) for b in self.backends):
+            object.__setattr__(self, "backends", parse_backends(self.backends))
+        else:
+            _check_backend_set(self.backends)
+
+    @property
+    def frontend(self) -> str:
+        return f"{self.vip}:{self.port}"
+
+    @classmethod
+    def parse(cls, value=None, **kw) -> "Service":
+        """Build from a dict or keywords: id, frontend | (vip, port), protocol, backends."""
+        data = dict(value or {})
+        data.update(kw)
+        unknown = set(data) - {"id", "frontend", "vip", "port", "protocol", "proto", "backends"}
+        if unknown:
+            raise InvalidConfig(f"service: unknown key(s) {sorted(unknown)}")
+        if "id" not in data:
+            raise InvalidConfig("id: missing service id")
+        sid = parse_service_id(data["id"])
+        if data.get("frontend") is not None:
+            if data.get("vip") is not None or data.get("port") is not None:
+                raise InvalidConfig(f"frontend: {data['frontend']!r} given together with vip/port")
+            vip, port = parse_endpoint(data["frontend"], "frontend")
+        else:
+            if data.get("vip") is None or data.get("port") is None:
+                raise InvalidConfig(f"frontend: service {sid} needs frontend IP:PORT (or vip and port)")
+            vip = parse_ip(data["vip"], "vip")
+            port = parse_port(data["port"], "port")
+        proto = parse_protocol(data.get("protocol", data.get("proto", "tcp")))
+        backends = parse_backends(data.get("backends"))
+        return cls(sid, vip, port, proto, backends)
+
+    def to_dict(self) -> dict:
+        return {
+            "id": self.id, "vip": self.vip, "port": self.port, "protocol": self.protocol,
+            "backends": [{"ip": b.ip, "port": b.port, "weight": b.weight} for b in self.backends],
+        }
+
+
+def parse_neighbors(value, field_name: str = "neighbors") -> dict:
+    """{ip: mac} (or list of {"ip":..., "mac":...}) -> {ip: 'aa:bb:cc:dd:ee:ff'}."""
+    if value is None:
+        return {}
+    if isinstance(value, (list, tuple)):
+        pairs = []
+        for v in value:
+            if not isinstance(v, dict) or "ip" not in v or "mac" not in v:
+                raise InvalidConfig(f"{field_name}: {v!r} needs 'ip' and 'mac'")
+            pairs.append((v["ip"], v["mac"]))
+    elif isinstance(value, dict):
+        pairs = list(value.items())
+    else:
+        raise InvalidConfig(f"{field_name}: {value!r} is not a mapping of ip -> mac")
+    out = {}
+    for ip, mac in pairs:
+        ip = parse_ip(ip, f"{field_name} address")
+        out[ip] = parse_mac(mac, f"{field_name} mac of {ip}")
+    return out
+
+
+def parse_mac(value, field_name: str = "mac") -> str:
+    if isinstance(value, str):
+        parts = value.strip().replace("-", ":").split(":")
+        if len(parts) == 6 and all(len(p) == 2 for p in parts):
+            try:
+                return ":".join(f"{int(p, 16):02x}" for p in parts)
+            except ValueError:
+                pass
+    raise InvalidConfig(f"{field_name}: {value!r} is not a MAC address (aa:bb:cc:dd:ee:ff)")
+
+
+def check_unique(services) -> None:
+    """No two services with the same id or the same frontend (vip, port, protocol)."""
+    ids, fronts = {}, {}
+    for s in services:
+        if s.id in ids:
+            raise InvalidConfig(f"id: service id {s.id} appears twice")
+        ids[s.id] = s
+        key = (s.vip, s.port, s.protocol)
+        if key in fronts:
+            raise InvalidConfig(
+                f"frontend: {s.frontend}/{s.protocol} is used by services {fronts[key].id} and {s.id}")
+        fronts[key] = s

@@ -1,0 +1,265 @@
+"""ctypes mirrors of the datapath's map keys and values (docs/ARCHITECTURE.md, bpf/include/maps.h).
+
+Declared once here; ``tests/core/test_btf_layout.py`` checks every size and field offset against
+the BTF of the compiled object.
+
+Byte order: fields the C side marks ``__be32``/``__be16`` hold the *network-order* value, i.e.
+the integer whose in-memory bytes are the address/port as on the wire. They are plain
+``c_uint32``/``c_uint16`` here (same size and alignment as in C) and are converted only at the
+boundary with :func:`ip_to_be32`, :func:`be32_to_ip`, :func:`port_to_be16`, :func:`be16_to_port`.
+The rest of the core speaks dotted-quad strings and host-order ports.
+
+Hot paths (reconcile of thousands of entries) use the precompiled :mod:`struct` codecs at the
+bottom (``LB4_KEY`` ...) instead of ctypes objects; a unit test checks both encodings agree.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import socket
+import struct
+import sys
+
+IPPROTO_TCP = 6
+IPPROTO_UDP = 17
+PROTOCOLS = {"tcp": IPPROTO_TCP, "udp": IPPROTO_UDP}
+PROTO_NAMES = {v: k for k, v in PROTOCOLS.items()}
+
+LB_MAGLEV_LUT_SIZE = 2039          # default compile-time macro of the datapath
+MAX_SERVICES_ENTRIES = 65536       # lb4_services_v2 max_entries
+MAX_BACKENDS_ENTRIES = 65536       # lb4_backends max_entries
+MAX_REVNAT_ENTRIES = 65536
+MAX_MAGLEV_ENTRIES = 65536
+MAX_NEIGH_ENTRIES = 1024
+MAX_CT_ENTRIES = 65536
+MAX_SNAT_ENTRIES = 65536
+MAX_STATS_SERVICE_ENTRIES = 65536
+MAX_STATS_BACKEND_ENTRIES = 65536
+
+TCP_FIN = 0x01
+TCP_SYN = 0x02
+TCP_RST = 0x04
+TCP_PSH = 0x08
+TCP_ACK = 0x10
+
+_NATIVE = sys.byteorder
+
+
+# --- byte-order boundary ---------------------------------------------------------------------
+
+def ip_to_be32(ip: str) -> int:
+    """'20.1.1.10' -> the __be32 value as the host sees it (bytes in memory = wire order)."""
+    return int.from_bytes(socket.inet_aton(ip), _NATIVE)
+
+
+def be32_to_ip(value: int) -> str:
+    return socket.inet_ntoa(value.to_bytes(4, _NATIVE))
+
+
+def port_to_be16(port: int) -> int:
+    return int.from_bytes(port.to_bytes(2, "big"), _NATIVE)
+
+
+def be16_to_port(value: int) -> int:
+    return int.from_bytes(value.to_bytes(2, _NATIVE), "big")
+
+
+def mac_to_bytes(mac: str) -> bytes:
+    parts = mac.split(":")
+    if len(parts) != 6:
+        raise ValueError(mac)
+    return bytes(int(p, 16) for p in parts)
+
+
+def bytes_to_mac(data: bytes) -> str:
+    return ":".join(f"{b:02x}" for b in data[:6])
+
+
+# --- ctypes mirrors ----------------------------------------------------------------------------
+
+class _Base(ctypes.Structure):
+    def to_bytes(self) -> bytes:
+        return bytes(self)
+
+    @classmethod
+    def from_bytes(cls, data: bytes):
+        return cls.from_buffer_copy(data[: ctypes.sizeof(cls)])
+
+    def as_dict(self) -> dict:
+        return {name: (list(getattr(self, name)) if isinstance(getattr(self, name), ctypes.Array)
+                       else getattr(self, name)) for name, *_ in self._fields_}
+
+
+class Lb4Key(_Base):
+    """lb4_services_v2 key."""
+    _fields_ = [
+        ("address", ctypes.c_uint32),       # __be32
+        ("dport", ctypes.c_uint16),         # __be16
+        ("backend_slot", ctypes.c_uint16),
+        ("proto", ctypes.c_uint8),
+        ("scope", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8 * 2),
+    ]
+
+    @classmethod
+    def make(cls, vip: str, port: int, slot: int, proto: int) -> "Lb4Key":
+        return cls(address=ip_to_be32(vip), dport=port_to_be16(port), backend_slot=slot, proto=proto)
+
+
+class Lb4Service(_Base):
+    """lb4_services_v2 value. Slot 0 (master): backend_id 0, count N, rev_nat_index = id."""
+    _fields_ = [
+        ("backend_id", ctypes.c_uint32),
+        ("count", ctypes.c_uint16),
+        ("rev_nat_index", ctypes.c_uint16),
+        ("flags", ctypes.c_uint8),
+        ("flags2", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8 * 2),
+    ]
+
+
+class Lb4Backend(_Base):
+    """lb4_backends value (key: __u32 backend_id)."""
+    _fields_ = [
+        ("address", ctypes.c_uint32),       # __be32
+        ("port", ctypes.c_uint16),          # __be16
+        ("proto", ctypes.c_uint8),
+        ("flags", ctypes.c_uint8),
+    ]
+
+    @classmethod
+    def make(cls, ip: str, port: int, proto: int, flags: int = 0) -> "Lb4Backend":
+        return cls(address=ip_to_be32(ip), port=port_to_be16(port), proto=proto, flags=flags)
+
+
+class Lb4ReverseNat(_Base):
+    """lb4_reverse_nat value (key: __u16 rev_nat_index)."""
+    _fields_ = [
+        ("address", ctypes.c_uint32),       # __be32
+        ("port", ctypes.c_uint16),          # __be16
+        ("pad", ctypes.c_uint16),
+    ]
+
+
+class NeighMac(_Base):
+    """nodeport_neigh4 value (key: __be32 ip)."""
+    _fields_ = [("addr", ctypes.c_uint8 * 6), ("pad", ctypes.c_uint16)]
+
+
+class Ipv4CtTuple(_Base):
+    """ct4_global key: the client's flow as it arrives (saddr = client, daddr = VIP)."""
+    _fields_ = [
+        ("daddr", ctypes.c_uint32),         # __be32
+        ("saddr", ctypes.c_uint32),         # __be32
+        ("dport", ctypes.c_uint16),         # __be16
+        ("sport", ctypes.c_uint16),         # __be16
+        ("nexthdr", ctypes.c_uint8),
+        ("flags", ctypes.c_uint8),
+        ("pad", ctypes.c_uint16),
+    ]
+
+
+class CtEntry(_Base):
+    """ct4_global value."""
+    _fields_ = [
+        ("rx_packets", ctypes.c_uint64),
+        ("rx_bytes", ctypes.c_uint64),
+        ("tx_packets", ctypes.c_uint64),
+        ("tx_bytes", ctypes.c_uint64),
+        ("last_seen_ns", ctypes.c_uint64),
+        ("backend_id", ctypes.c_uint32),
+        ("rev_nat_index", ctypes.c_uint16),
+        ("nat_port", ctypes.c_uint16),      # __be16
+        ("tcp_flags_seen", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8 * 7),
+    ]
+
+
+class SnatKey(_Base):
+    """lb4_snat key."""
+    _fields_ = [
+        ("backend_addr", ctypes.c_uint32),  # __be32
+        ("backend_port", ctypes.c_uint16),  # __be16
+        ("nat_port", ctypes.c_uint16),      # __be16
+        ("proto", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8 * 3),
+    ]
+
+
+class SnatEntry(_Base):
+    """lb4_snat value."""
+    _fields_ = [
+        ("client_addr", ctypes.c_uint32),   # __be32
+        ("vip", ctypes.c_uint32),           # __be32
+        ("client_port", ctypes.c_uint16),   # __be16
+        ("vport", ctypes.c_uint16),         # __be16
+        ("rev_nat_index", ctypes.c_uint16),
+        ("pad", ctypes.c_uint16),
+    ]
+
+
+class LbStats(_Base):
+    """lb4_stats_service / lb4_stats_backend value (per CPU)."""
+    _fields_ = [("packets", ctypes.c_uint64), ("bytes", ctypes.c_uint64)]
+
+
+# C struct name -> mirror (what the BTF layout test compares).
+C_STRUCTS = {
+    "lb4_key": Lb4Key,
+    "lb4_service": Lb4Service,
+    "lb4_backend": Lb4Backend,
+    "lb4_reverse_nat": Lb4ReverseNat,
+    "neigh_mac": NeighMac,
+    "ipv4_ct_tuple": Ipv4CtTuple,
+    "ct_entry": CtEntry,
+    "snat_key": SnatKey,
+    "snat_entry": SnatEntry,
+    "lb_stats": LbStats,
+}
+
+
+def maglev_value_size(maglev_size: int) -> int:
+    return 4 * maglev_size
+
+
+# Map name -> (type, key size, value size, max_entries). value size of lb4_maglev is the inner
+# map id (u32); its inner ARRAY has key u32, value u32[LB_MAGLEV_LUT_SIZE], max_entries 1.
+# Sizes come from the mirrors above so the two cannot drift.
+def map_specs(maglev_size: int = LB_MAGLEV_LUT_SIZE) -> dict:
+    from . import libbpf as _b
+    s = ctypes.sizeof
+    return {
+        "lb4_services_v2": (_b.BPF_MAP_TYPE_HASH, s(Lb4Key), s(Lb4Service), MAX_SERVICES_ENTRIES),
+        "lb4_backends": (_b.BPF_MAP_TYPE_HASH, 4, s(Lb4Backend), MAX_BACKENDS_ENTRIES),
+        "lb4_reverse_nat": (_b.BPF_MAP_TYPE_HASH, 2, s(Lb4ReverseNat), MAX_REVNAT_ENTRIES),
+        "lb4_maglev": (_b.BPF_MAP_TYPE_HASH_OF_MAPS, 2, 4, MAX_MAGLEV_ENTRIES),
+        "nodeport_neigh4": (_b.BPF_MAP_TYPE_LRU_HASH, 4, s(NeighMac), MAX_NEIGH_ENTRIES),
+        "ct4_global": (_b.BPF_MAP_TYPE_LRU_HASH, s(Ipv4CtTuple), s(CtEntry), MAX_CT_ENTRIES),
+        "lb4_snat": (_b.BPF_MAP_TYPE_LRU_HASH, s(SnatKey), s(SnatEntry), MAX_SNAT_ENTRIES),
+        "lb4_stats_service": (_b.BPF_MAP_TYPE_PERCPU_ARRAY, 4, s(LbStats), MAX_STATS_SERVICE_ENTRIES),
+        "lb4_stats_backend": (_b.BPF_MAP_TYPE_PERCPU_HASH, 4, s(LbStats), MAX_STATS_BACKEND_ENTRIES),
+    }
+
+
+# --- fast codecs (struct), byte-identical to the ctypes mirrors ------------------------------
+# '=' : native byte order, standard sizes, no implicit padding (explicit 'x' pads instead).
+# be fields are packed as the host integer of the network-order value (see helpers above).
+
+LB4_KEY = struct.Struct("=IHHBB2x")          # address, dport, backend_slot, proto, scope
+LB4_SERVICE = struct.Struct("=IHHBB2x")      # backend_id, count, rev_nat_index, flags, flags2
+LB4_BACKEND = struct.Struct("=IHBB")         # address, port, proto, flags
+LB4_REVERSE_NAT = struct.Struct("=IH2x")     # address, port
+NEIGH_MAC = struct.Struct("=6s2x")           # addr
+IPV4_CT_TUPLE = struct.Struct("=IIHHBB2x")   # daddr, saddr, dport, sport, nexthdr, flags
+CT_ENTRY = struct.Struct("=QQQQQIHHB7x")     # rx_pk, rx_b, tx_pk, tx_b, last_seen, backend_id, rev_nat, nat_port, tcp_flags
+SNAT_KEY = struct.Struct("=IHHB3x")
+SNAT_ENTRY = struct.Struct("=IIHHH2x")
+LB_STATS = struct.Struct("=QQ")
+U32 = struct.Struct("=I")
+U16 = struct.Struct("=H")
+
+CODECS = {
+    Lb4Key: LB4_KEY, Lb4Service: LB4_SERVICE, Lb4Backend: LB4_BACKEND,
+    Lb4ReverseNat: LB4_REVERSE_NAT, NeighMac: NEIGH_MAC, Ipv4CtTuple: IPV4_CT_TUPLE,
+    CtEntry: CT_ENTRY, SnatKey: SNAT_KEY, SnatEntry: SNAT_ENTRY, LbStats: LB_STATS,
+}

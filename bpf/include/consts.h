@@ -1,0 +1,110 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* consts.h: compile-time configuration (macros rendered by module_utils/l4lb/build.py from the
+ * LB node's device) and fixed constants. Defaults let the file compile stand-alone. */
+#ifndef L4LB_CONSTS_H
+#define L4LB_CONSTS_H
+
+/* Mode: exactly one of MODE_SNAT / MODE_DSR (default SNAT). */
+#if defined(MODE_SNAT) && defined(MODE_DSR)
+#error "define only one of MODE_SNAT and MODE_DSR"
+#endif
+#if !defined(MODE_SNAT) && !defined(MODE_DSR)
+#define MODE_SNAT 1
+#endif
+
+/* LB_IP: the LB device's IPv4 address as the value a little-endian CPU reads from the __be32
+ * (20.1.1.1 -> 0x01010114). */
+#ifndef LB_IP
+#define LB_IP 0x01010114
+#endif
+/* LB_MAC: the LB device's MAC as a brace initializer. */
+#ifndef LB_MAC
+#define LB_MAC {0x02, 0x00, 0x14, 0x01, 0x01, 0x01}
+#endif
+#ifndef LB_IFINDEX
+#define LB_IFINDEX 1
+#endif
+/* MTU of the LB device: a DSR packet that would exceed it once encapsulated is passed. */
+#ifndef LB_MTU
+#define LB_MTU 1500
+#endif
+/* Maglev lookup-table size M (prime). Every inner map of lb4_maglev holds M backend ids. */
+#ifndef LB_MAGLEV_LUT_SIZE
+#define LB_MAGLEV_LUT_SIZE 2039
+#endif
+/* SNAT source ports on LB_IP; keep them outside the node's ephemeral range
+ * (net.ipv4.ip_local_port_range, 32768..60999 by default). */
+#ifndef SNAT_PORT_MIN
+#define SNAT_PORT_MIN 61000
+#endif
+#ifndef SNAT_PORT_MAX
+#define SNAT_PORT_MAX 65535
+#endif
+#if SNAT_PORT_MIN < 1 || SNAT_PORT_MAX > 65535 || SNAT_PORT_MIN > SNAT_PORT_MAX
+#error "bad SNAT port range"
+#endif
+#define SNAT_PORT_RANGE (SNAT_PORT_MAX - SNAT_PORT_MIN + 1)
+/* Probes of the SNAT port space per new flow before giving up (drop). */
+#ifndef SNAT_PROBES
+#define SNAT_PROBES 8
+#endif
+#ifndef __NR_CPUS__
+#define __NR_CPUS__ 1
+#endif
+
+/* Flow hash seed; module_utils/l4lb/flowhash.py mirrors it (LB_HASH_SEED). */
+#define LB_HASH_SEED 0x4c344c42u
+/* Second seed: where a new flow's SNAT port search starts. */
+#define LB_SNAT_SEED 0x534e4154u
+
+/* TTL of the outer IPv4 header in DSR mode. */
+#define LB_DSR_TTL 64
+
+/* Map sizes (ARCHITECTURE.md). */
+#define LB_SERVICE_MAP_MAX  65536
+#define LB_BACKEND_MAP_MAX  65536
+#define LB_REVNAT_MAP_MAX   65536
+#define LB_MAGLEV_MAP_MAX   65536
+#define LB_NEIGH_MAP_MAX    1024
+#define LB_CT_MAP_MAX       65536
+#define LB_SNAT_MAP_MAX     65536
+#define LB_STATS_MAP_MAX    65536
+
+/* lb4_stats_reason: why packets left the program (index -> lb_stats). Mirrored by name in
+ * bpf/README.md; the control plane may print them. */
+enum lb_reason {
+	LB_R_PASS_NOT_IPV4 = 0,    /* pass: not an IPv4 frame (ARP, IPv6, VLAN, short frame) */
+	LB_R_PASS_BAD_IPV4 = 1,    /* pass: IPv4 header unusable (kernel's ip_rcv drops it) */
+	LB_R_PASS_NOT_SERVICE = 2, /* pass: IPv4 not matching a service or a SNAT entry */
+	LB_R_TX_SNAT_FWD = 3,      /* tx: client -> backend, SNAT */
+	LB_R_TX_SNAT_REPLY = 4,    /* tx: backend -> client, reverse SNAT */
+	LB_R_TX_DSR = 5,           /* tx: client -> backend, IPIP */
+	LB_R_DROP_MALFORMED = 6,   /* drop: service/SNAT packet with bad L4 header */
+	LB_R_DROP_IP_OPTIONS = 7,  /* drop: service/SNAT packet with IPv4 options */
+	LB_R_DROP_FRAGMENT = 8,    /* drop: service/SNAT packet that is a fragment */
+	LB_R_DROP_TTL = 9,         /* drop: service/SNAT packet with TTL <= 1 */
+	LB_R_DROP_NO_BACKEND = 10, /* drop: service has no (usable) backend */
+	LB_R_DROP_NO_NEIGH = 11,   /* drop: next-hop MAC missing in nodeport_neigh4 */
+	LB_R_DROP_SNAT_PORTS = 12, /* drop: no free SNAT port after SNAT_PROBES probes */
+	LB_R_DROP_MAP_UPDATE = 13, /* drop: a map update failed (CT full, ...) */
+	LB_R_PASS_MTU = 14,        /* pass: DSR packet too big to encapsulate */
+	LB_R_DROP_ENCAP = 15,      /* drop: bpf_xdp_adjust_head failed */
+	LB_R_MAX = 16,
+};
+
+/* IPv4 / L4 numbers. */
+#define LB_ETH_P_IP   0x0800
+#define LB_IPPROTO_ICMP 1
+#define LB_IPPROTO_IPIP 4
+#define LB_IPPROTO_TCP  6
+#define LB_IPPROTO_UDP  17
+#define LB_IP_MF      0x2000
+#define LB_IP_OFFMASK 0x1fff
+#define LB_IP_DF      0x4000
+
+#define LB_TCP_FIN 0x01
+#define LB_TCP_SYN 0x02
+#define LB_TCP_RST 0x04
+#define LB_TCP_ACK 0x10
+
+#endif /* L4LB_CONSTS_H */

@@ -1,0 +1,204 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* maps.h: the LB map schema (Cilium 1.10 shaped). This file and docs/ARCHITECTURE.md are the
+ * contract with module_utils/l4lb/structs.py; tests/datapath/test_btf_layout.py checks that the
+ * compiled object's BTF matches structs.py. Byte order: fields named __be* are network order.
+ *
+ * Every map is pinned by name (LIBBPF_PIN_BY_NAME): reloading the program with the same pin root
+ * (a mode switch, a recompile) reuses services, backends, CT and SNAT state. */
+#ifndef L4LB_MAPS_H
+#define L4LB_MAPS_H
+
+#include "compat.h"
+#include "consts.h"
+
+/* --- services ------------------------------------------------------------------------- */
+struct lb4_key {
+	__be32 address;     /* VIP */
+	__be16 dport;       /* service port */
+	__u16 backend_slot; /* 0 = master entry, 1..count = backend slots */
+	__u8 proto;         /* IPPROTO_TCP / IPPROTO_UDP */
+	__u8 scope;         /* 0 (external) */
+	__u8 pad[2];
+};
+
+struct lb4_service {
+	__u32 backend_id;     /* slot > 0: the backend; master: 0 */
+	__u16 count;          /* master: number of backends (0 = drop) */
+	__u16 rev_nat_index;  /* service id, 1..65535 */
+	__u8 flags;
+	__u8 flags2;
+	__u8 pad[2];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct lb4_key);
+	__type(value, struct lb4_service);
+	__uint(max_entries, LB_SERVICE_MAP_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} lb4_services_v2 SEC(".maps");
+
+/* --- backends ------------------------------------------------------------------------- */
+struct lb4_backend {
+	__be32 address;
+	__be16 port;
+	__u8 proto;
+	__u8 flags;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32); /* backend_id */
+	__type(value, struct lb4_backend);
+	__uint(max_entries, LB_BACKEND_MAP_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} lb4_backends SEC(".maps");
+
+/* --- reverse NAT ---------------------------------------------------------------------- */
+struct lb4_reverse_nat {
+	__be32 address; /* VIP */
+	__be16 port;    /* service port */
+	__u16 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u16); /* rev_nat_index */
+	__type(value, struct lb4_reverse_nat);
+	__uint(max_entries, LB_REVNAT_MAP_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} lb4_reverse_nat SEC(".maps");
+
+/* --- Maglev --------------------------------------------------------------------------- */
+/* Value of the inner map's only element: the service's lookup table,
+ * __u32 backend_ids[LB_MAGLEV_LUT_SIZE] (value_size = 4 * M). */
+struct lb4_maglev_lut {
+	__u32 backend_ids[LB_MAGLEV_LUT_SIZE];
+};
+
+/* Inner map prototype (the control plane creates one per service with these sizes). The value
+ * is declared as the bare array: BTF would only carry a forward declaration of the struct. */
+struct lb4_maglev_inner {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u32[LB_MAGLEV_LUT_SIZE]);
+	__uint(max_entries, 1);
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH_OF_MAPS);
+	__type(key, __u16); /* rev_nat_index */
+	__uint(max_entries, LB_MAGLEV_MAP_MAX);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__array(values, struct lb4_maglev_inner);
+} lb4_maglev SEC(".maps");
+
+/* --- neighbours (next-hop MACs; no fib_lookup on eBPF-for-Windows) --------------------- */
+struct neigh_mac {
+	__u8 addr[6];
+	__u16 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, __be32); /* next-hop IPv4 */
+	__type(value, struct neigh_mac);
+	__uint(max_entries, LB_NEIGH_MAP_MAX);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nodeport_neigh4 SEC(".maps");
+
+/* --- connection tracking -------------------------------------------------------------- */
+/* Key: the client's flow as it arrives (saddr = client, daddr = VIP). */
+struct ipv4_ct_tuple {
+	__be32 daddr;
+	__be32 saddr;
+	__be16 dport;
+	__be16 sport;
+	__u8 nexthdr;
+	__u8 flags;
+	__u16 pad;
+};
+
+struct ct_entry {
+	__u64 rx_packets; /* client -> service */
+	__u64 rx_bytes;
+	__u64 tx_packets; /* service -> client (SNAT mode only) */
+	__u64 tx_bytes;
+	__u64 last_seen_ns;
+	__u32 backend_id;
+	__u16 rev_nat_index;
+	__be16 nat_port;       /* SNAT source port on LB_IP (0 in DSR) */
+	__u8 tcp_flags_seen;   /* OR of TCP flags seen in both directions */
+	__u8 pad[7];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct ipv4_ct_tuple);
+	__type(value, struct ct_entry);
+	__uint(max_entries, LB_CT_MAP_MAX);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ct4_global SEC(".maps");
+
+/* --- SNAT reply lookup ---------------------------------------------------------------- */
+struct snat_key {
+	__be32 backend_addr;
+	__be16 backend_port;
+	__be16 nat_port;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+struct snat_entry {
+	__be32 client_addr;
+	__be32 vip;
+	__be16 client_port;
+	__be16 vport;
+	__u16 rev_nat_index;
+	__u16 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct snat_key);
+	__type(value, struct snat_entry);
+	__uint(max_entries, LB_SNAT_MAP_MAX);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} lb4_snat SEC(".maps");
+
+/* --- statistics (per CPU: plain increments, no atomics) -------------------------------- */
+struct lb_stats {
+	__u64 packets;
+	__u64 bytes;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32); /* rev_nat_index */
+	__type(value, struct lb_stats);
+	__uint(max_entries, LB_STATS_MAP_MAX);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} lb4_stats_service SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__type(key, __u32); /* backend_id */
+	__type(value, struct lb_stats);
+	__uint(max_entries, LB_STATS_MAP_MAX);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} lb4_stats_backend SEC(".maps");
+
+/* Verdict/drop reasons (enum lb_reason in consts.h) -> packets/bytes. Additive to the
+ * ARCHITECTURE.md schema; same value struct. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32); /* enum lb_reason */
+	__type(value, struct lb_stats);
+	__uint(max_entries, LB_R_MAX);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} lb4_stats_reason SEC(".maps");
+
+#endif /* L4LB_MAPS_H */

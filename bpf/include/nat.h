@@ -1,0 +1,106 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* nat.h: L2/L3/L4 rewrites (SNAT forward and reply) with incremental checksums, and SNAT
+ * source-port allocation. */
+#ifndef L4LB_NAT_H
+#define L4LB_NAT_H
+
+#include "compat.h"
+#include "consts.h"
+#include "maps.h"
+#include "parsing.h"
+#include "csum.h"
+
+static __always_inline void lb_set_macs(struct lb_ethhdr *eth, const __u8 *dst)
+{
+	const __u8 src[6] = LB_MAC;
+
+	__builtin_memcpy(eth->h_dest, dst, 6);
+	/* Byte by byte from a constant: immediate stores, no .rodata map. */
+	eth->h_source[0] = src[0];
+	eth->h_source[1] = src[1];
+	eth->h_source[2] = src[2];
+	eth->h_source[3] = src[3];
+	eth->h_source[4] = src[4];
+	eth->h_source[5] = src[5];
+}
+
+/* Rewrite addresses and ports of a parsed IPv4 TCP/UDP packet (no options, full L4 header:
+ * the caller checked p->l4_ok), decrement the TTL, and fix both checksums incrementally. */
+static __always_inline void lb_rewrite4(struct lb_pkt *p, void *data_end, __be32 saddr, __be32 daddr,
+					__be16 sport, __be16 dport)
+{
+	struct lb_iphdr *ip = p->ip;
+	__u16 *ttl_word = (__u16 *)&ip->ttl;
+	__u16 old_ttl_word = *ttl_word, new_ttl_word;
+	__u64 addr_diff = 0, ip_diff, l4_diff;
+
+	addr_diff = lb_csum_add32(addr_diff, ip->saddr, saddr);
+	addr_diff = lb_csum_add32(addr_diff, ip->daddr, daddr);
+	ip->saddr = saddr;
+	ip->daddr = daddr;
+	ip->ttl -= 1;
+	new_ttl_word = *ttl_word;
+	ip_diff = lb_csum_add16(addr_diff, old_ttl_word, new_ttl_word);
+	ip->check = lb_csum_apply(ip->check, ip_diff);
+
+	if (p->proto == LB_IPPROTO_TCP) {
+		struct lb_tcphdr *th = p->l4;
+
+		if ((void *)(th + 1) > data_end)
+			return;
+		l4_diff = lb_csum_add16(addr_diff, th->source, sport);
+		l4_diff = lb_csum_add16(l4_diff, th->dest, dport);
+		th->source = sport;
+		th->dest = dport;
+		th->check = lb_csum_apply(th->check, l4_diff);
+	} else {
+		struct lb_udphdr *uh = p->l4;
+
+		if ((void *)(uh + 1) > data_end)
+			return;
+		l4_diff = lb_csum_add16(addr_diff, uh->source, sport);
+		l4_diff = lb_csum_add16(l4_diff, uh->dest, dport);
+		uh->source = sport;
+		uh->dest = dport;
+		uh->check = lb_csum_apply_udp(uh->check, l4_diff);
+	}
+}
+
+#ifdef MODE_SNAT
+static __always_inline int lb_snat_same_flow(const struct snat_entry *a, const struct snat_entry *b)
+{
+	return a->client_addr == b->client_addr && a->vip == b->vip &&
+	       a->client_port == b->client_port && a->vport == b->vport;
+}
+
+/* Find a free nat_port for (backend, proto) and insert the reply-path entry. The search starts
+ * at a hash of the client's tuple and probes SNAT_PROBES consecutive ports (wrapping inside
+ * [SNAT_PORT_MIN, SNAT_PORT_MAX]). An existing entry for the same client flow is reused (a CT
+ * entry evicted before its SNAT entry). Returns the port (network order) or 0. */
+static __always_inline __be16 lb_snat_alloc(struct snat_key *sk, const struct snat_entry *se, __u32 hash)
+{
+	__u32 off = hash % SNAT_PORT_RANGE;
+	int i;
+
+#pragma unroll
+	for (i = 0; i < SNAT_PROBES; i++) {
+		struct snat_entry *cur;
+		__be16 port = lb_htons((__u16)(SNAT_PORT_MIN + off));
+
+		sk->nat_port = port;
+		if (bpf_map_update_elem(&lb4_snat, sk, se, BPF_NOEXIST) == 0)
+			return port;
+		cur = bpf_map_lookup_elem(&lb4_snat, sk);
+		if (cur && lb_snat_same_flow(cur, se)) {
+			cur->rev_nat_index = se->rev_nat_index;
+			return port;
+		}
+		off += 1;
+		if (off >= SNAT_PORT_RANGE)
+			off = 0;
+	}
+	return 0;
+}
+#endif
+
+#endif /* L4LB_NAT_H */

@@ -1,0 +1,254 @@
+// SPDX-License-Identifier: GPL-2.0
+/* lb_xdp.c: XDP layer-4 load balancer for the LB node (Cilium standalone-L4LB shaped).
+ *
+ * Compiled on the LB node with the device's properties and the mode as macros
+ * (module_utils/l4lb/build.py: LB_IP, LB_MAC, LB_IFINDEX, LB_MTU, MODE_SNAT|MODE_DSR,
+ * LB_MAGLEV_LUT_SIZE, SNAT_PORT_MIN/MAX). Helpers used are those eBPF-for-Windows offers to
+ * XDP: map operations, bpf_ktime_get_ns, bpf_xdp_adjust_head (DSR only).
+ *
+ * Per packet (bpf/README.md has the full rule table):
+ *   not IPv4 / bad IPv4 header / not TCP-UDP / no ports     -> PASS, untouched
+ *   (daddr, dport, proto) is a service                      -> balance: SNAT or DSR, XDP_TX
+ *                                                              (or DROP: see the rules)
+ *   SNAT mode, daddr == LB_IP and lb4_snat has the reply     -> reverse SNAT, XDP_TX
+ *   anything else                                           -> PASS, untouched
+ */
+#include "include/compat.h"
+#include "include/consts.h"
+#include "include/maps.h"
+#include "include/parsing.h"
+#include "include/csum.h"
+#include "include/select.h"
+#include "include/stats.h"
+#include "include/nat.h"
+#include "include/encap.h"
+
+/* A service- or SNAT-bound packet we may rewrite and send: no options, not a fragment, full
+ * L4 header, TTL > 1. Returns the drop reason or -1. */
+static __always_inline int lb_unforwardable(const struct lb_pkt *p)
+{
+	if (p->has_options)
+		return LB_R_DROP_IP_OPTIONS;
+	if (p->is_fragment)
+		return LB_R_DROP_FRAGMENT;
+	if (!p->l4_ok)
+		return LB_R_DROP_MALFORMED;
+	if (p->ip->ttl <= 1)
+		return LB_R_DROP_TTL;
+	return -1;
+}
+
+static __always_inline void lb_ct_touch(struct ct_entry *ct, __u64 bytes, __u8 tcp_flags)
+{
+	ct->rx_packets += 1;
+	ct->rx_bytes += bytes;
+	ct->last_seen_ns = bpf_ktime_get_ns();
+	ct->tcp_flags_seen |= tcp_flags;
+}
+
+static __always_inline int lb_service(lb_xdp_ctx *ctx, struct lb_pkt *p, const struct lb4_service *svc,
+				      __u64 len)
+{
+	void *data_end = LB_CTX_DATA_END(ctx);
+	struct ipv4_ct_tuple tuple = {};
+	struct lb4_backend *be = 0;
+	struct neigh_mac *neigh;
+	struct ct_entry *ct;
+	__u16 rev_nat_index;
+	__u32 backend_id = 0, hash = 0;
+	__be32 be_addr;
+	__be16 be_port;
+	__be16 nat_port = 0;
+	int reason, reselect = 1, reset = 0;
+
+	reason = lb_unforwardable(p);
+	if (reason >= 0)
+		return lb_verdict(LB_DROP, reason, len);
+	if (svc->count == 0)
+		return lb_verdict(LB_DROP, LB_R_DROP_NO_BACKEND, len);
+	rev_nat_index = svc->rev_nat_index;
+#ifdef MODE_DSR
+	if ((__u32)p->tot_len + LB_IP_HLEN > LB_MTU)
+		return lb_verdict(LB_PASS, LB_R_PASS_MTU, len);
+#endif
+
+	tuple.daddr = p->ip->daddr;
+	tuple.saddr = p->ip->saddr;
+	tuple.dport = p->dport;
+	tuple.sport = p->sport;
+	tuple.nexthdr = p->proto;
+
+	ct = bpf_map_lookup_elem(&ct4_global, &tuple);
+	if (ct) {
+		if ((p->tcp_flags & (LB_TCP_SYN | LB_TCP_ACK)) == LB_TCP_SYN &&
+		    (ct->tcp_flags_seen & (LB_TCP_FIN | LB_TCP_RST))) {
+			/* A new connection reusing a closed connection's tuple. */
+			reset = 1;
+		} else if (ct->rev_nat_index == rev_nat_index) {
+			backend_id = ct->backend_id;
+			be = bpf_map_lookup_elem(&lb4_backends, &backend_id);
+			if (be) {
+				reselect = 0;
+				nat_port = ct->nat_port;
+			}
+		}
+	}
+	if (reselect || nat_port == 0)
+		hash = lb_flow_hash(tuple.saddr, tuple.daddr, tuple.sport, tuple.dport, tuple.nexthdr);
+	if (reselect) {
+		backend_id = lb_maglev_select(rev_nat_index, hash);
+		if (!backend_id)
+			return lb_verdict(LB_DROP, LB_R_DROP_NO_BACKEND, len);
+		be = bpf_map_lookup_elem(&lb4_backends, &backend_id);
+		if (!be)
+			return lb_verdict(LB_DROP, LB_R_DROP_NO_BACKEND, len);
+	}
+	if (!be)
+		return lb_verdict(LB_DROP, LB_R_DROP_NO_BACKEND, len);
+	be_addr = be->address;
+	be_port = be->port;
+
+	neigh = bpf_map_lookup_elem(&nodeport_neigh4, &be_addr);
+	if (!neigh)
+		return lb_verdict(LB_DROP, LB_R_DROP_NO_NEIGH, len);
+
+#ifdef MODE_SNAT
+	if (reselect || nat_port == 0) {
+		struct snat_key sk = {
+			.backend_addr = be_addr,
+			.backend_port = be_port,
+			.proto = p->proto,
+		};
+		struct snat_entry se = {
+			.client_addr = tuple.saddr,
+			.vip = tuple.daddr,
+			.client_port = tuple.sport,
+			.vport = tuple.dport,
+			.rev_nat_index = rev_nat_index,
+		};
+
+		nat_port = lb_snat_alloc(&sk, &se, lb_jhash_3words(hash, 0, 0, LB_SNAT_SEED));
+		if (!nat_port)
+			return lb_verdict(LB_DROP, LB_R_DROP_SNAT_PORTS, len);
+	}
+#else
+	nat_port = 0;
+#endif
+
+	if (ct && !reset) {
+		ct->backend_id = backend_id;
+		ct->rev_nat_index = rev_nat_index;
+		ct->nat_port = nat_port;
+		lb_ct_touch(ct, len, p->tcp_flags);
+	} else {
+		struct ct_entry entry = {
+			.rx_packets = 1,
+			.rx_bytes = len,
+			.last_seen_ns = bpf_ktime_get_ns(),
+			.backend_id = backend_id,
+			.rev_nat_index = rev_nat_index,
+			.nat_port = nat_port,
+			.tcp_flags_seen = p->tcp_flags,
+		};
+
+		if (bpf_map_update_elem(&ct4_global, &tuple, &entry, BPF_ANY))
+			return lb_verdict(LB_DROP, LB_R_DROP_MAP_UPDATE, len);
+	}
+
+	lb_count_service(rev_nat_index, len);
+	lb_count_backend(backend_id, len);
+
+#ifdef MODE_SNAT
+	lb_rewrite4(p, data_end, LB_IP, be_addr, nat_port, be_port);
+	lb_set_macs(p->eth, neigh->addr);
+	return lb_verdict(LB_TX, LB_R_TX_SNAT_FWD, len);
+#else
+	if (lb_dsr_encap(ctx, be_addr, neigh->addr))
+		return lb_verdict(LB_DROP, LB_R_DROP_ENCAP, len);
+	return lb_verdict(LB_TX, LB_R_TX_DSR, len);
+#endif
+}
+
+#ifdef MODE_SNAT
+/* backend:port -> LB_IP:nat_port becomes VIP:vport -> client:cport. */
+static __always_inline int lb_snat_reply(lb_xdp_ctx *ctx, struct lb_pkt *p, const struct snat_entry *se,
+					 __u64 len)
+{
+	void *data_end = LB_CTX_DATA_END(ctx);
+	struct ipv4_ct_tuple tuple = {};
+	struct neigh_mac *neigh;
+	struct ct_entry *ct;
+	int reason;
+
+	reason = lb_unforwardable(p);
+	if (reason >= 0)
+		return lb_verdict(LB_DROP, reason, len);
+
+	tuple.daddr = se->vip;
+	tuple.saddr = se->client_addr;
+	tuple.dport = se->vport;
+	tuple.sport = se->client_port;
+	tuple.nexthdr = p->proto;
+
+	neigh = bpf_map_lookup_elem(&nodeport_neigh4, &tuple.saddr);
+	if (!neigh)
+		return lb_verdict(LB_DROP, LB_R_DROP_NO_NEIGH, len);
+
+	ct = bpf_map_lookup_elem(&ct4_global, &tuple);
+	if (ct) {
+		ct->tx_packets += 1;
+		ct->tx_bytes += len;
+		ct->last_seen_ns = bpf_ktime_get_ns();
+		ct->tcp_flags_seen |= p->tcp_flags;
+	}
+
+	lb_rewrite4(p, data_end, tuple.daddr, tuple.saddr, tuple.dport, tuple.sport);
+	lb_set_macs(p->eth, neigh->addr);
+	return lb_verdict(LB_TX, LB_R_TX_SNAT_REPLY, len);
+}
+#endif
+
+SEC(LB_XDP_SEC)
+int lb_xdp(lb_xdp_ctx *ctx)
+{
+	void *data = LB_CTX_DATA(ctx);
+	void *data_end = LB_CTX_DATA_END(ctx);
+	__u64 len = (__u64)(data_end - data);
+	struct lb_pkt p = {};
+	struct lb4_key key = {};
+	struct lb4_service *svc;
+	int kind;
+
+	kind = lb_parse(data, data_end, &p);
+	if (kind == LB_P_NOT_IPV4)
+		return lb_verdict(LB_PASS, LB_R_PASS_NOT_IPV4, len);
+	if (kind == LB_P_BAD_IPV4)
+		return lb_verdict(LB_PASS, LB_R_PASS_BAD_IPV4, len);
+	if (kind != LB_P_PORTS)
+		return lb_verdict(LB_PASS, LB_R_PASS_NOT_SERVICE, len);
+
+	key.address = p.ip->daddr;
+	key.dport = p.dport;
+	key.proto = p.proto;
+	svc = bpf_map_lookup_elem(&lb4_services_v2, &key);
+	if (svc)
+		return lb_service(ctx, &p, svc, len);
+
+#ifdef MODE_SNAT
+	if (p.ip->daddr == LB_IP) {
+		struct snat_key sk = {
+			.backend_addr = p.ip->saddr,
+			.backend_port = p.sport,
+			.nat_port = p.dport,
+			.proto = p.proto,
+		};
+		struct snat_entry *se = bpf_map_lookup_elem(&lb4_snat, &sk);
+
+		if (se)
+			return lb_snat_reply(ctx, &p, se, len);
+	}
+#endif
+	return lb_verdict(LB_PASS, LB_R_PASS_NOT_SERVICE, len);
+}
+
+char _license[] SEC("license") = "GPL";

@@ -1,0 +1,244 @@
+"""Compiling the datapath: the one place that turns a device's properties into macros and runs
+clang.
+
+The seed's agent compiles ``bpf_xdp.c`` on the LB node with the device's MAC, address, ifindex
+and the mode as ``-D`` macros; so do we. Rendering the macros (:func:`render_defines`) is kept
+apart from running the compiler (:func:`compile_object`): a Windows build would reuse the
+former with its own clang invocation (``-DLB_TARGET_WINDOWS`` and eBPF-for-Windows' include
+directory).
+
+    cfg = BuildConfig(lb_ip="20.1.1.1", lb_mac="02:00:14:01:01:01", ifindex=3, mode="snat")
+    result = compile_lb(cfg, "/run/l4lb/lb_xdp.o")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import platform
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+from .errors import InvalidConfig, L4LBError
+
+MODES = ("snat", "dsr")
+DEFAULT_MAGLEV_SIZE = 2039
+MAGLEV_SIZE_MAX = 131071  # Cilium's largest; inner map value = 4 * M bytes
+LINUX_EPHEMERAL_DEFAULT = (32768, 60999)
+
+
+def _bpf_dir() -> Path | None:
+    """The repository's ``bpf/`` directory, when this file lives in a checkout."""
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        cand = parent / "bpf" / "lb_xdp.c"
+        if cand.is_file():
+            return cand.parent
+    return None
+
+
+def _is_prime(n: int) -> bool:
+    if n < 2:
+        return False
+    if n % 2 == 0:
+        return n == 2
+    i = 3
+    while i * i <= n:
+        if n % i == 0:
+            return False
+        i += 2
+    return True
+
+
+def parse_mac(mac: str | bytes) -> bytes:
+    if isinstance(mac, (bytes, bytearray)):
+        if len(mac) != 6:
+            raise InvalidConfig(f"MAC {bytes(mac).hex()!r} is not 6 bytes")
+        return bytes(mac)
+    if not isinstance(mac, str) or not re.fullmatch(r"[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}", mac.strip()):
+        raise InvalidConfig(f"MAC {mac!r} is not of the form aa:bb:cc:dd:ee:ff")
+    return bytes(int(x, 16) for x in re.split("[:-]", mac.strip()))
+
+
+def local_ephemeral_range(path: str = "/proc/sys/net/ipv4/ip_local_port_range") -> tuple[int, int]:
+    """The running network namespace's ephemeral port range (Linux adapter)."""
+    try:
+        lo, hi = Path(path).read_text().split()
+        return int(lo), int(hi)
+    except (OSError, ValueError):
+        return LINUX_EPHEMERAL_DEFAULT
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildConfig:
+    """What the LB program is compiled for. Validated on construction (InvalidConfig)."""
+
+    lb_ip: str
+    lb_mac: str
+    ifindex: int
+    mode: str = "snat"
+    maglev_size: int = DEFAULT_MAGLEV_SIZE
+    snat_port_min: int = 61000
+    snat_port_max: int = 65535
+    ncpus: int | None = None
+    mtu: int = 1500
+    # The LB node's ephemeral range: SNAT ports must not overlap it. None = Linux's default.
+    ephemeral_range: tuple[int, int] | None = None
+
+    def __post_init__(self):
+        try:
+            ip = ipaddress.IPv4Address(self.lb_ip)
+        except (ipaddress.AddressValueError, ValueError) as exc:
+            raise InvalidConfig(f"lb_ip {self.lb_ip!r} is not an IPv4 address") from exc
+        if ip.is_unspecified or ip.is_multicast or ip == ipaddress.IPv4Address("255.255.255.255"):
+            raise InvalidConfig(f"lb_ip {self.lb_ip!r} is not a unicast address")
+        object.__setattr__(self, "lb_ip", str(ip))
+        mac = parse_mac(self.lb_mac)
+        if mac[0] & 1 or mac == b"\x00" * 6:
+            raise InvalidConfig(f"lb_mac {self.lb_mac!r} is not a unicast MAC")
+        object.__setattr__(self, "lb_mac", ":".join(f"{b:02x}" for b in mac))
+        if isinstance(self.ifindex, bool) or not isinstance(self.ifindex, int) or not 1 <= self.ifindex <= 0x7FFFFFFF:
+            raise InvalidConfig(f"ifindex {self.ifindex!r} is not a positive integer")
+        if self.mode not in MODES:
+            raise InvalidConfig(f"mode {self.mode!r} is not one of {', '.join(MODES)}")
+        m = self.maglev_size
+        if isinstance(m, bool) or not isinstance(m, int) or not 3 <= m <= MAGLEV_SIZE_MAX or not _is_prime(m):
+            raise InvalidConfig(f"maglev_size {m!r} is not a prime in 3..{MAGLEV_SIZE_MAX}")
+        lo, hi = self.snat_port_min, self.snat_port_max
+        for name, v in (("snat_port_min", lo), ("snat_port_max", hi)):
+            if isinstance(v, bool) or not isinstance(v, int) or not 1024 <= v <= 65535:
+                raise InvalidConfig(f"{name} {v!r} is not a port in 1024..65535")
+        if lo > hi:
+            raise InvalidConfig(f"snat_port_min {lo} > snat_port_max {hi}")
+        eph = self.ephemeral_range or LINUX_EPHEMERAL_DEFAULT
+        if lo <= eph[1] and eph[0] <= hi:
+            raise InvalidConfig(
+                f"SNAT ports {lo}..{hi} overlap the LB node's ephemeral range {eph[0]}..{eph[1]}")
+        if self.ncpus is not None and (isinstance(self.ncpus, bool) or not isinstance(self.ncpus, int)
+                                       or not 1 <= self.ncpus <= 4096):
+            raise InvalidConfig(f"ncpus {self.ncpus!r} is not in 1..4096")
+        if isinstance(self.mtu, bool) or not isinstance(self.mtu, int) or not 576 <= self.mtu <= 65535:
+            raise InvalidConfig(f"mtu {self.mtu!r} is not in 576..65535")
+
+
+def lb_ip_macro(ip: str) -> int:
+    """LB_IP: the __be32 as a little-endian CPU reads it (20.1.1.1 -> 0x01010114)."""
+    return int.from_bytes(ipaddress.IPv4Address(ip).packed, "little")
+
+
+def render_defines(cfg: BuildConfig) -> dict[str, str]:
+    """The macros for bpf/lb_xdp.c (compiler-independent)."""
+    mac = parse_mac(cfg.lb_mac)
+    ncpus = cfg.ncpus if cfg.ncpus is not None else (os.cpu_count() or 1)
+    return {
+        "MODE_SNAT" if cfg.mode == "snat" else "MODE_DSR": "1",
+        "LB_IP": f"0x{lb_ip_macro(cfg.lb_ip):08x}",
+        "LB_MAC": "{" + ",".join(f"0x{b:02x}" for b in mac) + "}",
+        "LB_IFINDEX": str(cfg.ifindex),
+        "LB_MTU": str(cfg.mtu),
+        "LB_MAGLEV_LUT_SIZE": str(cfg.maglev_size),
+        "SNAT_PORT_MIN": str(cfg.snat_port_min),
+        "SNAT_PORT_MAX": str(cfg.snat_port_max),
+        "__NR_CPUS__": str(ncpus),
+    }
+
+
+def render_header(defines: dict[str, str]) -> str:
+    """The same macros as a config header (what the seed's agent writes before compiling)."""
+    lines = ["/* generated by module_utils/l4lb/build.py */"]
+    lines += [f"#define {k} {v}" for k, v in defines.items()]
+    return "\n".join(lines) + "\n"
+
+
+@dataclasses.dataclass(frozen=True)
+class CompileResult:
+    path: str
+    defines: dict
+    cmdline: list
+    clang_version: str
+
+
+def _clang() -> str:
+    clang = os.environ.get("L4LB_CLANG") or shutil.which("clang")
+    if not clang:
+        raise L4LBError("clang not found (install clang or set L4LB_CLANG)")
+    return clang
+
+
+_version_cache: dict[str, str] = {}
+
+
+def clang_version(clang: str | None = None) -> str:
+    clang = clang or _clang()
+    if clang not in _version_cache:
+        try:
+            out = subprocess.run([clang, "--version"], capture_output=True, text=True, check=True).stdout
+        except (OSError, subprocess.CalledProcessError) as exc:
+            raise L4LBError(f"{clang} --version failed: {exc}") from exc
+        _version_cache[clang] = out.splitlines()[0].strip() if out else "unknown"
+    return _version_cache[clang]
+
+
+def _system_includes() -> list[str]:
+    """Where asm/types.h lives on Debian multiarch (clang -target bpf does not look there)."""
+    arch = {"x86_64": "x86_64-linux-gnu", "aarch64": "aarch64-linux-gnu"}.get(platform.machine())
+    dirs = [f"/usr/include/{arch}"] if arch and os.path.isdir(f"/usr/include/{arch}") else []
+    return [f"-I{d}" for d in dirs]
+
+
+def compile_object(src: str | os.PathLike, out_path: str | os.PathLike, defines: dict | None = None,
+                   include_dirs: list | None = None) -> CompileResult:
+    """clang -O2 -g -target bpf -c src -o out_path with -D defines. Raises L4LBError carrying
+    the compiler's stderr on failure. The object is written atomically (temp file + rename)."""
+    src = Path(src)
+    out = Path(out_path)
+    if not src.is_file():
+        raise InvalidConfig(f"source {str(src)!r} does not exist")
+    clang = _clang()
+    defines = dict(defines or {})
+    incs = [f"-I{d}" for d in (include_dirs or [src.parent / "include", src.parent])]
+    cmd = [clang, "-O2", "-g", "-target", "bpf", "-Wall", "-Wno-unused-function",
+           *_system_includes(), *incs]
+    cmd += [f"-D{k}={v}" if v is not None else f"-D{k}" for k, v in defines.items()]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    cmd += ["-c", str(src), "-o", str(tmp)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+    except OSError as exc:
+        raise L4LBError(f"cannot run {clang}: {exc}") from exc
+    if proc.returncode != 0:
+        tmp.unlink(missing_ok=True)
+        err = L4LBError(f"compiling {src} failed (clang exit {proc.returncode}):\n{proc.stderr.strip()}")
+        err.stderr = proc.stderr
+        err.cmdline = cmd
+        raise err
+    os.replace(tmp, out)
+    final_cmd = cmd[:-1] + [str(out)]
+    return CompileResult(path=str(out), defines=defines, cmdline=final_cmd, clang_version=clang_version(clang))
+
+
+def source_path(name: str, src_dir: str | os.PathLike | None = None) -> Path:
+    base = Path(src_dir) if src_dir else _bpf_dir()
+    if base is None:
+        raise InvalidConfig("bpf source directory unknown: pass src_dir")
+    return base / name
+
+
+def compile_lb(config: BuildConfig, out_path: str | os.PathLike,
+               src_dir: str | os.PathLike | None = None) -> CompileResult:
+    """Compile bpf/lb_xdp.c for ``config``."""
+    if not isinstance(config, BuildConfig):
+        raise InvalidConfig(f"config {config!r} is not a BuildConfig")
+    return compile_object(source_path("lb_xdp.c", src_dir), out_path, render_defines(config))
+
+
+def compile_decap(kind: str, out_path: str | os.PathLike, src_dir: str | os.PathLike | None = None) -> CompileResult:
+    """Compile the backend decap program: kind 'xdp' (decap_xdp.c) or 'tc' (decap_tc.c)."""
+    names = {"xdp": "decap_xdp.c", "tc": "decap_tc.c"}
+    if kind not in names:
+        raise InvalidConfig(f"decap kind {kind!r} is not one of xdp, tc")
+    return compile_object(source_path(names[kind], src_dir), out_path, {})

@@ -76,8 +76,15 @@ class Node:
         self.namespace = None  # set by Topology
         self.link = name  # switch-side veth end
 
+    @property
+    def mac(self):
+        """Locally administered MAC derived from the address (02:4c:a:b:c:d), so a recreated
+        interface keeps its MAC and no neighbour cache goes stale."""
+        return "02:4c:" + ":".join(f"{b:02x}" for b in self.ip.packed)
+
     def as_dict(self, prefixlen):
         return {"name": self.name, "namespace": self.namespace, "ip": f"{self.ip}/{prefixlen}",
+                "mac": self.mac,
                 "role": self.role, "decap": self.decap, "switch_port": self.link,
                 "routes": [{"dst": str(r.dst), "via": str(r.via)} for r in self.routes]}
 
@@ -107,6 +114,11 @@ class Topology:
     @property
     def xdp_pass_obj(self):
         return os.path.join(self.state_dir, "xdp_pass.o")
+
+    @property
+    def xdp_pass_pin(self):
+        """The XDP_PASS program shared by every switch port, pinned below lab_bpffs_dir."""
+        return os.path.join(self.bpffs_dir, "switch", "xdp_pass")
 
     def node(self, name):
         for n in self.nodes:
@@ -312,7 +324,7 @@ class NetnsProvider:
     """Realise a Topology with network namespaces, a bridge and veth pairs on this machine."""
 
     name = "netns"
-    TOOLS = ("ip", "nsenter", "ethtool", "clang", "unshare")
+    TOOLS = ("ip", "nsenter", "ethtool", "clang", "bpftool", "unshare")
 
     def __init__(self, topology, search_path=None):
         self.t = topology
@@ -376,18 +388,21 @@ class NetnsProvider:
         return None
 
     def _probe_links(self):
-        """Create a veth pair and a bridge, and attach XDP natively, in a throwaway namespace."""
+        """Create a veth pair and a bridge, and attach XDP natively, in throwaway network and
+        mount namespaces (with a private bpffs, so iproute2's loader leaves no pins behind)."""
         with tempfile.TemporaryDirectory(prefix="lab-probe-") as tmp:
             obj = os.path.join(tmp, "xdp_pass.o")
-            script = (f"set -e; ip link add name p0 type veth peer name p1; "
-                      f"ip link add name b0 type bridge; ")
+            script = ("set -e; mount -t bpf bpf /sys/fs/bpf; "
+                      "ip link add name p0 type veth peer name p1; "
+                      "ip link add name b0 type bridge; ")
             if self.t.xdp_pass_src and os.path.isfile(self.t.xdp_pass_src):
                 try:
                     self._compile(obj)
                 except ProviderError as e:
                     return f"cannot compile the XDP_PASS program: {e}"
                 script += f"ip link set dev p0 xdpdrv obj {obj} sec xdp"
-            p = _run([self.bin["unshare"], "--net", "/bin/sh", "-c", script], check=False)
+            p = _run([self.bin["unshare"], "--net", "--mount", "--propagation", "private",
+                      "/bin/sh", "-c", script], check=False)
             if p.returncode != 0:
                 return ("cannot create a veth pair, a bridge, or attach native XDP to a veth in a "
                         f"network namespace: {p.stderr.strip()}")
@@ -422,7 +437,8 @@ class NetnsProvider:
 
     def current(self):
         """Snapshot of the real state of every namespace the topology names."""
-        snap = {"namespaces": {}, "object_fresh": self._object_fresh()}
+        snap = {"namespaces": {}, "object_fresh": self._object_fresh(),
+                "xdp_pin_id": self._pinned_prog_id()}
         for ns in self.t.namespaces:
             if not self._ns_exists(ns):
                 continue
@@ -437,6 +453,24 @@ class NetnsProvider:
         return snap
 
     # -- xdp_pass object ---------------------------------------------------------------------
+
+    def _pinned_prog_id(self):
+        if not os.path.exists(self.t.xdp_pass_pin):
+            return None
+        p = _run([self.bin.get("bpftool", "bpftool"), "-j", "prog", "show", "pinned",
+                  self.t.xdp_pass_pin], check=False)
+        try:
+            return json.loads(p.stdout).get("id") if p.returncode == 0 else None
+        except ValueError:
+            return None
+
+    def _load_pin(self):
+        pin = self.t.xdp_pass_pin
+        if os.path.lexists(pin):
+            os.unlink(pin)
+        os.makedirs(os.path.dirname(pin), exist_ok=True)
+        _run([self.bin.get("bpftool", "bpftool"), "prog", "load", self.t.xdp_pass_obj, pin,
+              "type", "xdp"])
 
     def _src_digest(self):
         with open(self.t.xdp_pass_src, "rb") as f:
@@ -484,6 +518,9 @@ class NetnsProvider:
         if not snap["object_fresh"]:
             acts.append(Action(f"compile {t.xdp_pass_src} -> {t.xdp_pass_obj}",
                                func=self._build_object))
+        reload_pin = not snap["object_fresh"] or snap["xdp_pin_id"] is None
+        if reload_pin:
+            acts.append(Action(f"load xdp_pass, pin at {t.xdp_pass_pin}", func=self._load_pin))
         for ns in t.namespaces:
             if ns not in have:
                 acts.append(Action(f"add netns {ns}", [self.bin.get("ip", "ip"), "netns", "add", ns]))
@@ -499,10 +536,10 @@ class NetnsProvider:
         if br is None or "UP" not in br.get("flags", []):
             acts.append(Action(f"{sw}: set {t.bridge} up", self._ip(sw, "link", "set", t.bridge, "up")))
         for n in t.nodes:
-            acts.extend(self._plan_node(n, snap, sw_links))
+            acts.extend(self._plan_node(n, snap, sw_links, reload_pin))
         return acts
 
-    def _plan_node(self, n, snap, sw_links):
+    def _plan_node(self, n, snap, sw_links, reload_pin):
         t = self.t
         sw, ns, dev = t.switch_ns, n.namespace, t.node_iface
         have_ns = snap["namespaces"].get(ns, {})
@@ -523,7 +560,7 @@ class NetnsProvider:
                 acts.append(Action(f"{ns}: delete stray {dev}", self._ip(ns, "link", "del", dev)))
             acts.append(Action(f"{sw}: add veth {n.link} <-> {ns}:{dev}",
                                self._ip(sw, "link", "add", "name", n.link, "type", "veth",
-                                        "peer", "name", dev, "netns", ns)))
+                                        "peer", "name", dev, "address", n.mac, "netns", ns)))
             port, eth, offload = {}, {}, {}
         else:
             offload = have_ns.get("offload", {})
@@ -532,11 +569,13 @@ class NetnsProvider:
             acts.append(Action(f"{sw}: {n.link} master {t.bridge}",
                                self._ip(sw, "link", "set", n.link, "master", t.bridge)))
         xdp = port.get("xdp", {})
-        if (not snap["object_fresh"] or xdp.get("mode") != XDP_MODE_DRV
-                or xdp.get("prog", {}).get("name") != "xdp_pass"):
+        if (reload_pin or xdp.get("mode") != XDP_MODE_DRV
+                or xdp.get("prog", {}).get("id") != snap["xdp_pin_id"]):
             acts.append(Action(f"{sw}: attach xdp_pass (native) to {n.link}",
-                               [self.bin.get("ip", "ip"), "-force", "-n", sw, "link", "set", "dev",
-                                n.link, "xdpdrv", "obj", t.xdp_pass_obj, "sec", "xdp"]))
+                               [self.bin.get("nsenter", "nsenter"),
+                                f"--net={os.path.join(t.netns_dir, sw)}", "--",
+                                self.bin.get("bpftool", "bpftool"), "net", "attach", "xdpdrv",
+                                "pinned", t.xdp_pass_pin, "dev", n.link, "overwrite"]))
         if "UP" not in port.get("flags", []):
             acts.append(Action(f"{sw}: set {n.link} up", self._ip(sw, "link", "set", n.link, "up")))
         # node side
@@ -558,6 +597,9 @@ class NetnsProvider:
                                    self._ip(ns, "addr", "del", f"{local}/{plen}", "dev", dev)))
         if (str(n.ip), t.subnet.prefixlen) not in addrs:
             acts.append(Action(f"{ns}: add {want} to {dev}", self._ip(ns, "addr", "add", want, "dev", dev)))
+        if eth and eth.get("address") != n.mac:
+            acts.append(Action(f"{ns}: {dev} address {n.mac}",
+                               self._ip(ns, "link", "set", dev, "address", n.mac)))
         if "UP" not in eth.get("flags", []):
             acts.append(Action(f"{ns}: set {dev} up", self._ip(ns, "link", "set", dev, "up")))
         routes = have_ns.get("routes", {})
@@ -618,6 +660,8 @@ class NetnsProvider:
                                  if a.get("family") == "inet")
                 bits = [link.get("linkinfo", {}).get("info_kind", "") or "",
                         "up" if "UP" in link.get("flags", []) else "down"]
+                if ns != self.t.switch_ns and name == self.t.node_iface:
+                    bits.append(link.get("address", ""))
                 if link.get("master"):
                     bits.append(f"master={link['master']}")
                 if link.get("xdp", {}).get("prog"):
@@ -635,13 +679,14 @@ class NetnsProvider:
 
     def describe_desired(self):
         t = self.t
-        lines = [f"netns {t.switch_ns}", f"  {t.bridge}: bridge up"]
+        ports = {t.bridge: "bridge up", "lo": "down"}
+        ports.update({n.link: f"veth up master={t.bridge} xdp=xdp_pass" for n in t.nodes})
+        lines = [f"netns {t.switch_ns}"] + [f"  {k}: {v}" for k, v in sorted(ports.items())]
         for n in t.nodes:
-            lines.append(f"  {n.link}: veth up master={t.bridge} xdp=xdp_pass")
-        for n in t.nodes:
+            links = {t.node_iface: f"veth up {n.mac} {n.ip}/{t.subnet.prefixlen}",
+                     "lo": "up 127.0.0.1/8"}
             lines.append(f"netns {n.namespace}")
-            lines.append(f"  {t.node_iface}: veth up {n.ip}/{t.subnet.prefixlen}")
-            lines.append("  lo: up")
+            lines += [f"  {k}: {v}" for k, v in sorted(links.items())]
             lines.append("  offload rx=off tx=off")
             for r in n.routes:
                 lines.append(f"  route {r.dst} via {r.via} dev {t.node_iface}")

@@ -19,8 +19,8 @@ description:
   - The source is compiled on the node with the project's compile function
     (C(module_utils/l4lb/build.py), C(compile_object)) into I(build_dir), loaded through libbpf
     and pinned at C(<pin_dir>/decap_<method>).
-  - Changed only when the kernel's state differs from the wanted one: the attached program's
-    tag (a hash of its instructions, so source, macros and toolchain all feed it) differs from
+  - Changed only when the kernel's state differs from the wanted one, that is when the attached
+    program's tag (a hash of its instructions, so source, macros and toolchain all feed it) differs from
     the freshly compiled candidate's, the attach point is missing, or the pin is missing or
     points at another program. Files are never used as markers.
   - An attached XDP program is replaced atomically (one netlink replace, C(XDP_FLAGS_REPLACE));

@@ -222,9 +222,12 @@ def compile_object(src: str | os.PathLike, out_path: str | os.PathLike, defines:
 
 
 def source_path(name: str, src_dir: str | os.PathLike | None = None) -> Path:
+    """``name`` in ``src_dir`` (the bpf/ directory, or a checkout holding bpf/)."""
     base = Path(src_dir) if src_dir else _bpf_dir()
     if base is None:
         raise InvalidConfig("bpf source directory unknown: pass src_dir")
+    if not (base / name).is_file() and (base / "bpf" / name).is_file():
+        base = base / "bpf"
     return base / name
 
 

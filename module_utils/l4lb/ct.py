@@ -1,0 +1,175 @@
+"""Connection-tracking decoding: the seed's ``service dumpstate --id N``.
+
+Each ct4_global entry of the service becomes one row with the seed's columns:
+
+    Source IP | Dest. IP | Source Port | Dest Port | Backend IP | State | Rx Bytes | Tx Bytes
+
+State: CLOSING if a FIN or RST was seen on the flow; else IDLE if the last packet is older than
+``idle_after_s`` (compared on CLOCK_MONOTONIC, the clock of ``bpf_ktime_get_ns``); else ACTIVE.
+Rx = client -> service, Tx = service -> client (counted only in SNAT mode, where replies cross
+the LB; 0 in DSR).
+
+An entry belongs to the service whose id is its ``rev_nat_index``.
+"""
+
+from __future__ import annotations
+
+import time
+
+from .model import parse_service_id
+from .reconcile import BACKENDS, CT, STATS_BACKEND, STATS_SERVICE, LBMaps, read_state
+from .structs import (
+    CT_ENTRY, IPV4_CT_TUPLE, LB4_BACKEND, LB4_SERVICE, LB_STATS, PROTO_NAMES, TCP_FIN, TCP_RST, U32,
+    be16_to_port, be32_to_ip,
+)
+
+DEFAULT_IDLE_AFTER_S = 60.0
+
+# (header shown by the seed, key in the row dicts)
+COLUMNS = (
+    ("Source IP", "source_ip"),
+    ("Dest. IP", "dest_ip"),
+    ("Source Port", "source_port"),
+    ("Dest Port", "dest_port"),
+    ("Backend IP", "backend_ip"),
+    ("State", "state"),
+    ("Rx Bytes", "rx_bytes"),
+    ("Tx Bytes", "tx_bytes"),
+)
+
+ACTIVE, IDLE, CLOSING = "ACTIVE", "IDLE", "CLOSING"
+
+
+def monotonic_ns() -> int:
+    return time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+
+
+def flow_state(tcp_flags_seen: int, last_seen_ns: int, now_ns: int, idle_after_s: float) -> str:
+    if tcp_flags_seen & (TCP_FIN | TCP_RST):
+        return CLOSING
+    if now_ns - last_seen_ns > idle_after_s * 1e9:
+        return IDLE
+    return ACTIVE
+
+
+def _backends(maps: LBMaps) -> dict:
+    out = {}
+    for k, v in maps[BACKENDS].items():
+        addr, port, proto, flags = LB4_BACKEND.unpack(v)
+        out[U32.unpack(k)[0]] = (be32_to_ip(addr), be16_to_port(port))
+    return out
+
+
+def dump_service(maps: LBMaps, service_id: int, now_ns: int | None = None,
+                 idle_after_s: float = DEFAULT_IDLE_AFTER_S) -> list:
+    """Rows (dicts; keys as in COLUMNS plus protocol, backend_port, backend_id, packets,
+    nat_port, idle_s) of the service's CT entries, sorted by source ip/port."""
+    service_id = parse_service_id(service_id, "id")
+    now = monotonic_ns() if now_ns is None else now_ns
+    backends = _backends(maps)
+    rows = []
+    unpack_k, unpack_v = IPV4_CT_TUPLE.unpack, CT_ENTRY.unpack
+    for k, v in maps[CT].items():
+        (rx_p, rx_b, tx_p, tx_b, last, bid, rev, nat_port, flags) = unpack_v(v)
+        if rev != service_id:
+            continue
+        daddr, saddr, dport, sport, proto, _cflags = unpack_k(k)
+        bip, bport = backends.get(bid, (None, None))
+        rows.append({
+            "source_ip": be32_to_ip(saddr),
+            "dest_ip": be32_to_ip(daddr),
+            "source_port": be16_to_port(sport),
+            "dest_port": be16_to_port(dport),
+            "backend_ip": bip if bip is not None else f"? (id {bid})",
+            "state": flow_state(flags, last, now, idle_after_s),
+            "rx_bytes": rx_b,
+            "tx_bytes": tx_b,
+            "protocol": PROTO_NAMES.get(proto, str(proto)),
+            "backend_port": bport,
+            "backend_id": bid,
+            "rx_packets": rx_p,
+            "tx_packets": tx_p,
+            "nat_port": be16_to_port(nat_port),
+            "idle_s": round(max(now - last, 0) / 1e9, 3),
+        })
+    rows.sort(key=lambda r: (tuple(int(x) for x in r["source_ip"].split(".")), r["source_port"]))
+    return rows
+
+
+def _sum_percpu(mp, value: bytes) -> tuple:
+    packets = nbytes = 0
+    for part in mp.percpu_values(value):
+        p, b = LB_STATS.unpack(part)
+        packets += p
+        nbytes += b
+    return packets, nbytes
+
+
+def service_stats(maps: LBMaps, service_id: int) -> dict:
+    """Packets/bytes of the service, summed over CPUs (lb4_stats_service[id])."""
+    if STATS_SERVICE not in maps:
+        return {"packets": 0, "bytes": 0}
+    mp = maps[STATS_SERVICE]
+    value = mp.lookup(U32.pack(service_id))
+    p, b = _sum_percpu(mp, value) if value else (0, 0)
+    return {"packets": p, "bytes": b}
+
+
+def backend_stats(maps: LBMaps, backend_ids=None) -> dict:
+    """backend id -> {packets, bytes} summed over CPUs (lb4_stats_backend)."""
+    if STATS_BACKEND not in maps:
+        return {}
+    mp = maps[STATS_BACKEND]
+    out = {}
+    if backend_ids is None:
+        for k, v in mp.items():
+            p, b = _sum_percpu(mp, v)
+            out[U32.unpack(k)[0]] = {"packets": p, "bytes": b}
+        return out
+    for bid in backend_ids:
+        v = mp.lookup(U32.pack(bid))
+        p, b = _sum_percpu(mp, v) if v else (0, 0)
+        out[bid] = {"packets": p, "bytes": b}
+    return out
+
+
+def dump_state(maps: LBMaps, service_id: int, now_ns: int | None = None,
+               idle_after_s: float = DEFAULT_IDLE_AFTER_S) -> dict:
+    """Everything ``dumpstate`` shows: the service, its connections and its counters."""
+    service_id = parse_service_id(service_id, "id")
+    st = read_state(maps, ids={service_id})
+    fronts = st.ids.get(service_id, [])
+    service = None
+    bids = []
+    if fronts:
+        f = fronts[0]
+        slots = st.fronts[f]
+        bids = [LB4_SERVICE.unpack(slots[s][1])[0] for s in sorted(slots) if s]
+        service = {"id": service_id, "vip": be32_to_ip(f[0]), "port": be16_to_port(f[1]),
+                   "protocol": PROTO_NAMES.get(f[2], str(f[2]))}
+    bstats = backend_stats(maps, bids)
+    backends = []
+    for bid in bids:
+        raw = st.backends.get(bid)
+        ip, port = (None, None)
+        if raw:
+            a, p, _, _ = LB4_BACKEND.unpack(raw)
+            ip, port = be32_to_ip(a), be16_to_port(p)
+        backends.append({"backend_id": bid, "ip": ip, "port": port, **bstats.get(bid, {})})
+    return {
+        "service": service,
+        "connections": dump_service(maps, service_id, now_ns, idle_after_s),
+        "stats": service_stats(maps, service_id),
+        "backends": backends,
+    }
+
+
+def render_table(rows) -> str:
+    """The seed's dumpstate table as aligned text."""
+    headers = [h for h, _ in COLUMNS]
+    cells = [[str(r.get(key, "")) for _, key in COLUMNS] for r in rows]
+    widths = [max([len(h)] + [len(c[i]) for c in cells]) for i, h in enumerate(headers)]
+    line = lambda vals: " | ".join(v.ljust(w) for v, w in zip(vals, widths)).rstrip()
+    out = [line(headers), "-+-".join("-" * w for w in widths)]
+    out += [line(c) for c in cells]
+    return "\n".join(out) + "\n"

@@ -1,0 +1,635 @@
+"""Service reconcile: desired services vs the maps' current content -> minimal ordered writes.
+
+The maps are the truth: current state is read back from the pinned maps (services, slots,
+reverse NAT, Maglev inner tables, backends, neighbours); there are no side files.
+
+Plan = ordered writes. :func:`apply` executes them in this order, batching consecutive writes
+to the same map (one ``BPF_MAP_UPDATE_BATCH``/``DELETE_BATCH`` per run):
+
+  1. neighbours (nodeport_neigh4)            update
+  2. backends (lb4_backends)                 update
+  3. Maglev tables (lb4_maglev)              new inner map filled completely, then swapped in
+                                             with one update of the outer map (atomic)
+  4. backend slots 1..N (lb4_services_v2)    update
+  5. reverse NAT (lb4_reverse_nat)           update
+  6. master slots 0 (lb4_services_v2)        update            <- a service goes live here
+  7. master slots of removed frontends       delete            <- a service stops here
+  8. surplus / removed slots                 delete
+  9. reverse NAT of removed services         delete
+ 10. Maglev tables of removed services       delete
+ 11. backends no service references any more delete
+
+So a half-applied plan never makes the datapath select a backend id that is not in
+lb4_backends or read a slot that is not written: growing writes the new slots before the
+master's count, shrinking lowers the master's count before deleting the surplus slots.
+
+Entries written (ARCHITECTURE.md):
+
+- master (slot 0): backend_id 0, count N (all backends, weight-0 ones included), rev_nat_index =
+  service id; slots 1..N: backend_id, count 0, rev_nat_index = service id. Slots are in
+  canonical backend order (address, port), so input order never causes writes.
+- backend ids: stable per (ip, port, protocol): an identical backend keeps its id, a new one
+  gets the lowest free id >= 1; a backend shared by services has one id; it is deleted only when
+  no slot references it any more.
+- weight 0 (drain): the backend keeps its slot and its lb4_backends entry (flows already in the
+  CT table keep working) but gets no Maglev slots (no new flows).
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import os
+from array import array
+from dataclasses import dataclass, field
+
+from . import libbpf, maglev
+from .errors import BpfError, InvalidConfig, L4LBError
+from .model import Service, check_unique, parse_neighbors, parse_service_id
+from .structs import (
+    LB4_BACKEND, LB4_KEY, LB4_REVERSE_NAT, LB4_SERVICE, NEIGH_MAC, PROTO_NAMES, PROTOCOLS, U16, U32,
+    be16_to_port, be32_to_ip, bytes_to_mac, ip_to_be32, mac_to_bytes, port_to_be16,
+)
+
+SERVICES, BACKENDS, REVNAT, MAGLEV, NEIGH = (
+    "lb4_services_v2", "lb4_backends", "lb4_reverse_nat", "lb4_maglev", "nodeport_neigh4")
+CT, SNAT, STATS_SERVICE, STATS_BACKEND = "ct4_global", "lb4_snat", "lb4_stats_service", "lb4_stats_backend"
+MAP_NAMES = (SERVICES, BACKENDS, REVNAT, MAGLEV, NEIGH, CT, SNAT, STATS_SERVICE, STATS_BACKEND)
+RECONCILE_MAPS = (SERVICES, BACKENDS, REVNAT, MAGLEV, NEIGH)
+
+MAGLEV_INNER_NAME = "lb4_maglev_in"
+MAX_BACKEND_ID = 2**32 - 1
+
+# Phases, in apply order.
+(NEIGH_UPD, BACKEND_UPD, MAGLEV_SET, SLOT_UPD, REVNAT_UPD, MASTER_UPD,
+ MASTER_DEL, SLOT_DEL, REVNAT_DEL, MAGLEV_DEL, BACKEND_DEL) = range(11)
+PHASE_MAP = {NEIGH_UPD: NEIGH, BACKEND_UPD: BACKENDS, MAGLEV_SET: MAGLEV, SLOT_UPD: SERVICES,
+             REVNAT_UPD: REVNAT, MASTER_UPD: SERVICES, MASTER_DEL: SERVICES, SLOT_DEL: SERVICES,
+             REVNAT_DEL: REVNAT, MAGLEV_DEL: MAGLEV, BACKEND_DEL: BACKENDS}
+PHASE_OP = {MAGLEV_SET: "create-inner", MASTER_DEL: "delete", SLOT_DEL: "delete", REVNAT_DEL: "delete",
+            MAGLEV_DEL: "delete", BACKEND_DEL: "delete"}
+
+
+# --- the maps ------------------------------------------------------------------------------
+
+class LBMaps:
+    """The pinned maps of one LB program (``<lab_bpffs_dir>/lb/maps/<name>``)."""
+
+    def __init__(self, maps: dict, pin_dir: str | None = None, maglev_size: int | None = None):
+        self.maps = maps
+        self.pin_dir = pin_dir
+        self._maglev_size = maglev_size
+        self._size_known = maglev_size is not None   # given, or learnt from an inner map
+        self._inner_flags = 0
+
+    @classmethod
+    def open(cls, pin_dir: str, maglev_size: int | None = None, names=MAP_NAMES,
+             required=RECONCILE_MAPS) -> "LBMaps":
+        """Open every pinned map present; raise L4LBError if a required one is missing."""
+        opened = {}
+        try:
+            for name in names:
+                path = os.path.join(pin_dir, name)
+                if not os.path.exists(path):
+                    if name in required:
+                        raise L4LBError(f"map {name} is not pinned at {path} (is the LB program loaded?)")
+                    continue
+                opened[name] = libbpf.Map.from_pin(path)
+        except BaseException:
+            for m in opened.values():
+                m.close()
+            raise
+        return cls(opened, pin_dir, maglev_size)
+
+    def __getitem__(self, name: str) -> libbpf.Map:
+        try:
+            return self.maps[name]
+        except KeyError:
+            raise L4LBError(f"map {name} is not open (not pinned under {self.pin_dir})") from None
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.maps
+
+    def close(self) -> None:
+        for m in self.maps.values():
+            m.close()
+        self.maps = {}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def inner_map_ids(self) -> dict:
+        """rev_nat_index -> inner map id (what the outer map returns to user space)."""
+        return {U16.unpack(k)[0]: U32.unpack(v)[0] for k, v in self[MAGLEV].items()}
+
+    def read_inner(self, map_id: int) -> tuple[bytes, int, int]:
+        """(table bytes, value_size, map_flags) of the inner Maglev map with this id."""
+        fd = libbpf.map_fd_by_id(map_id)
+        with libbpf.Map(fd, MAGLEV_INNER_NAME) as inner:
+            value = inner.lookup(U32.pack(0)) or b""
+            return value, inner.value_size, libbpf.map_info(fd).map_flags
+
+    @property
+    def maglev_size(self) -> int:
+        """The table size: given, else learnt from an existing inner map, else the default."""
+        if self._maglev_size is None:
+            for map_id in self.inner_map_ids().values():
+                try:
+                    _, vsize, flags = self.read_inner(map_id)
+                except BpfError:
+                    continue
+                self._maglev_size, self._inner_flags = vsize // 4, flags
+                self._size_known = True
+                break
+            else:
+                self._maglev_size = maglev.DEFAULT_SIZE
+        return self._maglev_size
+
+
+# --- current state -------------------------------------------------------------------------
+
+@dataclass
+class State:
+    """Decoded map content. Keys/values kept as bytes for cheap comparison with desired ones."""
+    fronts: dict = field(default_factory=dict)     # (addr_be, port_be, proto) -> {slot: (key, value)}
+    ids: dict = field(default_factory=dict)        # service id -> [front, ...] (from masters)
+    backends: dict = field(default_factory=dict)   # backend id -> value bytes
+    backend_ids: dict = field(default_factory=dict)  # value bytes (flags masked) identity -> id
+    revnat: dict = field(default_factory=dict)     # service id -> value bytes
+    maglev: dict = field(default_factory=dict)     # service id -> table bytes
+    neighbors: dict = field(default_factory=dict)  # key bytes -> value bytes
+
+
+def _identity(addr: int, port: int, proto: int) -> bytes:
+    return LB4_BACKEND.pack(addr, port, proto, 0)
+
+
+def read_state(maps: LBMaps, ids=None) -> State:
+    """Read the maps. ``ids``: only read Maglev tables of these service ids (None = all)."""
+    st = State()
+    unpack_key = LB4_KEY.unpack
+    fronts = st.fronts
+    for k, v in maps[SERVICES].items():
+        addr, port, slot, proto, _scope = unpack_key(k)
+        f = (addr, port, proto)
+        d = fronts.get(f)
+        if d is None:
+            d = fronts[f] = {}
+        d[slot] = (k, v)
+    for f, slots in fronts.items():
+        if 0 in slots:
+            sid = LB4_SERVICE.unpack(slots[0][1])[2]
+            st.ids.setdefault(sid, []).append(f)
+    unpack_b = LB4_BACKEND.unpack
+    u32 = U32.unpack
+    for k, v in maps[BACKENDS].items():
+        bid = u32(k)[0]
+        st.backends[bid] = v
+        addr, port, proto, _flags = unpack_b(v)
+        st.backend_ids.setdefault(_identity(addr, port, proto), bid)
+    u16 = U16.unpack
+    for k, v in maps[REVNAT].items():
+        st.revnat[u16(k)[0]] = v
+    for sid, map_id in maps.inner_map_ids().items():
+        if ids is not None and sid not in ids:
+            continue
+        try:
+            st.maglev[sid] = maps.read_inner(map_id)[0]
+        except BpfError as exc:
+            if exc.errno != _errno.ENOENT:
+                raise
+    for k, v in maps[NEIGH].items():
+        st.neighbors[k] = v
+    return st
+
+
+# --- plans ---------------------------------------------------------------------------------
+
+@dataclass
+class Write:
+    map: str
+    op: str            # "update" | "delete" | "create-inner"
+    key: bytes
+    value: bytes | None
+    desc: str
+    phase: int = 0
+
+    def to_dict(self) -> dict:
+        return {"map": self.map, "op": self.op, "key": self.key.hex(),
+                "value": None if self.value is None else self.value.hex(), "desc": self.desc}
+
+
+class Plan:
+    """Ordered writes plus a diff (plain dicts) and warnings."""
+
+    def __init__(self, writes: list, diff_fn=None, warnings=None):
+        self.writes = writes
+        self.warnings = list(warnings or [])
+        self._diff_fn = diff_fn
+        self._diff = None
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.writes)
+
+    @property
+    def diff(self) -> dict:
+        """{'before': {...}, 'after': {...}} keyed by service id (as str, JSON friendly)."""
+        if self._diff is None:
+            self._diff = self._diff_fn() if self._diff_fn else {"before": {}, "after": {}}
+        return self._diff
+
+    def describe(self) -> list:
+        return [w.desc for w in self.writes]
+
+    def counts(self) -> dict:
+        out: dict = {}
+        for w in self.writes:
+            key = f"{w.map}:{w.op}"
+            out[key] = out.get(key, 0) + 1
+        return out
+
+    def to_dict(self) -> dict:
+        return {"changed": self.changed, "writes": [w.to_dict() for w in self.writes],
+                "diff": self.diff, "warnings": self.warnings}
+
+    def __len__(self) -> int:
+        return len(self.writes)
+
+    def __repr__(self) -> str:
+        return f"Plan({len(self.writes)} writes: {self.counts()})"
+
+
+def _front_of(s: Service) -> tuple:
+    return (ip_to_be32(s.vip), port_to_be16(s.port), PROTOCOLS[s.protocol])
+
+
+def _front_str(f) -> str:
+    return f"{be32_to_ip(f[0])}:{be16_to_port(f[1])}/{PROTO_NAMES.get(f[2], f[2])}"
+
+
+class _Planner:
+    def __init__(self, maps: LBMaps, state: State, m: int):
+        self.maps = maps
+        self.st = state
+        self.m = m
+        self.writes: list = []
+        self.new_backends: dict = {}          # identity -> id allocated by this plan
+        self._next_id = 1
+        self.unref_candidates: set = set()   # backend ids whose references may have dropped
+        self.slot_changes: dict = {}         # services key -> new value or None (delete)
+        self.warnings: list = []
+        self.before_ids: set = set()
+        self.after: dict = {}                # id -> (Service, [backend ids], table bytes)
+        self.removed: set = set()
+
+    def add(self, phase, key, value, desc):
+        self.writes.append(Write(PHASE_MAP[phase], PHASE_OP.get(phase, "update"), key, value, desc, phase))
+
+    # backend ids
+    def backend_id(self, ip: str, port: int, proto: int) -> tuple:
+        ident = _identity(ip_to_be32(ip), port_to_be16(port), proto)
+        bid = self.st.backend_ids.get(ident)
+        if bid is not None:
+            return bid, ident
+        bid = self.new_backends.get(ident)
+        if bid is not None:
+            return bid, ident
+        used = self.st.backends
+        nid = self._next_id
+        while nid in used:
+            nid += 1
+        if nid > MAX_BACKEND_ID:
+            raise L4LBError("no free backend id")
+        self._next_id = nid + 1
+        self.new_backends[ident] = nid
+        self.add(BACKEND_UPD, U32.pack(nid), ident, f"backend {nid} = {ip}:{port}/{PROTO_NAMES[proto]}")
+        return nid, ident
+
+    def neighbors(self, neighbors: dict):
+        for ip, mac in sorted(neighbors.items()):
+            k = U32.pack(ip_to_be32(ip))
+            v = NEIGH_MAC.pack(mac_to_bytes(mac))
+            if self.st.neighbors.get(k) != v:
+                self.add(NEIGH_UPD, k, v, f"neighbour {ip} -> {mac}")
+
+    def present(self, s: Service):
+        st, m = self.st, self.m
+        proto = PROTOCOLS[s.protocol]
+        front = _front_of(s)
+        sid = s.id
+        self.before_ids.add(sid)
+        backends = sorted(s.backends, key=lambda b: (ip_to_be32_sortkey(b.ip), b.port))
+        ids = []
+        for b in backends:
+            bid, ident = self.backend_id(b.ip, b.port, proto)
+            if bid in st.backends and st.backends[bid] != ident:
+                # same identity, other flags: reset flags to 0
+                self.add(BACKEND_UPD, U32.pack(bid), ident, f"backend {bid} = {b.name} (flags reset)")
+            ids.append(bid)
+        # Maglev
+        weighted = [(b.name, b.weight, bid) for b, bid in zip(backends, ids)]
+        table = maglev.build_bytes(weighted, m)
+        self.after[sid] = (s, ids, table)
+        if st.maglev.get(sid) != table:
+            self.add(MAGLEV_SET, U16.pack(sid), table,
+                     f"service {sid}: new Maglev table ({m} slots over {sum(1 for b in backends if b.weight)} backends)")
+        nb = sum(1 for b in backends if b.weight)
+        self.warnings.extend(f"service {sid}: {w}" for w in maglev.size_warnings(m, nb))
+        # slots, in the service's frontend
+        cur = st.fronts.get(front, {})
+        addr, port = front[0], front[1]
+        kpack, vpack = LB4_KEY.pack, LB4_SERVICE.pack
+        n = len(ids)
+        for slot, bid in enumerate(ids, 1):
+            k = kpack(addr, port, slot, proto, 0)
+            v = vpack(bid, 0, sid, 0, 0)
+            old = cur.get(slot)
+            if old is None or old[1] != v:
+                self.add(SLOT_UPD, k, v, f"service {sid}: slot {slot} -> backend {bid} ({backends[slot - 1].name})")
+                self.slot_changes[k] = v
+                if old is not None:
+                    self.unref_candidates.add(LB4_SERVICE.unpack(old[1])[0])
+        rv = LB4_REVERSE_NAT.pack(addr, port)
+        if st.revnat.get(sid) != rv:
+            self.add(REVNAT_UPD, U16.pack(sid), rv, f"service {sid}: reverse NAT -> {s.vip}:{s.port}")
+        mk = kpack(addr, port, 0, proto, 0)
+        mv = vpack(0, n, sid, 0, 0)
+        old = cur.get(0)
+        if old is None or old[1] != mv:
+            self.add(MASTER_UPD, mk, mv, f"service {sid}: master {s.frontend}/{s.protocol} count {n}")
+        for slot in sorted(cur):
+            if slot > n:
+                k, v = cur[slot]
+                self.add(SLOT_DEL, k, None, f"service {sid}: delete surplus slot {slot}")
+                self.slot_changes[k] = None
+                self.unref_candidates.add(LB4_SERVICE.unpack(v)[0])
+
+    def clear_front(self, front, why: str):
+        """Delete a frontend's master, then its slots."""
+        slots = self.st.fronts.get(front, {})
+        if 0 in slots:
+            self.add(MASTER_DEL, slots[0][0], None, f"{why}: delete master {_front_str(front)}")
+            self.slot_changes[slots[0][0]] = None
+        for slot in sorted(slots):
+            if slot == 0:
+                continue
+            k, v = slots[slot]
+            self.add(SLOT_DEL, k, None, f"{why}: delete slot {slot} of {_front_str(front)}")
+            self.slot_changes[k] = None
+            self.unref_candidates.add(LB4_SERVICE.unpack(v)[0])
+
+    def gc_backends(self, everything: bool = False):
+        """Delete backends that no slot references after this plan."""
+        cands = set(self.st.backends) if everything else (self.unref_candidates & set(self.st.backends))
+        if not cands:
+            return
+        refs = set()
+        unpack = LB4_SERVICE.unpack
+        changes = self.slot_changes
+        for slots in self.st.fronts.values():
+            for slot, (k, v) in slots.items():
+                if slot == 0 or k in changes:
+                    continue
+                refs.add(unpack(v)[0])
+        for k, v in changes.items():
+            if v is not None:
+                refs.add(unpack(v)[0])
+        for bid in sorted(cands - refs):
+            addr, port, proto, _ = LB4_BACKEND.unpack(self.st.backends[bid])
+            self.add(BACKEND_DEL, U32.pack(bid), None,
+                     f"delete backend {bid} ({be32_to_ip(addr)}:{be16_to_port(port)}), no longer referenced")
+
+    def plan(self, diff_fn) -> Plan:
+        self.writes.sort(key=lambda w: w.phase)   # stable: keeps per-service order inside a phase
+        return Plan(self.writes, diff_fn, self.warnings)
+
+
+def ip_to_be32_sortkey(ip: str) -> tuple:
+    return tuple(int(x) for x in ip.split("."))
+
+
+def _check_maglev_size(maps: LBMaps, maglev_size) -> int:
+    actual = maps.maglev_size
+    if maglev_size is None:
+        return maglev.check_size(actual)
+    m = maglev.check_size(maglev_size)
+    if m != actual:
+        if maps._size_known:
+            raise InvalidConfig(f"maglev_size: {m} does not match the datapath's table size {actual}")
+        maps._maglev_size = m
+    return m
+
+
+def _describe_current(maps: LBMaps, st: State, sid: int) -> dict:
+    fronts = st.ids.get(sid, [])
+    if not fronts:
+        return {}
+    front = fronts[0]
+    slots = st.fronts[front]
+    table = st.maglev.get(sid, b"")
+    counts: dict = {}
+    for x in array("I", table):
+        counts[x] = counts.get(x, 0) + 1
+    backends = []
+    for slot in sorted(slots):
+        if slot == 0:
+            continue
+        bid = LB4_SERVICE.unpack(slots[slot][1])[0]
+        raw = st.backends.get(bid)
+        if raw is None:
+            backends.append({"backend_id": bid, "ip": None, "port": None, "maglev_slots": counts.get(bid, 0)})
+            continue
+        addr, port, _, _ = LB4_BACKEND.unpack(raw)
+        backends.append({"backend_id": bid, "ip": be32_to_ip(addr), "port": be16_to_port(port),
+                         "maglev_slots": counts.get(bid, 0)})
+    return {"id": sid, "vip": be32_to_ip(front[0]), "port": be16_to_port(front[1]),
+            "protocol": PROTO_NAMES.get(front[2], str(front[2])),
+            "count": LB4_SERVICE.unpack(slots[0][1])[1] if 0 in slots else 0, "backends": backends}
+
+
+def _describe_desired(s: Service, ids, table: bytes) -> dict:
+    counts: dict = {}
+    for x in array("I", table):
+        counts[x] = counts.get(x, 0) + 1
+    order = sorted(s.backends, key=lambda b: (ip_to_be32_sortkey(b.ip), b.port))
+    return {"id": s.id, "vip": s.vip, "port": s.port, "protocol": s.protocol, "count": len(ids),
+            "backends": [{"backend_id": bid, "ip": b.ip, "port": b.port, "maglev_slots": counts.get(bid, 0)}
+                         for b, bid in zip(order, ids)]}
+
+
+def _diff_fn(maps, st, planner):
+    def fn():
+        before, after = {}, {}
+        for sid in sorted(planner.before_ids):
+            cur = _describe_current(maps, st, sid)
+            if cur:
+                before[str(sid)] = cur
+            if sid in planner.after:
+                after[str(sid)] = _describe_desired(*planner.after[sid])
+        return {"before": before, "after": after}
+    return fn
+
+
+def _validate_neighbors(neighbors):
+    return parse_neighbors(neighbors)
+
+
+def plan_services(maps: LBMaps, services, neighbors=None, prune: bool = False, absent=(),
+                  maglev_size: int | None = None) -> Plan:
+    """Plan the whole set: every service in ``services`` present as given, ids in ``absent``
+    removed; with ``prune`` every other service (and unreferenced backend, orphan reverse NAT
+    or Maglev entry) is removed too. Validates everything before reading or writing a map."""
+    services = [s if isinstance(s, Service) else Service.parse(s) for s in services]
+    check_unique(services)
+    absent_ids = {parse_service_id(a.id if isinstance(a, Service) else a, "absent id") for a in absent}
+    clash = absent_ids & {s.id for s in services}
+    if clash:
+        raise InvalidConfig(f"id: service(s) {sorted(clash)} both present and absent")
+    neighbors = _validate_neighbors(neighbors)
+    m = maglev.check_size(maglev_size) if maglev_size is not None else None
+    for s in services:
+        nb = sum(1 for b in s.backends if b.weight)
+        if m is not None and nb > m:
+            raise InvalidConfig(f"backends: service {s.id} has {nb} weighted backends, more than maglev_size {m}")
+    # --- reads only from here until apply()
+    m = _check_maglev_size(maps, maglev_size)
+    for s in services:
+        nb = sum(1 for b in s.backends if b.weight)
+        if nb > m:
+            raise InvalidConfig(f"backends: service {s.id} has {nb} weighted backends, more than maglev_size {m}")
+    st = read_state(maps)
+    desired_ids = {s.id for s in services}
+    if prune:
+        current_ids = set(st.ids) | set(st.revnat) | set(st.maglev)
+        absent_ids |= current_ids - desired_ids
+    handled = desired_ids | absent_ids
+    desired_fronts = {}
+    for s in services:
+        f = _front_of(s)
+        desired_fronts[f] = s.id
+        occ = st.fronts.get(f, {}).get(0)
+        if occ is not None:
+            occ_id = LB4_SERVICE.unpack(occ[1])[2]
+            if occ_id != s.id and occ_id not in handled:
+                raise InvalidConfig(
+                    f"frontend: {s.frontend}/{s.protocol} is already used by service {occ_id}; "
+                    f"delete service {occ_id} first")
+    total_new = len({(b.ip, b.port, s.protocol) for s in services for b in s.backends})
+    if len(st.backends) + total_new > maps[BACKENDS].max_entries:
+        # upper bound check only when it might matter
+        needed = {(ip_to_be32(b.ip), port_to_be16(b.port), PROTOCOLS[s.protocol])
+                  for s in services for b in s.backends}
+        new = sum(1 for a, p, pr in needed if _identity(a, p, pr) not in st.backend_ids)
+        if len(st.backends) + new > maps[BACKENDS].max_entries:
+            raise InvalidConfig(f"backends: {new} new backends do not fit in lb4_backends "
+                                f"({len(st.backends)} of {maps[BACKENDS].max_entries} used)")
+    pl = _Planner(maps, st, m)
+    pl.neighbors(neighbors)
+    for s in sorted(services, key=lambda x: x.id):
+        pl.present(s)
+        # the service moved: clear its old frontends not re-used by a desired service
+        for f in st.ids.get(s.id, []):
+            if f != _front_of(s) and f not in desired_fronts:
+                pl.clear_front(f, f"service {s.id} (moved)")
+    for sid in sorted(absent_ids):
+        pl.removed.add(sid)
+        pl.before_ids.add(sid)
+        for f in st.ids.get(sid, []):
+            if f not in desired_fronts:
+                pl.clear_front(f, f"service {sid}")
+        if sid in st.revnat:
+            pl.add(REVNAT_DEL, U16.pack(sid), None, f"service {sid}: delete reverse NAT")
+        if sid in st.maglev:
+            pl.add(MAGLEV_DEL, U16.pack(sid), None, f"service {sid}: delete Maglev table")
+    pl.gc_backends(everything=prune)
+    return pl.plan(_diff_fn(maps, st, pl))
+
+
+def plan_service(maps: LBMaps, service, state: str = "present", neighbors=None,
+                 maglev_size: int | None = None) -> Plan:
+    """One service: ``service`` is a Service (or dict) for present; a Service, dict or id for absent."""
+    if state not in ("present", "absent"):
+        raise InvalidConfig(f"state: {state!r} is not 'present' or 'absent'")
+    if state == "present":
+        return plan_services(maps, [service], neighbors, maglev_size=maglev_size)
+    if isinstance(service, Service):
+        sid = service.id
+    elif isinstance(service, dict):
+        sid = service.get("id")
+    else:
+        sid = service
+    return plan_services(maps, [], neighbors, absent=[parse_service_id(sid)], maglev_size=maglev_size)
+
+
+# --- apply ---------------------------------------------------------------------------------
+
+def _delete_many(mp: libbpf.Map, keys: list) -> None:
+    try:
+        mp.delete_batch(keys)
+    except BpfError as exc:
+        if exc.errno != _errno.ENOENT:
+            raise
+        for k in keys:           # someone removed one meanwhile: finish one by one
+            mp.delete(k)
+
+
+def _set_inner(maps: LBMaps, key: bytes, table: bytes) -> None:
+    """New inner ARRAY[1] filled completely, then swapped into the outer map in one update."""
+    fd = libbpf.map_create(libbpf.BPF_MAP_TYPE_ARRAY, MAGLEV_INNER_NAME, 4, len(table), 1,
+                           map_flags=maps._inner_flags)
+    try:
+        inner = libbpf.Map(fd, MAGLEV_INNER_NAME)
+        inner.update(U32.pack(0), table)
+        maps[MAGLEV].update_fd(key, fd)
+    finally:
+        os.close(fd)
+
+
+def apply(maps: LBMaps, plan: Plan) -> int:
+    """Execute the plan in order; consecutive writes to one map with one op go as one batch."""
+    writes = plan.writes
+    i, n = 0, len(writes)
+    while i < n:
+        w = writes[i]
+        j = i + 1
+        while j < n and writes[j].map == w.map and writes[j].op == w.op and writes[j].phase == w.phase:
+            j += 1
+        run = writes[i:j]
+        mp = maps[w.map]
+        if w.op == "update":
+            mp.update_batch([(x.key, x.value) for x in run])
+        elif w.op == "delete":
+            _delete_many(mp, [x.key for x in run])
+        elif w.op == "create-inner":
+            for x in run:
+                _set_inner(maps, x.key, x.value)
+        else:
+            raise L4LBError(f"unknown write op {w.op!r}")
+        i = j
+    return n
+
+
+def reconcile(maps: LBMaps, services, neighbors=None, prune: bool = False, check_mode: bool = False,
+              maglev_size: int | None = None) -> Plan:
+    """plan_services + apply (unless check_mode)."""
+    plan = plan_services(maps, services, neighbors, prune=prune, maglev_size=maglev_size)
+    if not check_mode:
+        apply(maps, plan)
+    return plan
+
+
+# --- dump ----------------------------------------------------------------------------------
+
+def dump(maps: LBMaps) -> list:
+    """Every service as a plain dict (id, vip, port, protocol, count, backends with ids and
+    Maglev slot counts), sorted by id."""
+    st = read_state(maps)
+    return [_describe_current(maps, st, sid) for sid in sorted(st.ids)]
+
+
+def neighbors(maps: LBMaps) -> dict:
+    return {be32_to_ip(U32.unpack(k)[0]): bytes_to_mac(NEIGH_MAC.unpack(v)[0])
+            for k, v in maps[NEIGH].items()}

@@ -1,0 +1,108 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+"""Ansible module: a service's active connections and counters (the seed's dumpstate)."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: lb_dumpstate
+short_description: Show a load-balancer service's connections and counters
+description:
+  - The seed agent's C(service dumpstate --id N) as structured data - every connection-tracking
+    entry of the service with the seed's columns (Source IP, Dest. IP, Source Port, Dest Port,
+    Backend IP, State, Rx Bytes, Tx Bytes), the service's and each backend's packet and byte
+    counters, and the seed's text table.
+  - State is CLOSING once a FIN or RST was seen, IDLE when the last packet is older than
+    I(idle_after) seconds, ACTIVE otherwise. Tx counts replies, which cross the LB only in SNAT mode.
+  - Read-only; never reports changed.
+version_added: "0.1.0"
+author: L4LB lab toolkit
+options:
+  id:
+    description: Service id.
+    type: int
+    required: true
+  pin_dir:
+    description: The LB program's pin directory (the maps are under C(<pin_dir>/maps)).
+    type: path
+    required: true
+  idle_after:
+    description: Seconds without packets after which a connection shows as IDLE.
+    type: float
+    default: 60
+notes:
+  - Supports check mode (the same read).
+seealso:
+  - module: lb_service
+"""
+
+EXAMPLES = r"""
+- name: Dump service 1
+  lb_dumpstate:
+    id: 1
+    pin_dir: /sys/fs/bpf/l4lb/lb
+  register: dump
+
+- name: Show the seed's table
+  ansible.builtin.debug:
+    msg: "{{ dump.table.splitlines() }}"
+"""
+
+RETURN = r"""
+service:
+  description: The service (id, vip, port, protocol).
+  returned: always
+  type: dict
+  sample: {"id": 1, "vip": "40.1.1.1", "port": 80, "protocol": "tcp"}
+connections:
+  description: One row per tracked connection, keys source_ip, dest_ip, source_port, dest_port, backend_ip, state, rx_bytes, tx_bytes (and packet counts).
+  returned: always
+  type: list
+  elements: dict
+stats:
+  description: The service's packets and bytes, summed over CPUs.
+  returned: always
+  type: dict
+  sample: {"packets": 120, "bytes": 9600}
+backends:
+  description: Each backend of the service with its id, ip, port, packets and bytes.
+  returned: always
+  type: list
+  elements: dict
+table:
+  description: The seed's dumpstate table as text.
+  returned: always
+  type: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+try:
+    from ansible.module_utils.l4lb import agent
+    from ansible.module_utils.l4lb.errors import L4LBError
+except ImportError:  # pragma: no cover
+    agent = None
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            id=dict(type="int", required=True),
+            pin_dir=dict(type="path", required=True),
+            idle_after=dict(type="float", default=60.0),
+        ),
+        supports_check_mode=True,
+    )
+    if agent is None:
+        module.fail_json(msg="the l4lb control-plane core (module_utils/l4lb) is not available")
+    try:
+        result = agent.dumpstate(module.params["pin_dir"], module.params["id"],
+                                 idle_after_s=module.params["idle_after"])
+    except L4LBError as exc:
+        module.fail_json(msg=str(exc))
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

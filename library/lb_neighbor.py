@@ -1,0 +1,99 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+"""Ansible module: a next-hop MAC in the load balancer's neighbour map."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: lb_neighbor
+short_description: Put a next hop's MAC into the load balancer's neighbour map
+description:
+  - The seed agent's C(neighbor update <ip>). The datapath has no FIB lookup (as on
+    eBPF-for-Windows): it takes the destination MAC of every frame it sends from the neighbour
+    map. M(lb_service) fills it for backends; this module adds other next hops, such as the client
+    SNAT replies go back to.
+  - The MAC comes from I(mac), else from the LB node's kernel neighbour table, resolving it (ARP)
+    when missing.
+version_added: "0.1.0"
+author: L4LB lab toolkit
+options:
+  address:
+    description: The next hop's IPv4 address.
+    type: str
+    required: true
+  mac:
+    description: The MAC to store instead of resolving it.
+    type: str
+  device:
+    description: The LB node's interface, where the address is resolved.
+    type: str
+    default: eth0
+  pin_dir:
+    description: The LB program's pin directory (the maps are under C(<pin_dir>/maps)).
+    type: path
+    required: true
+  state:
+    description: C(present) stores the entry; C(absent) removes it.
+    type: str
+    choices: [present, absent]
+    default: present
+notes:
+  - Supports check mode and diff.
+seealso:
+  - module: lb_service
+"""
+
+EXAMPLES = r"""
+- name: The client's MAC, for SNAT replies
+  lb_neighbor:
+    address: 20.1.1.100
+    pin_dir: /sys/fs/bpf/l4lb/lb
+"""
+
+RETURN = r"""
+address:
+  description: The address.
+  returned: always
+  type: str
+  sample: 20.1.1.100
+mac:
+  description: The MAC stored (null with state=absent).
+  returned: always
+  type: str
+  sample: 02:00:14:01:01:64
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+try:
+    from ansible.module_utils.l4lb import agent
+    from ansible.module_utils.l4lb.errors import L4LBError
+except ImportError:  # pragma: no cover
+    agent = None
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            address=dict(type="str", required=True),
+            mac=dict(type="str"),
+            device=dict(type="str", default="eth0"),
+            pin_dir=dict(type="path", required=True),
+            state=dict(type="str", choices=["present", "absent"], default="present"),
+        ),
+        supports_check_mode=True,
+    )
+    if agent is None:
+        module.fail_json(msg="the l4lb control-plane core (module_utils/l4lb) is not available")
+    p = module.params
+    try:
+        result = agent.neighbor_update(p["pin_dir"], p["address"], device=p["device"], mac=p["mac"],
+                                       state=p["state"], check_mode=module.check_mode)
+    except L4LBError as exc:
+        module.fail_json(msg=str(exc))
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,201 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+"""Ansible module: compile, load, pin and attach the L4 load balancer's XDP program."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: xdp_program
+short_description: Compile, load and attach the XDP L4 load balancer on the LB node
+description:
+  - Compiles the load balancer in I(src) on the node with the device's properties (IPv4 address,
+    MAC, ifindex, MTU, read from the kernel over netlink) and the mode as C macros, as the seed's
+    agent does, then loads it, pins it under I(pin_dir) and attaches it to I(device).
+  - Maps are pinned by name under C(<pin_dir>/maps) and reused by every later load, so services
+    and connection tracking survive a reload or a mode switch (the seed's C(mode update dsr)).
+  - A running program is replaced atomically (one netlink replace, no moment without a program)
+    when it is attached in the same mode (native or generic).
+  - Changed only when the program the kernel would run differs from the attached one (its tag:
+    source, macros and toolchain all feed it), the attach mode differs, or the pin is missing.
+    The module judges by the kernel's state, not by files.
+  - Runs on Linux. On a Windows LB node (eBPF-for-Windows 0.12.0) drive C(l4lbctl) instead;
+    see the README.
+version_added: "0.1.0"
+author: L4LB lab toolkit
+options:
+  device:
+    description: Interface to attach to, in the network namespace the task runs in.
+    type: str
+    required: true
+  src:
+    description: Directory holding the datapath sources (the project's C(bpf/) copied to the node).
+    type: path
+    required: true
+  build_dir:
+    description: Where the compiled object is written (kept for inspection with bpftool).
+    type: path
+    required: true
+  pin_dir:
+    description: bpffs directory for the program pin (C(prog)) and the map pins (C(maps/)).
+    type: path
+    required: true
+  mode:
+    description: Load-balancing mode compiled into the program.
+    type: str
+    choices: [snat, dsr]
+    default: snat
+  attach_mode:
+    description:
+      - C(native) attaches in the driver; when the driver refuses native XDP the program is
+        attached in generic mode, a warning says so, and later runs accept that.
+      - C(generic) attaches in the kernel's generic (skb) path on request.
+    type: str
+    choices: [native, generic]
+    default: native
+  maglev_size:
+    description: Maglev table size per service (prime). Changing it needs I(state=absent) first.
+    type: int
+    default: 2039
+  snat_port_min:
+    description: Lowest source port SNAT allocates on the LB IP (keep it outside ip_local_port_range).
+    type: int
+    default: 61000
+  snat_port_max:
+    description: Highest source port SNAT allocates.
+    type: int
+    default: 65535
+  force:
+    description: Reload and re-attach even when nothing changed (a forced reload; maps are kept).
+    type: bool
+    default: false
+  state:
+    description: C(present) compiles and attaches; C(absent) detaches (only our own program) and removes every pin.
+    type: str
+    choices: [present, absent]
+    default: present
+notes:
+  - Supports check mode (compiles and verifies the candidate in the kernel with private maps; nothing is pinned or attached) and diff.
+  - Needs clang, libbpf 1.x and a mounted bpffs on the node; the lb_node role installs them.
+seealso:
+  - module: lb_service
+  - module: lb_dumpstate
+"""
+
+EXAMPLES = r"""
+- name: Attach the load balancer in SNAT mode
+  xdp_program:
+    device: eth0
+    src: /run/l4lb/src/bpf
+    build_dir: /run/l4lb/lb/build
+    pin_dir: /sys/fs/bpf/l4lb/lb
+    mode: snat
+
+- name: Switch to DSR (services and connection tracking are kept)
+  xdp_program:
+    device: eth0
+    src: /run/l4lb/src/bpf
+    build_dir: /run/l4lb/lb/build
+    pin_dir: /sys/fs/bpf/l4lb/lb
+    mode: dsr
+
+- name: Remove the program and its pins
+  xdp_program:
+    device: eth0
+    src: /run/l4lb/src/bpf
+    build_dir: /run/l4lb/lb/build
+    pin_dir: /sys/fs/bpf/l4lb/lb
+    state: absent
+"""
+
+RETURN = r"""
+prog_id:
+  description: Kernel id of the attached program (null in check mode before the first attach).
+  returned: state=present
+  type: int
+  sample: 214
+tag:
+  description: The program's tag (hash of its instructions), as bpftool shows it.
+  returned: state=present
+  type: str
+  sample: 6d2b0e6a93c1f0a4
+attach_mode:
+  description: How the program is attached.
+  returned: state=present
+  type: str
+  sample: native
+pins:
+  description: Where the program and the maps are pinned.
+  returned: state=present
+  type: dict
+  sample: {"prog": "/sys/fs/bpf/l4lb/lb/prog", "maps": "/sys/fs/bpf/l4lb/lb/maps"}
+build:
+  description: The compile that produced the candidate program.
+  returned: state=present
+  type: dict
+  contains:
+    object:
+      description: Path of the compiled object.
+      type: str
+    defines:
+      description: The macros passed to clang (device properties, mode, sizes).
+      type: dict
+    clang:
+      description: The compiler's version line.
+      type: str
+status:
+  description: The device's XDP state after the task (prog_id, tag, name, attach_mode, pins).
+  returned: always
+  type: dict
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+try:
+    from ansible.module_utils.l4lb import program
+    from ansible.module_utils.l4lb.errors import L4LBError
+except ImportError:  # pragma: no cover - only when module_utils is missing from the path
+    program = None
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            device=dict(type="str", required=True),
+            src=dict(type="path", required=True),
+            build_dir=dict(type="path", required=True),
+            pin_dir=dict(type="path", required=True),
+            mode=dict(type="str", choices=["snat", "dsr"], default="snat"),
+            attach_mode=dict(type="str", choices=["native", "generic"], default="native"),
+            maglev_size=dict(type="int", default=2039),
+            snat_port_min=dict(type="int", default=61000),
+            snat_port_max=dict(type="int", default=65535),
+            force=dict(type="bool", default=False),
+            state=dict(type="str", choices=["present", "absent"], default="present"),
+        ),
+        supports_check_mode=True,
+    )
+    if program is None:
+        module.fail_json(msg="the l4lb control-plane core (module_utils/l4lb) is not available")
+    p = module.params
+    try:
+        if p["state"] == "absent":
+            result = program.ensure_absent(p["device"], p["pin_dir"], check_mode=module.check_mode)
+        else:
+            desired = program.Desired(
+                device=p["device"], src_dir=p["src"], build_dir=p["build_dir"], pin_dir=p["pin_dir"],
+                mode=p["mode"], attach_mode=p["attach_mode"], maglev_size=p["maglev_size"],
+                snat_port_min=p["snat_port_min"], snat_port_max=p["snat_port_max"], force=p["force"],
+            )
+            result = program.ensure_present(desired, check_mode=module.check_mode)
+    except L4LBError as exc:
+        module.fail_json(msg=str(exc))
+    for warning in result.pop("warnings", []):
+        module.warn(warning)
+    if not module._diff:
+        result.pop("diff", None)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

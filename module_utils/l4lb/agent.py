@@ -1,0 +1,109 @@
+"""The seed agent's verbs on the core, shared by the Ansible modules and ``l4lbctl``.
+
+Each verb validates its input first, then reads the kernel's state, then writes (unless
+``check_mode``), and returns a plain dict with ``changed`` and a ``diff`` (before/after), so the
+same result serves Ansible and ``l4lbctl --json``. Nothing here is Linux-specific except what
+``netdev`` (next-hop resolution) and ``program`` (compile/attach) adapt.
+"""
+
+from __future__ import annotations
+
+import os
+
+from . import ct, program, reconcile
+from .errors import InvalidConfig, L4LBError
+from .model import Service, parse_ip, parse_neighbors, parse_service_id
+from .netdev import resolve_mac
+from .structs import U32, ip_to_be32
+
+DEFAULT_DEVICE = "eth0"
+
+
+def open_maps(pin_dir: str, maglev_size: int | None = None) -> reconcile.LBMaps:
+    maps_dir = program.maps_pin_dir(pin_dir)
+    if not os.path.isdir(maps_dir):
+        raise L4LBError(f"no load balancer is loaded: {maps_dir} does not exist "
+                        "(attach it first: xdp_program / l4lbctl mode update)")
+    return reconcile.LBMaps.open(maps_dir, maglev_size=maglev_size)
+
+
+def resolve_neighbors(ips, device: str, known: dict | None = None) -> dict:
+    """{ip: mac} for every ip, from ``known`` first, else resolved on ``device`` (ARP)."""
+    known = parse_neighbors(known or {})
+    out = {}
+    for ip in ips:
+        out[ip] = known.get(ip) or resolve_mac(ip, device)
+    return out
+
+
+def service_update(pin_dir: str, service, device: str = DEFAULT_DEVICE, state: str = "present",
+                   neighbors: dict | None = None, maglev_size: int | None = None,
+                   check_mode: bool = False) -> dict:
+    """The seed's ``service update`` (state=present) and ``service delete`` (state=absent)."""
+    if state not in ("present", "absent"):
+        raise InvalidConfig(f"state: {state!r} is not 'present' or 'absent'")
+    if state == "present":
+        svc = service if isinstance(service, Service) else Service.parse(service)
+        # Next hops first: a backend without one fails here, before any map is touched.
+        try:
+            nbrs = resolve_neighbors(sorted({b.ip for b in svc.backends}), device, neighbors)
+        except L4LBError as exc:
+            raise L4LBError(f"service {svc.id}: {exc}") from exc
+        target = svc
+    else:
+        sid = service.id if isinstance(service, Service) else (
+            service.get("id") if isinstance(service, dict) else service)
+        target = parse_service_id(sid)
+        nbrs = {}
+    with open_maps(pin_dir, maglev_size) as maps:
+        plan = reconcile.plan_service(maps, target, state=state, neighbors=nbrs, maglev_size=maglev_size)
+        if not check_mode and plan.changed:
+            reconcile.apply(maps, plan)
+        return {"changed": plan.changed, "diff": plan.diff, "writes": plan.describe(),
+                "counts": plan.counts(), "neighbors": nbrs}
+
+
+def neighbor_update(pin_dir: str, ip: str, device: str = DEFAULT_DEVICE, mac: str | None = None,
+                    state: str = "present", check_mode: bool = False) -> dict:
+    """The seed's ``neighbor update <ip>``: resolve the MAC and store it in the neighbour map."""
+    ip = parse_ip(ip, "address")
+    if state not in ("present", "absent"):
+        raise InvalidConfig(f"state: {state!r} is not 'present' or 'absent'")
+    want = None
+    if state == "present":
+        want = resolve_neighbors([ip], device, {ip: mac} if mac else None)[ip]
+    with open_maps(pin_dir) as maps:
+        have = reconcile.neighbors(maps).get(ip)
+        changed = have != want
+        if changed and not check_mode:
+            if want is None:
+                maps[reconcile.NEIGH].delete(U32.pack(ip_to_be32(ip)))
+            else:
+                reconcile.apply(maps, reconcile.plan_services(maps, [], neighbors={ip: want}))
+        return {"changed": changed, "address": ip, "mac": want,
+                "diff": {"before": {ip: have}, "after": {ip: want}}}
+
+
+def dumpstate(pin_dir: str, service_id, idle_after_s: float = ct.DEFAULT_IDLE_AFTER_S) -> dict:
+    """The seed's ``service dumpstate --id N``: connections, counters and the text table."""
+    sid = parse_service_id(service_id, "id")
+    with open_maps(pin_dir) as maps:
+        state = ct.dump_state(maps, sid, idle_after_s=idle_after_s)
+    if state["service"] is None:
+        raise L4LBError(f"service {sid} is not programmed")
+    state["table"] = ct.render_table(state["connections"])
+    state["changed"] = False
+    return state
+
+
+def service_list(pin_dir: str) -> dict:
+    with open_maps(pin_dir) as maps:
+        return {"changed": False, "services": reconcile.dump(maps), "neighbors": reconcile.neighbors(maps)}
+
+
+def mode_update(desired: program.Desired, check_mode: bool = False) -> dict:
+    """The seed's ``mode update dsr|snat``: recompile, re-attach atomically, keep the maps.
+
+    Services need no re-programming: the new program reuses the pinned maps (the seed's agent
+    unpins everything and programs every service again; keeping the maps also keeps CT)."""
+    return program.ensure_present(desired, check_mode=check_mode)

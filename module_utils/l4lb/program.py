@@ -1,0 +1,278 @@
+"""The LB program's life cycle: compile on the node, load reusing pinned maps, attach or replace
+atomically, detach. Judged by what the kernel has (attached program id and tag), never by files.
+
+Layout under ``pin_dir`` (ARCHITECTURE.md): ``prog`` (the program) and ``maps/<name>`` (every map,
+pinned by name by libbpf, so a reload or mode switch keeps services and connection tracking).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+
+from . import libbpf
+from .build import BuildConfig, compile_lb
+from .errors import BpfError, InvalidConfig, L4LBError
+from .netdev import device as device_info
+
+ATTACH_MODES = ("native", "generic")
+_MODE_FLAGS = {"native": libbpf.XDP_FLAGS_DRV_MODE, "generic": libbpf.XDP_FLAGS_SKB_MODE}
+_ATTACHED_NAMES = {libbpf.XDP_ATTACHED_DRV: "native", libbpf.XDP_ATTACHED_SKB: "generic",
+                   libbpf.XDP_ATTACHED_HW: "offload", libbpf.XDP_ATTACHED_MULTI: "multi"}
+VERIFIER_LOG_LINES = 30
+
+
+@dataclass
+class Attached:
+    """What the kernel has on the device right now."""
+
+    prog_id: int = 0
+    tag: str = ""
+    name: str = ""
+    attach_mode: str = ""   # native | generic | "" (none)
+
+    @property
+    def present(self) -> bool:
+        return self.prog_id != 0
+
+
+@dataclass
+class ProgramStatus:
+    device: str
+    attached: Attached = field(default_factory=Attached)
+    pinned_prog_id: int = 0
+    maps_pinned: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {
+            "device": self.device,
+            "prog_id": self.attached.prog_id,
+            "tag": self.attached.tag,
+            "name": self.attached.name,
+            "attach_mode": self.attached.attach_mode or None,
+            "pinned_prog_id": self.pinned_prog_id,
+            "maps_pinned": self.maps_pinned,
+        }
+
+
+def prog_pin_path(pin_dir: str) -> str:
+    return os.path.join(pin_dir, "prog")
+
+
+def maps_pin_dir(pin_dir: str) -> str:
+    return os.path.join(pin_dir, "maps")
+
+
+def _prog_summary(fd: int) -> tuple[int, str, str]:
+    info = libbpf.prog_info(fd)
+    return info.id, bytes(info.tag).hex(), info.name.decode(errors="replace")
+
+
+def status(device: str, pin_dir: str) -> ProgramStatus:
+    ifindex = device_info(device).ifindex
+    st = ProgramStatus(device=device)
+    q = libbpf.xdp_query(ifindex)
+    if q.prog_id:
+        fd = libbpf.prog_fd_by_id(q.prog_id)
+        try:
+            pid, tag, name = _prog_summary(fd)
+        finally:
+            os.close(fd)
+        st.attached = Attached(pid, tag, name, _ATTACHED_NAMES.get(q.attach_mode, str(q.attach_mode)))
+    pin = prog_pin_path(pin_dir)
+    if os.path.exists(pin):
+        fd = libbpf.obj_get(pin)
+        try:
+            st.pinned_prog_id = libbpf.prog_info(fd).id
+        finally:
+            os.close(fd)
+    mdir = maps_pin_dir(pin_dir)
+    if os.path.isdir(mdir):
+        st.maps_pinned = sorted(os.listdir(mdir))
+    return st
+
+
+def trim_verifier_log(log: str, lines: int = VERIFIER_LOG_LINES) -> str:
+    """The tail of the verifier's log: the failing instructions and the reason."""
+    text = log
+    if "-- BEGIN PROG LOAD LOG --" in text:
+        text = text.split("-- BEGIN PROG LOAD LOG --", 1)[1].split("-- END PROG LOAD LOG --", 1)[0]
+    kept = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return "\n".join(kept[-lines:])
+
+
+@dataclass
+class Desired:
+    device: str
+    src_dir: str
+    build_dir: str
+    pin_dir: str
+    mode: str = "snat"
+    attach_mode: str = "native"
+    maglev_size: int = 2039
+    snat_port_min: int = 61000
+    snat_port_max: int = 65535
+    force: bool = False
+
+    def validate(self) -> None:
+        if self.mode not in ("snat", "dsr"):
+            raise InvalidConfig(f"mode {self.mode!r} is not one of snat, dsr")
+        if self.attach_mode not in ATTACH_MODES:
+            raise InvalidConfig(f"attach_mode {self.attach_mode!r} is not one of {', '.join(ATTACH_MODES)}")
+        if not os.path.isdir(self.src_dir):
+            raise InvalidConfig(f"src {self.src_dir!r} is not a directory with the bpf/ sources")
+        if not os.path.isdir("/sys/fs/bpf") or not os.path.ismount("/sys/fs/bpf"):
+            raise InvalidConfig("bpffs is not mounted at /sys/fs/bpf")
+
+
+def _build(desired: Desired, dev, out_dir: str):
+    config = BuildConfig(
+        lb_ip=dev.ipv4, lb_mac=dev.mac, ifindex=dev.ifindex, mode=desired.mode,
+        maglev_size=desired.maglev_size, snat_port_min=desired.snat_port_min,
+        snat_port_max=desired.snat_port_max, mtu=dev.mtu,
+    )
+    return compile_lb(config, os.path.join(out_dir, f"lb_xdp_{desired.mode}.o"), src_dir=desired.src_dir)
+
+
+def _load(obj_path: str, pin_root: str | None) -> libbpf.BpfObject:
+    obj = libbpf.BpfObject(obj_path, pin_root_path=pin_root)
+    try:
+        obj.load()
+    except BpfError as exc:
+        obj.close()
+        log = trim_verifier_log(exc.log)
+        if "couldn't reuse pinned map" in exc.log:
+            raise L4LBError(
+                f"the pinned maps under {pin_root} do not match the new program's maps "
+                f"(a changed map layout or Maglev size); remove the program (state=absent) first.\n{log}"
+            ) from exc
+        raise L4LBError(f"the kernel rejected the program ({exc}):\n{log}") from exc
+    return obj
+
+
+def ensure_present(desired: Desired, check_mode: bool = False) -> dict:
+    """Compile, load, pin and attach; replace atomically when the running program differs."""
+    desired.validate()
+    dev = device_info(desired.device)
+    before = status(desired.device, desired.pin_dir)
+    os.makedirs(desired.build_dir, exist_ok=True)
+    work = tempfile.mkdtemp(prefix="build-", dir=desired.build_dir)
+    try:
+        build = _build(desired, dev, work)
+        maps_dir = maps_pin_dir(desired.pin_dir)
+        reuse = os.path.isdir(maps_dir) and not check_mode
+        if reuse or not check_mode:
+            os.makedirs(maps_dir, exist_ok=True)
+        # In check mode the candidate gets private maps: nothing is pinned or attached.
+        obj = _load(build.path, maps_dir if not check_mode else None)
+        try:
+            prog = obj.program()
+            cand_id, cand_tag, cand_name = _prog_summary(prog.fd)
+            same_prog = before.attached.present and before.attached.tag == cand_tag
+            # "native" running as generic means native was refused when it was attached (we
+            # fall back only on refusal): accept it rather than flap; force=true retries native.
+            same_mode = before.attached.attach_mode == desired.attach_mode or (
+                desired.attach_mode == "native" and before.attached.attach_mode == "generic")
+            pinned_ok = before.pinned_prog_id == before.attached.prog_id and before.pinned_prog_id != 0
+            changed = desired.force or not (same_prog and same_mode and pinned_ok)
+            result = {
+                "changed": changed,
+                "diff": {
+                    "before": _diff_view(before),
+                    "after": {"prog_tag": cand_tag, "prog_name": cand_name,
+                              "attach_mode": desired.attach_mode, "device": desired.device},
+                },
+                "build": {"object": build.path, "defines": build.defines, "clang": build.clang_version},
+            }
+            if not changed or check_mode:
+                after = before
+                if check_mode and changed:
+                    result["diff"]["after"]["prog_id"] = None
+                result.update(status=after.as_dict(), prog_id=after.attached.prog_id or None,
+                              tag=cand_tag, attach_mode=desired.attach_mode,
+                              pins={"prog": prog_pin_path(desired.pin_dir), "maps": maps_dir})
+                return result
+            mode_used = _attach(dev.ifindex, prog.fd, desired.attach_mode, before)
+            _repin(prog, desired.pin_dir)
+            # Keep the object on disk beside the pins for inspection (bpftool, tests).
+            final_obj = os.path.join(desired.build_dir, os.path.basename(build.path))
+            shutil.copyfile(build.path, final_obj)
+            result["build"]["object"] = final_obj
+        finally:
+            obj.close()
+        after = status(desired.device, desired.pin_dir)
+        result["diff"]["after"]["attach_mode"] = mode_used
+        result.update(status=after.as_dict(), prog_id=after.attached.prog_id, tag=after.attached.tag,
+                      attach_mode=mode_used, pins={"prog": prog_pin_path(desired.pin_dir), "maps": maps_dir})
+        if mode_used != desired.attach_mode:
+            result["warnings"] = [f"{desired.device} has no native XDP support; attached in generic mode"]
+        return result
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _attach(ifindex: int, prog_fd: int, attach_mode: str, before: ProgramStatus) -> str:
+    """Attach or replace. Same mode: one atomic netlink replace (no window without a program)."""
+    cur = before.attached
+    order = [attach_mode] if attach_mode == "generic" else ["native", "generic"]
+    last_exc = None
+    for mode in order:
+        flags = _MODE_FLAGS[mode]
+        try:
+            if cur.present and cur.attach_mode == mode:
+                old_fd = libbpf.prog_fd_by_id(cur.prog_id)
+                try:
+                    libbpf.xdp_attach(ifindex, prog_fd, flags, old_prog_fd=old_fd)
+                finally:
+                    os.close(old_fd)
+            else:
+                if cur.present:
+                    # Changing native <-> generic cannot be atomic: the kernel keeps one per mode.
+                    libbpf.xdp_detach(ifindex, _MODE_FLAGS.get(cur.attach_mode, 0))
+                libbpf.xdp_attach(ifindex, prog_fd, flags)
+            return mode
+        except BpfError as exc:
+            last_exc = exc
+            if mode == "native" and exc.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOTSUP):
+                continue
+            raise L4LBError(f"attaching XDP ({mode}) failed: {exc}") from exc
+    raise L4LBError(f"attaching XDP failed: {last_exc}")
+
+
+def _repin(prog: libbpf.Program, pin_dir: str) -> None:
+    pin = prog_pin_path(pin_dir)
+    tmp = pin + "_next"  # bpffs refuses names with dots
+    if os.path.exists(tmp):
+        os.unlink(tmp)
+    prog.pin(tmp)
+    os.replace(tmp, pin)
+
+
+def _diff_view(st: ProgramStatus) -> dict:
+    return {"prog_tag": st.attached.tag or None, "prog_name": st.attached.name or None,
+            "attach_mode": st.attached.attach_mode or None, "device": st.device}
+
+
+def ensure_absent(device: str, pin_dir: str, check_mode: bool = False) -> dict:
+    """Detach our program (only if the attached one is ours) and remove every pin."""
+    try:
+        before = status(device, pin_dir)
+    except InvalidConfig:
+        before = None  # the device is gone: only the pins can be left
+    has_pins = os.path.exists(pin_dir)
+    ours = bool(before and before.attached.present and before.attached.prog_id == before.pinned_prog_id)
+    changed = ours or has_pins
+    result = {"changed": changed,
+              "diff": {"before": _diff_view(before) if before else {"device": device},
+                       "after": {"prog_tag": None, "prog_name": None, "attach_mode": None, "device": device}}}
+    if check_mode or not changed:
+        return result
+    if ours:
+        libbpf.xdp_detach(device_info(device).ifindex, _MODE_FLAGS.get(before.attached.attach_mode, 0))
+    if has_pins:
+        shutil.rmtree(pin_dir)
+    return result
+

@@ -10,7 +10,7 @@ module: lb_neighbor
 short_description: Put a next hop's MAC into the load balancer's neighbour map
 description:
   - The seed agent's C(neighbor update <ip>). The datapath has no FIB lookup (as on
-    eBPF-for-Windows): it takes the destination MAC of every frame it sends from the neighbour
+    eBPF-for-Windows), it takes the destination MAC of every frame it sends from the neighbour
     map. M(lb_service) fills it for backends; this module adds other next hops, such as the client
     SNAT replies go back to.
   - The MAC comes from I(mac), else from the LB node's kernel neighbour table, resolving it (ARP)

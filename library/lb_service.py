@@ -46,7 +46,7 @@ options:
     elements: raw
   neighbors:
     description:
-      - Known next-hop MACs as C({ip: mac}); addresses listed here are not resolved on the node.
+      - Known next-hop MACs, a mapping of IP to MAC; addresses listed here are not resolved on the node.
     type: dict
   device:
     description: The LB node's interface, where next hops are resolved.
@@ -112,7 +112,7 @@ counts:
   type: dict
   sample: {"lb4_backends:update": 4, "lb4_services_v2:update": 5}
 neighbors:
-  description: The next hops used, as C({ip: mac}).
+  description: The next hops used, a mapping of IP to MAC.
   returned: always
   type: dict
   sample: {"20.1.1.10": "02:00:14:01:01:0a"}

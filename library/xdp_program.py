@@ -16,8 +16,8 @@ description:
     and connection tracking survive a reload or a mode switch (the seed's C(mode update dsr)).
   - A running program is replaced atomically (one netlink replace, no moment without a program)
     when it is attached in the same mode (native or generic).
-  - Changed only when the program the kernel would run differs from the attached one (its tag:
-    source, macros and toolchain all feed it), the attach mode differs, or the pin is missing.
+  - Changed only when the program the kernel would run differs from the attached one (its tag, which
+    source, macros and toolchain all feed), the attach mode differs, or the pin is missing.
     The module judges by the kernel's state, not by files.
   - Runs on Linux. On a Windows LB node (eBPF-for-Windows 0.12.0) drive C(l4lbctl) instead;
     see the README.

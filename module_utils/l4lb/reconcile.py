@@ -133,8 +133,9 @@ class LBMaps:
 
     @property
     def maglev_size(self) -> int:
-        """The table size: given, else learnt from an existing inner map, else the default."""
-        if self._maglev_size is None:
+        """The table size: given at open, else learnt from an existing inner map, else the
+        default (an empty lb4_maglev cannot tell: pass the size the program was compiled with)."""
+        if not self._size_known:
             for map_id in self.inner_map_ids().values():
                 try:
                     _, vsize, flags = self.read_inner(map_id)
@@ -143,9 +144,7 @@ class LBMaps:
                 self._maglev_size, self._inner_flags = vsize // 4, flags
                 self._size_known = True
                 break
-            else:
-                self._maglev_size = maglev.DEFAULT_SIZE
-        return self._maglev_size
+        return self._maglev_size or maglev.DEFAULT_SIZE
 
 
 # --- current state -------------------------------------------------------------------------

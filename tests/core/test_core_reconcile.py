@@ -1,0 +1,262 @@
+"""Reconcile on real kernel maps (the LB object's own pinned maps)."""
+
+from array import array
+
+import pytest
+from conftest import dump_all
+
+from l4lb import maglev, reconcile
+from l4lb.errors import InvalidConfig
+from l4lb.model import Service
+from l4lb.reconcile import (
+    BACKEND_DEL, BACKEND_UPD, MAGLEV_DEL, MAGLEV_SET, MASTER_DEL, MASTER_UPD, NEIGH_UPD, REVNAT_DEL,
+    REVNAT_UPD, SLOT_DEL, SLOT_UPD, apply, dump, plan_service, plan_services, read_state,
+)
+from l4lb.structs import LB4_BACKEND, LB4_SERVICE, U32, be16_to_port, be32_to_ip
+
+SEED = dict(id=1, frontend="40.1.1.1:80", backends="20.1.1.10:80,20.1.1.20:80,20.1.1.30:80,20.1.1.40:80")
+NEIGH = {"20.1.1.10": "02:00:14:01:01:0a", "20.1.1.20": "02:00:14:01:01:14"}
+
+
+def svc(**kw):
+    d = dict(SEED)
+    d.update(kw)
+    return Service.parse(d)
+
+
+def phases(plan):
+    return [w.phase for w in plan.writes]
+
+
+def invariant(maps):
+    """What the datapath relies on at every instant: a master's slots exist and name existing
+    backends; every Maglev table names existing backends; every master has its reverse NAT."""
+    st = read_state(maps)
+    for front, slots in st.fronts.items():
+        if 0 not in slots:
+            continue
+        _, count, sid, _, _ = LB4_SERVICE.unpack(slots[0][1])
+        for s in range(1, count + 1):
+            assert s in slots, f"master {front} count {count} but slot {s} missing"
+            bid = LB4_SERVICE.unpack(slots[s][1])[0]
+            assert bid in st.backends, f"slot {s} -> backend {bid} missing"
+        assert sid in st.revnat, f"service {sid} live without reverse NAT"
+        assert sid in st.maglev, f"service {sid} live without Maglev table"
+    for sid, table in st.maglev.items():
+        for bid in set(array("I", table)):
+            assert bid in st.backends, f"Maglev of {sid} -> backend {bid} missing"
+
+
+def apply_stepwise(maps, plan):
+    """Apply one write at a time, checking the datapath invariant after each."""
+    for w in plan.writes:
+        apply(maps, reconcile.Plan([w]))
+        invariant(maps)
+
+
+def backends_of(d):
+    return [(b["ip"], b["port"]) for b in d["backends"]]
+
+
+def test_seed_service_roundtrip(lbmaps):
+    s = svc()
+    plan = plan_service(lbmaps, s, neighbors=NEIGH)
+    assert plan.changed
+    # the seed's update order: neighbours, backends, Maglev, slots, reverse NAT, master last
+    assert phases(plan) == sorted(phases(plan))
+    assert [w.map for w in plan.writes][:2] == ["nodeport_neigh4"] * 2
+    assert plan.writes[-1].phase == MASTER_UPD and plan.writes[-1].map == "lb4_services_v2"
+    assert {w.phase for w in plan.writes} == {NEIGH_UPD, BACKEND_UPD, MAGLEV_SET, SLOT_UPD, REVNAT_UPD, MASTER_UPD}
+    assert plan.diff["before"] == {} and plan.diff["after"]["1"]["count"] == 4
+    apply(lbmaps, plan)
+    invariant(lbmaps)
+    (d,) = dump(lbmaps)
+    assert (d["id"], d["vip"], d["port"], d["protocol"], d["count"]) == (1, "40.1.1.1", 80, "tcp", 4)
+    assert backends_of(d) == [("20.1.1.10", 80), ("20.1.1.20", 80), ("20.1.1.30", 80), ("20.1.1.40", 80)]
+    assert [b["backend_id"] for b in d["backends"]] == [1, 2, 3, 4]
+    shares = [b["maglev_slots"] for b in d["backends"]]
+    assert sum(shares) == 2039 and max(shares) - min(shares) <= 1
+    assert reconcile.neighbors(lbmaps) == NEIGH
+    # the table in the kernel is the Python table
+    st = read_state(lbmaps)
+    expect = maglev.build_bytes([(f"20.1.1.{x}:80", 1, i + 1) for i, x in enumerate((10, 20, 30, 40))], 2039)
+    assert st.maglev[1] == expect
+    # idempotent: nothing to write the second time (neighbours, Maglev content included)
+    again = plan_service(lbmaps, s, neighbors=NEIGH)
+    assert not again.changed and again.writes == []
+    assert again.diff["before"] == again.diff["after"]
+    # input order does not matter
+    shuffled = svc(backends="20.1.1.40:80,20.1.1.10:80,20.1.1.30:80,20.1.1.20:80")
+    assert not plan_service(lbmaps, shuffled).changed
+
+
+def test_grow_and_shrink(lbmaps):
+    apply(lbmaps, plan_service(lbmaps, svc(backends="20.1.1.10:80,20.1.1.20:80")))
+    grow = plan_service(lbmaps, svc())
+    # new backends first, new slots before the master count goes up
+    assert phases(grow) == [BACKEND_UPD, BACKEND_UPD, MAGLEV_SET, SLOT_UPD, SLOT_UPD, MASTER_UPD]
+    apply_stepwise(lbmaps, grow)
+    assert dump(lbmaps)[0]["count"] == 4
+    assert not plan_service(lbmaps, svc()).changed
+
+    shrink = plan_service(lbmaps, svc(backends="20.1.1.10:80,20.1.1.30:80"))
+    p = phases(shrink)
+    # master count first, then the surplus slots, then the unreferenced backends
+    assert p.index(MASTER_UPD) < p.index(SLOT_DEL) < p.index(BACKEND_DEL)
+    assert p.index(MAGLEV_SET) < p.index(MASTER_UPD)
+    apply_stepwise(lbmaps, shrink)
+    (d,) = dump(lbmaps)
+    assert backends_of(d) == [("20.1.1.10", 80), ("20.1.1.30", 80)] and d["count"] == 2
+    st = read_state(lbmaps)
+    assert sorted(st.backends) == [1, 3]                 # .20 (id 2) and .40 (id 4) gone
+    assert sorted(st.fronts[next(iter(st.fronts))]) == [0, 1, 2]
+    assert not plan_service(lbmaps, svc(backends="20.1.1.10:80,20.1.1.30:80")).changed
+
+
+def test_remove(lbmaps):
+    apply(lbmaps, plan_service(lbmaps, svc()))
+    rm = plan_service(lbmaps, 1, state="absent")
+    p = phases(rm)
+    assert p[0] == MASTER_DEL and p == sorted(p)
+    assert p.count(SLOT_DEL) == 4 and p.count(BACKEND_DEL) == 4
+    assert p.index(REVNAT_DEL) < p.index(MAGLEV_DEL) < p.index(BACKEND_DEL)
+    assert rm.diff["after"] == {} and rm.diff["before"]["1"]["count"] == 4
+    apply_stepwise(lbmaps, rm)
+    st = read_state(lbmaps)
+    assert not st.fronts and not st.backends and not st.revnat and not st.maglev
+    assert not plan_service(lbmaps, svc(), state="absent").changed
+
+
+def test_shared_backends_and_ids(lbmaps):
+    a = svc()
+    b = svc(id=2, frontend="40.1.1.2:80", backends="20.1.1.30:80,20.1.1.50:80")
+    c = svc(id=3, frontend="40.1.1.1:53", protocol="udp", backends="20.1.1.10:80")
+    apply(lbmaps, plan_services(lbmaps, [a, b, c]))
+    invariant(lbmaps)
+    st = read_state(lbmaps)
+    # .30 shared by services 1 and 2: one id; udp .10 is another backend (proto differs)
+    idents = {(be32_to_ip(x[0]), be16_to_port(x[1]), x[2]): bid
+              for bid, x in ((bid, LB4_BACKEND.unpack(v)) for bid, v in st.backends.items())}
+    assert idents == {("20.1.1.10", 80, 6): 1, ("20.1.1.20", 80, 6): 2, ("20.1.1.30", 80, 6): 3,
+                      ("20.1.1.40", 80, 6): 4, ("20.1.1.50", 80, 6): 5, ("20.1.1.10", 80, 17): 6}
+    # removing service 1 keeps the shared backend, frees the others; the lowest free id is reused
+    rm = plan_service(lbmaps, 1, state="absent")
+    deleted = sorted(U32.unpack(w.key)[0] for w in rm.writes if w.phase == BACKEND_DEL)
+    assert deleted == [1, 2, 4]
+    apply(lbmaps, rm)
+    invariant(lbmaps)
+    apply(lbmaps, plan_service(lbmaps, svc(id=4, frontend="40.1.1.4:80", backends="20.1.1.99:80")))
+    d4 = [d for d in dump(lbmaps) if d["id"] == 4][0]
+    assert d4["backends"][0]["backend_id"] == 1
+    # the remaining services are untouched (ids stable)
+    assert not plan_services(lbmaps, [b, c]).changed
+
+
+def test_weight_zero_drain(lbmaps):
+    apply(lbmaps, plan_service(lbmaps, svc()))
+    drain = svc(backends="20.1.1.10:80,20.1.1.20:80@0,20.1.1.30:80,20.1.1.40:80")
+    plan = plan_service(lbmaps, drain)
+    assert phases(plan) == [MAGLEV_SET]           # only the table changes
+    apply(lbmaps, plan)
+    (d,) = dump(lbmaps)
+    assert d["count"] == 4
+    by = {b["ip"]: b["maglev_slots"] for b in d["backends"]}
+    assert by["20.1.1.20"] == 0 and sum(by.values()) == 2039
+    assert 2 in read_state(lbmaps).backends        # kept for existing flows
+    assert not plan_service(lbmaps, drain).changed
+    # weights: 2:1 shares
+    w = svc(backends="20.1.1.10:80@2,20.1.1.20:80@1")
+    apply(lbmaps, plan_service(lbmaps, w))
+    by = {b["ip"]: b["maglev_slots"] for b in dump(lbmaps)[0]["backends"]}
+    assert abs(by["20.1.1.10"] - 2 * by["20.1.1.20"]) <= 3
+    assert not plan_service(lbmaps, w).changed
+
+
+def test_maglev_swap_is_a_new_inner_map(lbmaps):
+    apply(lbmaps, plan_service(lbmaps, svc()))
+    old_id = lbmaps.inner_map_ids()[1]
+    apply(lbmaps, plan_service(lbmaps, svc(backends="20.1.1.10:80,20.1.1.20:80,20.1.1.30:80")))
+    new_id = lbmaps.inner_map_ids()[1]
+    assert new_id != old_id
+    table = array("I", lbmaps.read_inner(new_id)[0])
+    assert len(table) == 2039 and set(table) == {1, 2, 3}
+
+
+def test_move_frontend_and_prune(lbmaps):
+    apply(lbmaps, plan_services(lbmaps, [svc(), svc(id=2, frontend="40.1.1.2:80")]))
+    moved = svc(frontend="40.1.1.9:8080")
+    plan = plan_services(lbmaps, [moved])
+    p = phases(plan)
+    assert p.index(MASTER_UPD) < p.index(MASTER_DEL) < p.index(SLOT_DEL)
+    apply_stepwise(lbmaps, plan)
+    ds = {d["id"]: d for d in dump(lbmaps)}
+    assert (ds[1]["vip"], ds[1]["port"]) == ("40.1.1.9", 8080) and 2 in ds
+    # prune removes service 2; backends still used by service 1 stay
+    prune = plan_services(lbmaps, [moved], prune=True)
+    assert {w.phase for w in prune.writes} == {MASTER_DEL, SLOT_DEL, REVNAT_DEL, MAGLEV_DEL}
+    apply_stepwise(lbmaps, prune)
+    assert [d["id"] for d in dump(lbmaps)] == [1]
+    assert not plan_services(lbmaps, [moved], prune=True).changed
+
+
+def test_frontend_taken_by_other_service(lbmaps):
+    apply(lbmaps, plan_service(lbmaps, svc()))
+    before = dump_all(lbmaps)
+    with pytest.raises(InvalidConfig, match="already used by service 1"):
+        plan_service(lbmaps, svc(id=2))
+    assert dump_all(lbmaps) == before
+    # replacing it in one set with prune is allowed (old one removed, new one written)
+    plan = plan_services(lbmaps, [svc(id=2)], prune=True)
+    apply_stepwise(lbmaps, plan)
+    assert [d["id"] for d in dump(lbmaps)] == [2]
+
+
+BAD_INPUTS = [
+    dict(id=0), dict(id=65536), dict(frontend="40.1.1.300:80"), dict(frontend="40.1.1.1:0"),
+    dict(frontend="40.1.1.1:65536"), dict(protocol="icmp"), dict(backends=""), dict(backends=[]),
+    dict(backends="20.1.1.10:80,20.1.1.10:80"), dict(backends="20.1.1.10:80@0"),
+    dict(backends=[f"10.9.{i // 200}.{i % 200 + 1}:80" for i in range(1025)]),
+    dict(backends="20.1.1.10:0"), dict(backends="20.1.1.10:99999"), dict(backends="20.1.1.x:80"),
+]
+
+
+@pytest.mark.parametrize("bad", BAD_INPUTS, ids=[repr(b)[:50] for b in BAD_INPUTS])
+def test_bad_input_touches_nothing(lbmaps, bad):
+    apply(lbmaps, plan_service(lbmaps, svc(), neighbors=NEIGH))
+    before = dump_all(lbmaps)
+    data = dict(SEED)
+    data.update(bad)
+    with pytest.raises(InvalidConfig):
+        plan = plan_service(lbmaps, data, neighbors=NEIGH)
+        apply(lbmaps, plan)
+    with pytest.raises(InvalidConfig):
+        apply(lbmaps, plan_services(lbmaps, [svc(id=5, frontend="40.1.1.5:80"), data], prune=True))
+    assert dump_all(lbmaps) == before
+
+
+@pytest.mark.parametrize("call", [
+    lambda m: plan_service(m, SEED, neighbors={"20.1.1.10": "nope"}),
+    lambda m: plan_service(m, SEED, neighbors={"20.1.1.1000": "02:00:00:00:00:01"}),
+    lambda m: plan_service(m, SEED, maglev_size=2040),
+    lambda m: plan_service(m, SEED, maglev_size=4093),
+    lambda m: plan_service(m, SEED, state="gone"),
+    lambda m: plan_service(m, 0, state="absent"),
+    lambda m: plan_services(m, [SEED, dict(SEED, frontend="40.1.1.2:80")]),
+    lambda m: plan_services(m, [SEED, dict(SEED, id=2)]),
+    lambda m: plan_services(m, [SEED], absent=[1]),
+])
+def test_bad_call_touches_nothing(lbmaps, call):
+    apply(lbmaps, plan_service(lbmaps, svc(), neighbors=NEIGH))
+    before = dump_all(lbmaps)
+    with pytest.raises(InvalidConfig):
+        apply(lbmaps, call(lbmaps))
+    assert dump_all(lbmaps) == before
+
+
+def test_check_mode_and_json(lbmaps):
+    import json
+    plan = reconcile.reconcile(lbmaps, [svc()], neighbors=NEIGH, check_mode=True)
+    assert plan.changed and not read_state(lbmaps).fronts
+    json.dumps(plan.to_dict())
+    assert all(isinstance(x, str) and x for x in plan.describe())
+    assert plan.counts()["lb4_services_v2:update"] == 5

@@ -1,0 +1,116 @@
+"""Maglev: the datapath picks, for a new flow, table[flow_hash(tuple) % M] of the table the core
+(l4lb.reconcile + l4lb.maglev) programmed; l4lb.flowhash predicts flow_hash."""
+
+from __future__ import annotations
+
+import random
+import struct
+
+import pytest
+from scapy.layers.inet import IP, TCP, UDP
+from scapy.layers.l2 import Ether
+
+import dp_helpers as H
+from dp_helpers import XDP_TX
+from l4lb import flowhash, maglev, reconcile, structs as S
+from l4lb.model import Service
+
+N_TUPLES = 2000
+
+
+def _program(lb, services, neighbors):
+    maps = reconcile.LBMaps.open(lb.pin_root, maglev_size=lb.M)
+    try:
+        reconcile.reconcile(maps, services, neighbors=neighbors)
+        st = reconcile.read_state(maps)
+        tables = {sid: list(struct.unpack(f"={lb.M}I", raw)) for sid, raw in st.maglev.items()}
+        backends = {bid: (S.be32_to_ip(a), S.be16_to_port(p)) for bid, v in st.backends.items()
+                    for a, p, _pr, _f in [S.LB4_BACKEND.unpack(v)]}
+    finally:
+        maps.close()
+    return tables, backends
+
+
+def _neighbors(eps):
+    return {ip: H.BACKEND_MACS.get(ip, "02:00:00:00:00:99") for ip, _ in eps}
+
+
+def _tuples(rng, n):
+    seen = set()
+    while len(seen) < n:
+        seen.add((f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}", rng.randrange(1024, 65536)))
+    return sorted(seen)
+
+
+def _chosen(lb, out: bytes, proto: int):
+    """(backend ip, port) the packet was sent to."""
+    o = Ether(out)
+    if lb.mode == "dsr":
+        inner = o[IP].payload
+        return o[IP].dst, (inner[TCP].dport if proto == H.TCP else inner[UDP].dport)
+    return o[IP].dst, (o[TCP].dport if proto == H.TCP else o[UDP].dport)
+
+
+def _check_choices(lb, sid, vip, port, proto, tables, backends, rng, n=N_TUPLES):
+    table = tables[sid]
+    for saddr, sport in _tuples(rng, n):
+        l4 = TCP(sport=sport, dport=port, flags="S") if proto == H.TCP else UDP(sport=sport, dport=port)
+        ret, out = lb.run(Ether(dst=H.LB_MAC) / IP(src=saddr, dst=vip) / l4)
+        assert ret == XDP_TX
+        want = backends[table[flowhash.maglev_index(saddr, vip, sport, port, proto, lb.M)]]
+        assert _chosen(lb, out, proto) == want, (saddr, sport)
+
+
+BACKS = ["20.1.1.10:80", "20.1.1.20:80", "20.1.1.30:80", "20.1.1.40:80"]
+
+
+@pytest.mark.parametrize("mode", ["snat", "dsr"])
+def test_datapath_matches_core_table(make_lb, mode):
+    lb = make_lb(mode)
+    svc = Service.parse(id=1, frontend=f"{H.VIP}:80", backends=",".join(BACKS))
+    tables, backends = _program(lb, [svc], _neighbors([b.split(":") for b in BACKS]))
+    # the table in the map is the core's Maglev table over the stored backend ids
+    ids = {v: k for k, v in backends.items()}
+    items = [(f"{b.ip}:{b.port}", b.weight, ids[(b.ip, b.port)]) for b in svc.backends]
+    assert struct.pack(f"={lb.M}I", *tables[1]) == maglev.build_bytes(items, lb.M)
+    _check_choices(lb, 1, H.VIP, 80, H.TCP, tables, backends, random.Random(f"maglev-{mode}"))
+
+
+def test_weighted_udp_and_small_table(make_lb):
+    lb = make_lb("snat", maglev_size=251)
+    svc = Service.parse(id=7, frontend=f"{H.VIP}:53", protocol="udp",
+                        backends=["20.1.1.10:53@3", "20.1.1.20:53@1", "20.1.1.30:53@0"])
+    tables, backends = _program(lb, [svc], _neighbors([("20.1.1.10", 53), ("20.1.1.20", 53), ("20.1.1.30", 53)]))
+    shares = maglev.shares(tables[7])
+    drained = next(bid for bid, ep in backends.items() if ep == ("20.1.1.30", 53))
+    assert drained not in shares
+    _check_choices(lb, 7, H.VIP, 53, H.UDP, tables, backends, random.Random("weighted"))
+
+
+def test_flows_stick_when_core_changes_the_table(make_lb):
+    """After reconcile removes one backend and adds another, established flows of the backends
+    that still exist keep them; new flows follow the new table."""
+    lb = make_lb("snat")
+    svc = Service.parse(id=1, frontend=f"{H.VIP}:80", backends=",".join(BACKS))
+    nb = _neighbors([b.split(":") for b in BACKS + ["20.1.1.50:80"]])
+    tables, backends = _program(lb, [svc], nb)
+    rng = random.Random("stick")
+    flows = _tuples(rng, 500)
+    before = {}
+    for saddr, sport in flows:
+        _, out = lb.run(Ether(dst=H.LB_MAC) / IP(src=saddr, dst=H.VIP) / TCP(sport=sport, dport=80, flags="S"))
+        before[(saddr, sport)] = _chosen(lb, out, H.TCP)
+    svc2 = Service.parse(id=1, frontend=f"{H.VIP}:80", backends=",".join(BACKS[1:] + ["20.1.1.50:80"]))
+    tables2, backends2 = _program(lb, [svc2], nb)
+    moved = 0
+    for saddr, sport in flows:
+        _, out = lb.run(Ether(dst=H.LB_MAC) / IP(src=saddr, dst=H.VIP) / TCP(sport=sport, dport=80, flags="A"))
+        now = _chosen(lb, out, H.TCP)
+        if before[(saddr, sport)] != ("20.1.1.10", 80):
+            assert now == before[(saddr, sport)]
+        else:
+            moved += 1
+            want = backends2[tables2[1][flowhash.maglev_index(saddr, H.VIP, sport, 80, H.TCP, lb.M)]]
+            assert now == want and now != ("20.1.1.10", 80)
+    assert 0 < moved < len(flows)
+    _check_choices(lb, 1, H.VIP, 80, H.TCP, tables2, backends2, random.Random("after"), n=500)

@@ -1,0 +1,67 @@
+"""Struct mirrors: sizes/offsets per ARCHITECTURE.md, byte order, ctypes vs struct codecs.
+(The comparison against the compiled object's BTF is tests/datapath/test_btf_layout.py.)"""
+
+import ctypes
+
+import pytest
+
+from l4lb import structs as S
+
+EXPECTED = {   # C struct -> (size, {field: offset}) as laid out by the C compiler
+    "lb4_key": (12, {"address": 0, "dport": 4, "backend_slot": 6, "proto": 8, "scope": 9, "pad": 10}),
+    "lb4_service": (12, {"backend_id": 0, "count": 4, "rev_nat_index": 6, "flags": 8, "flags2": 9, "pad": 10}),
+    "lb4_backend": (8, {"address": 0, "port": 4, "proto": 6, "flags": 7}),
+    "lb4_reverse_nat": (8, {"address": 0, "port": 4, "pad": 6}),
+    "neigh_mac": (8, {"addr": 0, "pad": 6}),
+    "ipv4_ct_tuple": (16, {"daddr": 0, "saddr": 4, "dport": 8, "sport": 10, "nexthdr": 12, "flags": 13, "pad": 14}),
+    "ct_entry": (56, {"rx_packets": 0, "rx_bytes": 8, "tx_packets": 16, "tx_bytes": 24, "last_seen_ns": 32,
+                      "backend_id": 40, "rev_nat_index": 44, "nat_port": 46, "tcp_flags_seen": 48, "pad": 49}),
+    "snat_key": (12, {"backend_addr": 0, "backend_port": 4, "nat_port": 6, "proto": 8, "pad": 9}),
+    "snat_entry": (16, {"client_addr": 0, "vip": 4, "client_port": 8, "vport": 10, "rev_nat_index": 12, "pad": 14}),
+    "lb_stats": (16, {"packets": 0, "bytes": 8}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_layout(name):
+    cls = S.C_STRUCTS[name]
+    size, offsets = EXPECTED[name]
+    assert ctypes.sizeof(cls) == size
+    assert {f: getattr(cls, f).offset for f, *_ in cls._fields_} == offsets
+    assert S.CODECS[cls].size == size
+
+
+def test_byte_order_boundary():
+    assert S.ip_to_be32("20.1.1.10").to_bytes(4, "little") == bytes([20, 1, 1, 10])
+    assert S.be32_to_ip(S.ip_to_be32("40.1.1.1")) == "40.1.1.1"
+    assert S.port_to_be16(80).to_bytes(2, "little") == b"\x00\x50"
+    assert S.be16_to_port(S.port_to_be16(65535)) == 65535
+    assert S.mac_to_bytes("02:00:14:01:01:0a") == b"\x02\x00\x14\x01\x01\x0a"
+    assert S.bytes_to_mac(b"\x02\x00\x14\x01\x01\x0a\x00\x00") == "02:00:14:01:01:0a"
+
+
+def test_ctypes_and_codecs_agree():
+    k = S.Lb4Key.make("40.1.1.1", 80, 3, S.IPPROTO_TCP)
+    assert bytes(k) == S.LB4_KEY.pack(S.ip_to_be32("40.1.1.1"), S.port_to_be16(80), 3, 6, 0)
+    assert bytes(k)[:6] == bytes([40, 1, 1, 1, 0, 80])           # wire order on the be fields
+    b = S.Lb4Backend.make("20.1.1.10", 8080, S.IPPROTO_UDP)
+    assert bytes(b) == bytes([20, 1, 1, 10, 0x1F, 0x90, 17, 0])
+    sv = S.Lb4Service(backend_id=7, count=4, rev_nat_index=1)
+    assert bytes(sv) == S.LB4_SERVICE.pack(7, 4, 1, 0, 0)
+    assert S.Lb4Service.from_bytes(bytes(sv)).count == 4
+    rn = S.Lb4ReverseNat(address=S.ip_to_be32("40.1.1.1"), port=S.port_to_be16(80))
+    assert bytes(rn) == S.LB4_REVERSE_NAT.pack(S.ip_to_be32("40.1.1.1"), S.port_to_be16(80))
+    sk = S.SnatKey(backend_addr=1, backend_port=2, nat_port=3, proto=6)
+    assert bytes(sk) == S.SNAT_KEY.pack(1, 2, 3, 6)
+    se = S.SnatEntry(client_addr=1, vip=2, client_port=3, vport=4, rev_nat_index=5)
+    assert bytes(se) == S.SNAT_ENTRY.pack(1, 2, 3, 4, 5)
+    nm = S.NeighMac()
+    nm.addr[:] = list(b"\x02\x00\x14\x01\x01\x0a")
+    assert bytes(nm) == S.NEIGH_MAC.pack(b"\x02\x00\x14\x01\x01\x0a")
+
+
+def test_map_specs_match_the_object(lbmaps):
+    """The sizes of the maps the program created equal the mirrors' (fallback fixture aside)."""
+    for name, (mtype, ksize, vsize, maxe) in S.map_specs().items():
+        m = lbmaps[name]
+        assert (m.type, m.key_size, m.value_size) == (mtype, ksize, vsize), name

@@ -13,8 +13,9 @@ description:
     switch is the bridge O(bridge) in namespace C(<prefix>-switch); every node is joined to it by
     a veth pair whose switch-side end is named after the node.
   - Each switch-side veth carries a trivial native XDP_PASS program (compiled from
-    O(xdp_pass_src) into O(state_dir)), so native XDP_TX from a node's interface is not dropped
-    (a veth peer must be NAPI-ready). Checksum offload (rx, tx) is turned off on node interfaces,
+    O(xdp_pass_src) into O(state_dir), loaded once and pinned at C(<bpffs_dir>/switch/xdp_pass),
+    attached with bpftool), so native XDP_TX from a node's interface is not dropped (a veth peer
+    must be NAPI-ready). A node interface's MAC is C(02:4c:) followed by its four address bytes. Checksum offload (rx, tx) is turned off on node interfaces,
     since XDP rewrites would otherwise leave bad checksums. Client nodes get the route
     C(<vip>/32 via <lb address>).
   - Every link is created with C(ip -n <namespace>); nothing is ever added to the root namespace.

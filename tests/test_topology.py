@@ -266,3 +266,12 @@ def test_missing_kernel_feature_fails_before_any_change(monkeypatch):
     monkeypatch.undo()
     lt.get_provider("netns", topo).preflight("present")
     _assert_nothing_made()
+
+
+def test_check_mode_from_nothing_reports_changes_and_makes_nothing(clean_bad_prefix):
+    r = run_playbook("site.yml", {"lab_prefix": BAD_PREFIX},
+                     args=["--check", "--diff", "--tags", "lab_topology", "--skip-tags", "verify"])
+    assert r.rc == 0, r.output
+    assert r.recap["localhost"]["changed"] == 1
+    assert f"+netns {BAD_PREFIX}-switch" in r.output
+    _assert_nothing_made()

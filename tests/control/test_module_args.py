@@ -1,0 +1,61 @@
+"""Argument handling of our modules, in-process (no kernel state involved): Ansible's own
+argument-spec validation and our core's checks both fail with a message naming the bad field."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import os
+import sys
+from contextlib import redirect_stdout
+
+import ansible.module_utils
+import pytest
+from ansible.module_utils.testing import patch_module_args
+
+from control_lab import REPO
+
+# Make module_utils/l4lb importable as ansible.module_utils.l4lb, as AnsiballZ ships it.
+ansible.module_utils.__path__.append(os.path.join(REPO, "module_utils"))
+
+
+def run(module_name, args):
+    spec = importlib.util.spec_from_file_location(module_name, os.path.join(REPO, "library", module_name + ".py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = io.StringIO()
+    with patch_module_args(args), redirect_stdout(out), pytest.raises(SystemExit):
+        mod.main()
+    return json.loads(out.getvalue())
+
+
+@pytest.mark.parametrize("module,args,needle", [
+    ("xdp_program", {"device": "eth0", "src": "/x", "build_dir": "/y"}, "pin_dir"),
+    ("xdp_program", {"device": "eth0", "src": "/x", "build_dir": "/y", "pin_dir": "/z", "mode": "nat"}, "mode"),
+    ("xdp_program", {"device": "eth0", "src": "/x", "build_dir": "/y", "pin_dir": "/z",
+                     "attach_mode": "offload"}, "attach_mode"),
+    ("lb_service", {"id": 1, "pin_dir": "/z"}, "frontend"),
+    ("lb_service", {"id": 1, "pin_dir": "/z", "frontend": "40.1.1.1:80", "backends": ["a"], "protocol": "icmp"},
+     "protocol"),
+    ("lb_service", {"id": "one", "pin_dir": "/z", "state": "absent"}, "id"),
+    ("lb_dumpstate", {"pin_dir": "/z"}, "id"),
+    ("lb_neighbor", {"pin_dir": "/z", "address": "20.1.1.1", "state": "gone"}, "state"),
+])
+def test_argument_spec_rejects(module, args, needle):
+    result = run(module, args)
+    assert result["failed"] is True
+    assert needle in result["msg"]
+
+
+def test_core_rejects_before_touching_anything():
+    # The pin dir does not exist: validation of the service must come first and say what is wrong.
+    result = run("lb_service", {"id": 1, "pin_dir": "/nonexistent", "frontend": "40.1.1.1:80",
+                                "backends": ["20.1.1.10:80", "20.1.1.10:80"]})
+    assert result["failed"] is True and "duplicate backend 20.1.1.10:80" in result["msg"]
+
+
+def test_src_must_exist():
+    result = run("xdp_program", {"device": "lo", "src": "/nonexistent/bpf", "build_dir": "/tmp/x",
+                                 "pin_dir": "/sys/fs/bpf/none"})
+    assert result["failed"] is True and "/nonexistent/bpf" in result["msg"]

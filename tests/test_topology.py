@@ -274,3 +274,31 @@ def test_check_mode_from_nothing_reports_changes_and_makes_nothing(clean_bad_pre
     assert r.recap["localhost"]["changed"] == 1
     assert f"+netns {BAD_PREFIX}-switch" in r.output
     _assert_nothing_made()
+
+
+def test_bring_up_recovers_from_a_killed_run():
+    """A half-made lab (as a killed run leaves it) is completed, then torn down cleanly."""
+    prefix = PREFIX + "k"
+    run_playbook("teardown.yml", {"lab_prefix": prefix})
+    before = root_ns_snapshot()
+    try:
+        for n in ("switch", "lb", "win1"):
+            subprocess.run(["ip", "netns", "add", f"{prefix}-{n}"], check=True)
+        # lb: an eth0 whose peer is not on the switch; win1: a switch port whose peer is not in
+        # win1's namespace; a truncated object in the state dir
+        subprocess.run(["ip", "-n", f"{prefix}-lb", "link", "add", "name", "eth0", "type", "veth",
+                        "peer", "name", "junk0"], check=True)
+        subprocess.run(["ip", "-n", f"{prefix}-switch", "link", "add", "name", "win1", "type",
+                        "veth", "peer", "name", "junk1"], check=True)
+        os.makedirs(f"/run/{prefix}", exist_ok=True)
+        with open(f"/run/{prefix}/xdp_pass.o", "w", encoding="ascii") as f:
+            f.write("truncated")
+        r = run_playbook("site.yml", {"lab_prefix": prefix})
+        assert r.rc == 0 and r.failed == 0, r.output
+        assert run_playbook("site.yml", {"lab_prefix": prefix}).changed == 0
+        assert root_ns_snapshot() == before
+    finally:
+        r = run_playbook("teardown.yml", {"lab_prefix": prefix})
+        assert r.rc == 0, r.output
+    assert lab_namespaces(prefix) == []
+    assert not os.path.exists(f"/run/{prefix}") and not os.path.exists(f"/sys/fs/bpf/{prefix}")

@@ -38,11 +38,15 @@ static __always_inline int lb_unforwardable(const struct lb_pkt *p)
 	return -1;
 }
 
+/* Benchmark-only knobs (bench/datapath.py measures what they cost; never set in builds):
+ * LB_BENCH_NO_CT_TIME (no bpf_ktime_get_ns on the established path), LB_BENCH_NO_BACKEND_STATS. */
 static __always_inline void lb_ct_touch(struct ct_entry *ct, __u64 bytes, __u8 tcp_flags)
 {
 	ct->rx_packets += 1;
 	ct->rx_bytes += bytes;
+#ifndef LB_BENCH_NO_CT_TIME
 	ct->last_seen_ns = bpf_ktime_get_ns();
+#endif
 	ct->tcp_flags_seen |= tcp_flags;
 }
 
@@ -156,7 +160,9 @@ static __always_inline int lb_service(lb_xdp_ctx *ctx, struct lb_pkt *p, const s
 	}
 
 	lb_count_service(rev_nat_index, len);
+#ifndef LB_BENCH_NO_BACKEND_STATS
 	lb_count_backend(backend_id, len);
+#endif
 
 #ifdef MODE_SNAT
 	lb_rewrite4(p, data_end, LB_IP, be_addr, nat_port, be_port);

@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 from array import array
 from functools import lru_cache
+from operator import itemgetter
 
 from .errors import InvalidConfig
 
@@ -79,6 +80,11 @@ def permutation(name: str, m: int) -> tuple[int, int]:
     return offset, skip
 
 
+def _sorted_key(items):
+    order = sorted(range(len(items)), key=lambda i: items[i][0])
+    return order, tuple((items[i][0], items[i][1]) for i in order)
+
+
 def build(backends, m: int = DEFAULT_SIZE) -> list[int]:
     """Table of M indices into ``backends``.
 
@@ -87,27 +93,30 @@ def build(backends, m: int = DEFAULT_SIZE) -> list[int]:
     has a non-zero weight.
     """
     items = [(str(n), int(w)) for n, w in backends]
-    order = sorted(range(len(items)), key=lambda i: items[i][0])
-    key = tuple(items[i] for i in order)
-    table = _build_sorted(key, m)          # indices into the sorted order
-    return [order[x] for x in table]
+    order, key = _sorted_key(items)
+    fill, active = _build_sorted(key, m)
+    idx = [order[a] for a in active]
+    return list(itemgetter(*fill)(idx))
 
 
 def build_bytes(backend_ids_weights, m: int = DEFAULT_SIZE) -> bytes:
     """(name, weight, backend_id) triples -> the inner map value: u32 backend ids, native order."""
     items = list(backend_ids_weights)
-    table = build([(n, w) for n, w, _ in items], m)
-    ids = [bid for _, _, bid in items]
-    return array("I", [ids[x] for x in table]).tobytes()
+    order, key = _sorted_key(items)
+    fill, active = _build_sorted(key, m)
+    ids = [items[order[a]][2] for a in active]
+    return array("I", itemgetter(*fill)(ids)).tobytes()
 
 
 @lru_cache(maxsize=1024)
 def _build_sorted(key: tuple, m: int) -> tuple:
+    """(fill, active): fill maps slot -> index into ``active``; active = indices into key of
+    the backends with a non-zero weight."""
     names = [n for n, _ in key]
     weights = [w for _, w in key]
     if len(set(names)) != len(names):
         raise InvalidConfig(f"backends: duplicate backend identity in {names}")
-    active = [i for i, w in enumerate(weights) if w > 0]
+    active = tuple(i for i, w in enumerate(weights) if w > 0)
     if not active:
         raise InvalidConfig("backends: no backend has a non-zero weight")
     check_size(m, len(active))
@@ -117,8 +126,7 @@ def _build_sorted(key: tuple, m: int) -> tuple:
         offs.append(o)
         skips.append(s)
     wts = [weights[i] for i in active]
-    table = _fill(offs, skips, wts, m)
-    return tuple(active[x] for x in table)
+    return tuple(_fill(offs, skips, wts, m)), active
 
 
 def _fill(offs: list, skips: list, wts: list, m: int) -> list:
@@ -181,6 +189,18 @@ def _fill(offs: list, skips: list, wts: list, m: int) -> list:
             if not free:
                 break
     return table
+
+
+ALGORITHM_VERSION = 1   # bump when table contents for the same inputs would change
+
+
+def fingerprint_name(backend_ids_weights, m: int, table: bytes) -> str:
+    """BPF map name (15 chars) binding a table's inputs and its content: "mg" + 13 hex digits
+    of SHA-256(version, M, sorted (name, weight, id), table bytes)."""
+    desc = "|".join(sorted(f"{n}@{w}#{i}" for n, w, i in backend_ids_weights))
+    h = hashlib.sha256(f"{ALGORITHM_VERSION}/{m}/{desc}/".encode())
+    h.update(table)
+    return "mg" + h.hexdigest()[:13]
 
 
 def clear_cache() -> None:

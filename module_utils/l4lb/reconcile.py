@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import errno as _errno
 import os
+import socket
 from array import array
 from dataclasses import dataclass, field
 
@@ -122,14 +123,15 @@ class LBMaps:
 
     def inner_map_ids(self) -> dict:
         """rev_nat_index -> inner map id (what the outer map returns to user space)."""
-        return {U16.unpack(k)[0]: U32.unpack(v)[0] for k, v in self[MAGLEV].items()}
+        return {U16.unpack(k)[0]: U32.unpack(v)[0] for k, v in self[MAGLEV].items_list()}
 
-    def read_inner(self, map_id: int) -> tuple[bytes, int, int]:
-        """(table bytes, value_size, map_flags) of the inner Maglev map with this id."""
+    def read_inner(self, map_id: int) -> tuple[bytes, int, int, str]:
+        """(table bytes, value_size, map_flags, map name) of the inner Maglev map with this id."""
         fd = libbpf.map_fd_by_id(map_id)
+        info = libbpf.map_info(fd)
         with libbpf.Map(fd, MAGLEV_INNER_NAME) as inner:
             value = inner.lookup(U32.pack(0)) or b""
-            return value, inner.value_size, libbpf.map_info(fd).map_flags
+            return value, info.value_size, info.map_flags, info.name.decode(errors="replace")
 
     @property
     def maglev_size(self) -> int:
@@ -138,7 +140,7 @@ class LBMaps:
         if not self._size_known:
             for map_id in self.inner_map_ids().values():
                 try:
-                    _, vsize, flags = self.read_inner(map_id)
+                    _, vsize, flags, _ = self.read_inner(map_id)
                 except BpfError:
                     continue
                 self._maglev_size, self._inner_flags = vsize // 4, flags
@@ -158,11 +160,17 @@ class State:
     backend_ids: dict = field(default_factory=dict)  # value bytes (flags masked) identity -> id
     revnat: dict = field(default_factory=dict)     # service id -> value bytes
     maglev: dict = field(default_factory=dict)     # service id -> table bytes
+    maglev_names: dict = field(default_factory=dict)  # service id -> inner map name (fingerprint)
     neighbors: dict = field(default_factory=dict)  # key bytes -> value bytes
 
 
 def _identity(addr: int, port: int, proto: int) -> bytes:
+    """A backend's identity: its lb4_backends value with flags 0 (address, port, proto)."""
     return LB4_BACKEND.pack(addr, port, proto, 0)
+
+
+def _identity_of(ip: str, port: int, proto: int) -> bytes:
+    return socket.inet_aton(ip) + port.to_bytes(2, "big") + bytes((proto, 0))
 
 
 def read_state(maps: LBMaps, ids=None) -> State:
@@ -170,7 +178,7 @@ def read_state(maps: LBMaps, ids=None) -> State:
     st = State()
     unpack_key = LB4_KEY.unpack
     fronts = st.fronts
-    for k, v in maps[SERVICES].items():
+    for k, v in maps[SERVICES].items_list():
         addr, port, slot, proto, _scope = unpack_key(k)
         f = (addr, port, proto)
         d = fronts.get(f)
@@ -181,25 +189,29 @@ def read_state(maps: LBMaps, ids=None) -> State:
         if 0 in slots:
             sid = LB4_SERVICE.unpack(slots[0][1])[2]
             st.ids.setdefault(sid, []).append(f)
-    unpack_b = LB4_BACKEND.unpack
     u32 = U32.unpack
-    for k, v in maps[BACKENDS].items():
+    zero = b"\0"
+    backends, backend_ids = st.backends, st.backend_ids
+    for k, v in maps[BACKENDS].items_list():
         bid = u32(k)[0]
-        st.backends[bid] = v
-        addr, port, proto, _flags = unpack_b(v)
-        st.backend_ids.setdefault(_identity(addr, port, proto), bid)
+        backends[bid] = v
+        ident = v if v[7] == 0 else v[:7] + zero
+        if ident not in backend_ids:
+            backend_ids[ident] = bid
     u16 = U16.unpack
-    for k, v in maps[REVNAT].items():
+    for k, v in maps[REVNAT].items_list():
         st.revnat[u16(k)[0]] = v
     for sid, map_id in maps.inner_map_ids().items():
         if ids is not None and sid not in ids:
             continue
         try:
-            st.maglev[sid] = maps.read_inner(map_id)[0]
+            table, _, _, name = maps.read_inner(map_id)
+            st.maglev[sid] = table
+            st.maglev_names[sid] = name
         except BpfError as exc:
             if exc.errno != _errno.ENOENT:
                 raise
-    for k, v in maps[NEIGH].items():
+    for k, v in maps[NEIGH].items_list():
         st.neighbors[k] = v
     return st
 
@@ -214,6 +226,7 @@ class Write:
     value: bytes | None
     desc: str
     phase: int = 0
+    inner_name: str = ""   # create-inner: the new inner map's name (its Maglev fingerprint)
 
     def to_dict(self) -> dict:
         return {"map": self.map, "op": self.op, "key": self.key.hex(),
@@ -283,13 +296,15 @@ class _Planner:
         self.before_ids: set = set()
         self.after: dict = {}                # id -> (Service, [backend ids], table bytes)
         self.removed: set = set()
+        self.small_table: list = []          # services with fewer than 100 slots per backend
+        self.full_maglev_check = False
 
     def add(self, phase, key, value, desc):
         self.writes.append(Write(PHASE_MAP[phase], PHASE_OP.get(phase, "update"), key, value, desc, phase))
 
     # backend ids
     def backend_id(self, ip: str, port: int, proto: int) -> tuple:
-        ident = _identity(ip_to_be32(ip), port_to_be16(port), proto)
+        ident = _identity_of(ip, port, proto)
         bid = self.st.backend_ids.get(ident)
         if bid is not None:
             return bid, ident
@@ -297,6 +312,10 @@ class _Planner:
         if bid is not None:
             return bid, ident
         used = self.st.backends
+        cap = self.maps[BACKENDS].max_entries
+        if len(used) + len(self.new_backends) >= cap:
+            raise InvalidConfig(f"backends: {ip}:{port} does not fit in lb4_backends "
+                                f"({len(used)} of {cap} used, {len(self.new_backends)} new in this plan)")
         nid = self._next_id
         while nid in used:
             nid += 1
@@ -320,7 +339,7 @@ class _Planner:
         front = _front_of(s)
         sid = s.id
         self.before_ids.add(sid)
-        backends = sorted(s.backends, key=lambda b: (ip_to_be32_sortkey(b.ip), b.port))
+        backends = sorted(s.backends, key=_canonical)
         ids = []
         for b in backends:
             bid, ident = self.backend_id(b.ip, b.port, proto)
@@ -328,15 +347,27 @@ class _Planner:
                 # same identity, other flags: reset flags to 0
                 self.add(BACKEND_UPD, U32.pack(bid), ident, f"backend {bid} = {b.name} (flags reset)")
             ids.append(bid)
-        # Maglev
+        # Maglev: unchanged if the current inner map's name is the fingerprint of (desired
+        # inputs, current content) - that content is then what build() gives for the desired
+        # inputs. Otherwise (or with full_maglev_check) rebuild and compare contents.
         weighted = [(b.name, b.weight, bid) for b, bid in zip(backends, ids)]
-        table = maglev.build_bytes(weighted, m)
-        self.after[sid] = (s, ids, table)
-        if st.maglev.get(sid) != table:
-            self.add(MAGLEV_SET, U16.pack(sid), table,
-                     f"service {sid}: new Maglev table ({m} slots over {sum(1 for b in backends if b.weight)} backends)")
+        cur_table = st.maglev.get(sid)
+        same = (not self.full_maglev_check and cur_table is not None
+                and st.maglev_names.get(sid) == maglev.fingerprint_name(weighted, m, cur_table))
+        if same:
+            self.after[sid] = (s, ids, cur_table)
+        else:
+            table = maglev.build_bytes(weighted, m)
+            self.after[sid] = (s, ids, table)
+            if cur_table != table:
+                w = Write(MAGLEV, "create-inner", U16.pack(sid), table,
+                          f"service {sid}: new Maglev table ({m} slots over "
+                          f"{sum(1 for b in backends if b.weight)} backends)", MAGLEV_SET,
+                          maglev.fingerprint_name(weighted, m, table))
+                self.writes.append(w)
         nb = sum(1 for b in backends if b.weight)
-        self.warnings.extend(f"service {sid}: {w}" for w in maglev.size_warnings(m, nb))
+        if m < 100 * nb:
+            self.small_table.append(sid)
         # slots, in the service's frontend
         cur = st.fronts.get(front, {})
         addr, port = front[0], front[1]
@@ -402,12 +433,19 @@ class _Planner:
                      f"delete backend {bid} ({be32_to_ip(addr)}:{be16_to_port(port)}), no longer referenced")
 
     def plan(self, diff_fn) -> Plan:
+        if self.small_table:
+            ids = self.small_table
+            more = f" (and {len(ids) - 10} more)" if len(ids) > 10 else ""
+            self.warnings.append(
+                f"maglev_size {self.m} < 100 x backends for service(s) {ids[:10]}{more}: "
+                "Maglev's balance and disruption bounds are weaker")
         self.writes.sort(key=lambda w: w.phase)   # stable: keeps per-service order inside a phase
         return Plan(self.writes, diff_fn, self.warnings)
 
 
-def ip_to_be32_sortkey(ip: str) -> tuple:
-    return tuple(int(x) for x in ip.split("."))
+def _canonical(b) -> tuple:
+    """Slot order: by address (numerically), then port."""
+    return (socket.inet_aton(b.ip), b.port)
 
 
 def _check_maglev_size(maps: LBMaps, maglev_size) -> int:
@@ -453,7 +491,7 @@ def _describe_desired(s: Service, ids, table: bytes) -> dict:
     counts: dict = {}
     for x in array("I", table):
         counts[x] = counts.get(x, 0) + 1
-    order = sorted(s.backends, key=lambda b: (ip_to_be32_sortkey(b.ip), b.port))
+    order = sorted(s.backends, key=_canonical)
     return {"id": s.id, "vip": s.vip, "port": s.port, "protocol": s.protocol, "count": len(ids),
             "backends": [{"backend_id": bid, "ip": b.ip, "port": b.port, "maglev_slots": counts.get(bid, 0)}
                          for b, bid in zip(order, ids)]}
@@ -477,10 +515,14 @@ def _validate_neighbors(neighbors):
 
 
 def plan_services(maps: LBMaps, services, neighbors=None, prune: bool = False, absent=(),
-                  maglev_size: int | None = None) -> Plan:
+                  maglev_size: int | None = None, full_maglev_check: bool = False) -> Plan:
     """Plan the whole set: every service in ``services`` present as given, ids in ``absent``
     removed; with ``prune`` every other service (and unreferenced backend, orphan reverse NAT
-    or Maglev entry) is removed too. Validates everything before reading or writing a map."""
+    or Maglev entry) is removed too. Validates everything before reading or writing a map.
+
+    Maglev tables are compared by content. Shortcut: an inner map we wrote is named with a
+    fingerprint of (inputs, content); when that matches the desired inputs and the content read
+    back, the table is unchanged without rebuilding it. ``full_maglev_check`` always rebuilds."""
     services = [s if isinstance(s, Service) else Service.parse(s) for s in services]
     check_unique(services)
     absent_ids = {parse_service_id(a.id if isinstance(a, Service) else a, "absent id") for a in absent}
@@ -516,16 +558,8 @@ def plan_services(maps: LBMaps, services, neighbors=None, prune: bool = False, a
                 raise InvalidConfig(
                     f"frontend: {s.frontend}/{s.protocol} is already used by service {occ_id}; "
                     f"delete service {occ_id} first")
-    total_new = len({(b.ip, b.port, s.protocol) for s in services for b in s.backends})
-    if len(st.backends) + total_new > maps[BACKENDS].max_entries:
-        # upper bound check only when it might matter
-        needed = {(ip_to_be32(b.ip), port_to_be16(b.port), PROTOCOLS[s.protocol])
-                  for s in services for b in s.backends}
-        new = sum(1 for a, p, pr in needed if _identity(a, p, pr) not in st.backend_ids)
-        if len(st.backends) + new > maps[BACKENDS].max_entries:
-            raise InvalidConfig(f"backends: {new} new backends do not fit in lb4_backends "
-                                f"({len(st.backends)} of {maps[BACKENDS].max_entries} used)")
     pl = _Planner(maps, st, m)
+    pl.full_maglev_check = full_maglev_check
     pl.neighbors(neighbors)
     for s in sorted(services, key=lambda x: x.id):
         pl.present(s)
@@ -575,16 +609,31 @@ def _delete_many(mp: libbpf.Map, keys: list) -> None:
             mp.delete(k)
 
 
-def _set_inner(maps: LBMaps, key: bytes, table: bytes) -> None:
-    """New inner ARRAY[1] filled completely, then swapped into the outer map in one update."""
-    fd = libbpf.map_create(libbpf.BPF_MAP_TYPE_ARRAY, MAGLEV_INNER_NAME, 4, len(table), 1,
-                           map_flags=maps._inner_flags)
-    try:
-        inner = libbpf.Map(fd, MAGLEV_INNER_NAME)
-        inner.update(U32.pack(0), table)
-        maps[MAGLEV].update_fd(key, fd)
-    finally:
-        os.close(fd)
+INNER_CHUNK = 256   # inner maps created per outer batch update (bounds the open fds)
+
+
+def _set_inners(maps: LBMaps, writes: list) -> None:
+    """For each write: a new inner ARRAY[1] filled completely, then swapped into lb4_maglev.
+
+    Each element swap is atomic for the datapath (it sees the old or the new table, never a
+    partial one). The swaps go in one BPF_MAP_UPDATE_BATCH per chunk: the kernel waits for an
+    RCU grace period after every map-in-map update (~10-15 ms), once per batch instead of once
+    per service.
+    """
+    outer = maps[MAGLEV]
+    for start in range(0, len(writes), INNER_CHUNK):
+        chunk = writes[start:start + INNER_CHUNK]
+        fds = []
+        try:
+            for w in chunk:
+                fd = libbpf.map_create(libbpf.BPF_MAP_TYPE_ARRAY, w.inner_name or MAGLEV_INNER_NAME, 4, len(w.value), 1,
+                                       map_flags=maps._inner_flags)
+                fds.append(fd)
+                libbpf.Map(fd, MAGLEV_INNER_NAME).update(U32.pack(0), w.value)
+            outer.update_batch([(w.key, U32.pack(fd)) for w, fd in zip(chunk, fds)])
+        finally:
+            for fd in fds:
+                os.close(fd)
 
 
 def apply(maps: LBMaps, plan: Plan) -> int:
@@ -603,8 +652,7 @@ def apply(maps: LBMaps, plan: Plan) -> int:
         elif w.op == "delete":
             _delete_many(mp, [x.key for x in run])
         elif w.op == "create-inner":
-            for x in run:
-                _set_inner(maps, x.key, x.value)
+            _set_inners(maps, run)
         else:
             raise L4LBError(f"unknown write op {w.op!r}")
         i = j

@@ -260,3 +260,27 @@ def test_check_mode_and_json(lbmaps):
     json.dumps(plan.to_dict())
     assert all(isinstance(x, str) and x for x in plan.describe())
     assert plan.counts()["lb4_services_v2:update"] == 5
+
+
+def test_maglev_tampering_is_detected(lbmaps):
+    """The no-op shortcut (fingerprint-named inner map) still compares the content read back."""
+    from l4lb import libbpf
+    apply(lbmaps, plan_service(lbmaps, svc()))
+    mid = lbmaps.inner_map_ids()[1]
+    table, _, _, name = lbmaps.read_inner(mid)
+    assert name.startswith("mg") and len(name) == 15
+    assert not plan_service(lbmaps, svc()).changed
+    assert not plan_services(lbmaps, [svc()], full_maglev_check=True).changed
+    # someone rewrites one slot of the live table in place
+    bad = array("I", table)
+    bad[0] = 3 if bad[0] != 3 else 4
+    with libbpf.Map(libbpf.map_fd_by_id(mid)) as inner:
+        inner.update(U32.pack(0), bad.tobytes())
+    plan = plan_service(lbmaps, svc())
+    assert phases(plan) == [MAGLEV_SET]
+    apply(lbmaps, plan)
+    assert lbmaps.read_inner(lbmaps.inner_map_ids()[1])[0] == table
+    # rewriting the same content in place is not a change
+    with libbpf.Map(libbpf.map_fd_by_id(lbmaps.inner_map_ids()[1])) as inner:
+        inner.update(U32.pack(0), table)
+    assert not plan_service(lbmaps, svc()).changed

@@ -1,0 +1,75 @@
+"""module_utils/l4lb/build.py: validation before compiling, macro rendering, compiler errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from l4lb import build, flowhash
+from l4lb.errors import InvalidConfig, L4LBError
+
+GOOD = dict(lb_ip="20.1.1.1", lb_mac="02:00:14:01:01:01", ifindex=3)
+
+
+@pytest.mark.parametrize("bad,needle", [
+    (dict(lb_ip="20.1.1"), "lb_ip"),
+    (dict(lb_ip="224.0.0.1"), "lb_ip"),
+    (dict(lb_mac="02:00:14:01:01"), "MAC"),
+    (dict(lb_mac="01:00:5e:00:00:01"), "lb_mac"),
+    (dict(ifindex=0), "ifindex"),
+    (dict(ifindex=True), "ifindex"),
+    (dict(mode="nat"), "mode"),
+    (dict(maglev_size=2040), "maglev_size"),
+    (dict(maglev_size=131101), "maglev_size"),
+    (dict(snat_port_min=1000), "snat_port_min"),
+    (dict(snat_port_min=62000, snat_port_max=61000), "snat_port_min"),
+    (dict(snat_port_min=50000), "ephemeral"),
+    (dict(snat_port_min=20000, snat_port_max=30000, ephemeral_range=(10000, 20000)), "ephemeral"),
+    (dict(ncpus=0), "ncpus"),
+    (dict(mtu=100), "mtu"),
+])
+def test_invalid_config_names_the_value(bad, needle):
+    with pytest.raises(InvalidConfig, match=needle):
+        build.BuildConfig(**{**GOOD, **bad})
+
+
+def test_render_defines():
+    cfg = build.BuildConfig(**GOOD, mode="dsr", maglev_size=251, ncpus=2, mtu=9000)
+    d = build.render_defines(cfg)
+    assert d == {"MODE_DSR": "1", "LB_IP": "0x01010114", "LB_MAC": "{0x02,0x00,0x14,0x01,0x01,0x01}",
+                 "LB_IFINDEX": "3", "LB_MTU": "9000", "LB_MAGLEV_LUT_SIZE": "251", "SNAT_PORT_MIN": "61000",
+                 "SNAT_PORT_MAX": "65535", "__NR_CPUS__": "2"}
+    assert "#define LB_IP 0x01010114" in build.render_header(d)
+
+
+def test_compile_lb_result(tmp_path):
+    res = build.compile_lb(build.BuildConfig(**GOOD), tmp_path / "lb.o")
+    assert res.path == str(tmp_path / "lb.o") and (tmp_path / "lb.o").stat().st_size > 0
+    assert "-DMODE_SNAT=1" in res.cmdline and res.clang_version
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_compile_error_carries_stderr(tmp_path):
+    src = tmp_path / "broken.c"
+    src.write_text("int f(void) { return undefined_symbol; }\n")
+    with pytest.raises(L4LBError) as exc:
+        build.compile_object(src, tmp_path / "broken.o")
+    assert "undefined_symbol" in str(exc.value) and "undefined_symbol" in exc.value.stderr
+    assert not (tmp_path / "broken.o").exists()
+
+
+def test_missing_source_and_bad_decap_kind(tmp_path):
+    with pytest.raises(InvalidConfig):
+        build.compile_object(tmp_path / "nope.c", tmp_path / "x.o")
+    with pytest.raises(InvalidConfig):
+        build.compile_decap("ebpf", tmp_path / "x.o")
+
+
+def test_flowhash_known_values():
+    """Pinned values: a change of the hash is a change of the datapath contract (that the datapath
+    computes the same hash is checked in test_maglev_datapath.py)."""
+    assert flowhash.jhash_3words(0, 0, 0, 0) == 0x1B68E557
+    assert flowhash.jhash_3words(1, 2, 3, 4) == 0x8103143F
+    h = flowhash.flow_hash("20.1.1.100", "40.1.1.1", 40000, 80, 6)
+    assert h == flowhash.flow_hash(0x14010164, b"\x28\x01\x01\x01", 40000, 80, 6)
+    assert h != flowhash.flow_hash("20.1.1.100", "40.1.1.1", 40000, 80, 17)
+    assert 0 <= flowhash.maglev_index("20.1.1.100", "40.1.1.1", 40000, 80, 6, 2039) < 2039

@@ -298,6 +298,7 @@ class _Planner:
         self.removed: set = set()
         self.small_table: list = []          # services with fewer than 100 slots per backend
         self.full_maglev_check = False
+        self.flags_reset: set = set()
 
     def add(self, phase, key, value, desc):
         self.writes.append(Write(PHASE_MAP[phase], PHASE_OP.get(phase, "update"), key, value, desc, phase))
@@ -343,8 +344,9 @@ class _Planner:
         ids = []
         for b in backends:
             bid, ident = self.backend_id(b.ip, b.port, proto)
-            if bid in st.backends and st.backends[bid] != ident:
+            if bid in st.backends and st.backends[bid] != ident and bid not in self.flags_reset:
                 # same identity, other flags: reset flags to 0
+                self.flags_reset.add(bid)
                 self.add(BACKEND_UPD, U32.pack(bid), ident, f"backend {bid} = {b.name} (flags reset)")
             ids.append(bid)
         # Maglev: unchanged if the current inner map's name is the fingerprint of (desired
@@ -577,6 +579,10 @@ def plan_services(maps: LBMaps, services, neighbors=None, prune: bool = False, a
             pl.add(REVNAT_DEL, U16.pack(sid), None, f"service {sid}: delete reverse NAT")
         if sid in st.maglev:
             pl.add(MAGLEV_DEL, U16.pack(sid), None, f"service {sid}: delete Maglev table")
+    if prune:   # slots without a master (left by a crashed writer): nothing can use them
+        for f, slots in sorted(st.fronts.items()):
+            if 0 not in slots and f not in desired_fronts:
+                pl.clear_front(f, "orphan slots")
     pl.gc_backends(everything=prune)
     return pl.plan(_diff_fn(maps, st, pl))
 

@@ -284,3 +284,50 @@ def test_maglev_tampering_is_detected(lbmaps):
     with libbpf.Map(libbpf.map_fd_by_id(lbmaps.inner_map_ids()[1])) as inner:
         inner.update(U32.pack(0), table)
     assert not plan_service(lbmaps, svc()).changed
+
+
+def test_open_errors_and_size_learning(lbmaps, tmp_path):
+    from l4lb.errors import L4LBError
+    with pytest.raises(L4LBError, match="lb4_services_v2 is not pinned"):
+        reconcile.LBMaps.open(str(tmp_path))
+    apply(lbmaps, plan_service(lbmaps, svc()))
+    with reconcile.LBMaps.open(lbmaps.pin_dir) as again:
+        assert again.maglev_size == 2039 and again._size_known
+        with pytest.raises(InvalidConfig, match="4093 does not match the datapath's table size 2039"):
+            plan_service(again, svc(), maglev_size=4093)
+        with pytest.raises(L4LBError, match="not open"):
+            reconcile.LBMaps({}, "/nowhere")["lb4_backends"]
+
+
+def test_neighbour_change_is_one_write(lbmaps):
+    apply(lbmaps, plan_service(lbmaps, svc(), neighbors=NEIGH))
+    plan = plan_service(lbmaps, svc(), neighbors={"20.1.1.10": "02:00:14:01:01:ff"})
+    assert [(w.map, w.op) for w in plan.writes] == [("nodeport_neigh4", "update")]
+    apply(lbmaps, plan)
+    assert reconcile.neighbors(lbmaps)["20.1.1.10"] == "02:00:14:01:01:ff"
+
+
+def test_backend_map_full_is_refused_before_writing(lbmaps):
+    from l4lb.structs import LB4_BACKEND as B
+    cap = lbmaps["lb4_backends"].max_entries
+    lbmaps["lb4_backends"].update_batch(
+        [(U32.pack(i + 100), B.pack(0x0A000000 + i, 0x5000, 6, 0)) for i in range(cap - 3)])
+    before = dump_all(lbmaps)
+    with pytest.raises(InvalidConfig, match="does not fit in lb4_backends"):
+        plan_service(lbmaps, svc())
+    assert dump_all(lbmaps) == before
+    apply(lbmaps, plan_service(lbmaps, svc(backends="20.1.1.10:80,20.1.1.20:80,20.1.1.30:80")))
+    invariant(lbmaps)
+
+
+def test_prune_removes_orphans(lbmaps):
+    from l4lb.structs import LB4_KEY, LB4_REVERSE_NAT
+    apply(lbmaps, plan_service(lbmaps, svc()))
+    # leftovers of a crashed writer: slots without a master, reverse NAT without a service
+    lbmaps["lb4_services_v2"].update(LB4_KEY.pack(0x09090909, 0x5000, 1, 6, 0), LB4_SERVICE.pack(1, 0, 9, 0, 0))
+    lbmaps["lb4_reverse_nat"].update(reconcile.U16.pack(9), LB4_REVERSE_NAT.pack(0x09090909, 0x5000))
+    assert not plan_service(lbmaps, svc()).changed            # not pruning: left alone
+    plan = plan_services(lbmaps, [svc()], prune=True)
+    assert sorted((w.map, w.op) for w in plan.writes) == [("lb4_reverse_nat", "delete"), ("lb4_services_v2", "delete")]
+    apply(lbmaps, plan)
+    assert not plan_services(lbmaps, [svc()], prune=True).changed

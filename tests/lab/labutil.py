@@ -1,0 +1,112 @@
+"""Helpers for the tests in tests/lab (backends, client, verify) on real namespaces.
+
+Not a conftest: tests/conftest.py is imported as ``conftest``; a second one here would clash.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+
+
+from conftest import REPO, run_playbook
+
+BACKENDS = {"win1": ("20.1.1.10", "xdp"), "win2": ("20.1.1.20", "xdp"),
+            "linux1": ("20.1.1.30", "tc"), "linux2": ("20.1.1.40", "tc")}
+CLIENT_IP = "20.1.1.100"
+LB_IP = "20.1.1.1"
+VIP = "40.1.1.1"
+PYTHON = os.path.join(REPO, ".venv", "bin", "python")
+BACKENDS_PLAYBOOK = os.path.join(REPO, "tests", "lab", "playbooks", "backends.yml")
+IPIP_SYN = os.path.join(REPO, "tests", "lab", "ipip_syn.py")
+_ROW = re.compile(r'^\s*"(?P<check>[A-Za-z][^"]*?)\s{2,}(?P<result>PASS|FAIL|SKIP)\s+(?P<detail>.*?)",?$')
+_DIST = re.compile(r'^\s*"\s+(?P<name>\S+)\s+(?P<n>\d+)\s+[\d.]+%')
+
+
+def ns_path(prefix, node):
+    return f"/run/netns/{prefix}-{node}"
+
+
+def nsrun(prefix, node, *argv, check=True, timeout=30):
+    return subprocess.run(["nsenter", f"--net={ns_path(prefix, node)}", "--", *argv],
+                          capture_output=True, text=True, check=check, timeout=timeout)
+
+
+def ipj(prefix, node, *args):
+    return json.loads(nsrun(prefix, node, "ip", "-j", *args).stdout or "[]")
+
+
+def mac(prefix, node, dev="eth0"):
+    return ipj(prefix, node, "link", "show", dev)[0]["address"]
+
+
+def curl(prefix, url, *extra):
+    """curl from the client namespace: (headers dict lower-cased, body, write-out lines)."""
+    p = nsrun(prefix, "client", "curl", "-s", "-m", "5", "-D", "-", *extra, url)
+    # text mode turns CRLF into LF
+    head, _, body = p.stdout.replace("\r\n", "\n").partition("\n\n")
+    headers = {}
+    for line in head.split("\n")[1:]:
+        k, _, v = line.partition(":")
+        headers[k.strip().lower()] = v.strip()
+    return head.split("\n")[0], headers, body
+
+
+def ipip_syn(prefix, backend, sport, plain=False, timeout=2.0):
+    ip = BACKENDS[backend][0]
+    argv = [PYTHON, IPIP_SYN, "--dst-mac", mac(prefix, backend), "--backend", ip, "--vip", VIP,
+            "--src", CLIENT_IP, "--sport", str(sport), "--timeout", str(timeout)]
+    if plain:
+        argv.append("--plain")
+    p = nsrun(prefix, "client", *argv, timeout=timeout + 20)
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def teardown(prefix):
+    r = run_playbook("teardown.yml", {"lab_prefix": prefix})
+    assert r.rc == 0, r.output
+    return r
+
+
+def topology(prefix):
+    r = run_playbook("site.yml", {"lab_prefix": prefix}, args=["--tags", "lab_topology"])
+    assert r.rc == 0, r.output
+    return r
+
+
+def backends(prefix, extra=None, args=()):
+    ev = {"lab_prefix": prefix}
+    ev.update(extra or {})
+    return run_playbook(BACKENDS_PLAYBOOK, ev, args=list(args))
+
+
+def report(output):
+    """The lab_verify report: ({check: (result, detail)}, {backend: count})."""
+    checks, dist = {}, {}
+    for line in output.splitlines():
+        m = _ROW.match(line)
+        if m and m.group("check") != "CHECK":
+            checks[m.group("check").strip()] = (m.group("result"), m.group("detail"))
+            continue
+        m = _DIST.match(line)
+        if m:
+            dist[m.group("name")] = int(m.group("n"))
+    return checks, dist
+
+
+def nginx_master(prefix, backend):
+    pid_file = f"/run/{prefix}/{backend}/nginx/nginx.pid"
+    try:
+        with open(pid_file) as f:
+            pid = int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if os.path.exists(f"/proc/{pid}") else None
+
+
+def sysctl(prefix, node, key):
+    return nsrun(prefix, node, "sysctl", "-n", key).stdout.strip()
+
+

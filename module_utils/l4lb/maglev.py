@@ -107,8 +107,12 @@ def build(backends, m: int = DEFAULT_SIZE) -> list[int]:
 
 
 def build_bytes(backend_ids_weights, m: int = DEFAULT_SIZE) -> bytes:
-    """(name, weight, backend_id) triples -> the inner map value: u32 backend ids, native order."""
+    """(name, weight, backend_id) triples -> the inner map value: u32 backend ids, native order.
+    All weights 0 -> a table of zeros (backend id 0 = none)."""
     items = list(backend_ids_weights)
+    if not any(w for _, w, _ in items):
+        check_size(m)
+        return bytes(4 * m)     # every slot "no backend" (0): the datapath drops new flows
     order, key = _sorted_key(items)
     fill, active = _build_sorted(key, m)
     ids = [items[order[a]][2] for a in active]

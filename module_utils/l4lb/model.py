@@ -14,8 +14,10 @@ Limits (each violation raises :class:`InvalidConfig` naming the field and the va
 - ports 1..65535; IPv4 addresses in dotted-quad form only (no hostnames, no leading zeros);
 - VIP and backend addresses must be unicast (not 0.0.0.0, 255.255.255.255, multicast);
 - 1..MAX_BACKENDS (1024) backends per service; no duplicate ``ip:port`` within a service;
-- weight 0..65535, default 1; weight 0 = drain (kept for existing flows, no new ones); at least
-  one backend with a non-zero weight.
+- weight 0..65535, default 1; weight 0 = drain: the backend keeps serving flows already in the
+  CT table but gets no new ones. All backends at weight 0 is allowed and drains the whole
+  service (its Maglev table is all "no backend", new connections are dropped), as Cilium's own
+  L4LB test expects of weight 0.
 """
 
 from __future__ import annotations
@@ -158,8 +160,6 @@ def _check_backend_set(backends, field_name: str = "backends") -> None:
         if b.name in seen:
             raise InvalidConfig(f"{field_name}: duplicate backend {b.name}")
         seen.add(b.name)
-    if not any(b.weight for b in backends):
-        raise InvalidConfig(f"{field_name}: every backend has weight 0; at least one must be non-zero")
 
 
 @dataclass(frozen=True)

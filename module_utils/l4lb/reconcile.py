@@ -32,7 +32,10 @@ Entries written (ARCHITECTURE.md):
   gets the lowest free id >= 1; a backend shared by services has one id; it is deleted only when
   no slot references it any more.
 - weight 0 (drain): the backend keeps its slot and its lb4_backends entry (flows already in the
-  CT table keep working) but gets no Maglev slots (no new flows).
+  CT table keep working) but gets no Maglev slots (no new flows). All backends at weight 0:
+  the table is all 0 ("no backend"), so the datapath drops new flows of the service.
+- Maglev inner maps are named ``mg`` + 13 hex digits: a fingerprint of the table's inputs and
+  content (maglev.fingerprint_name), so a no-op plan need not rebuild tables (see plan_services).
 """
 
 from __future__ import annotations

@@ -48,7 +48,6 @@ BAD = [
     ({"backends": ""}, "backends"),
     ({"backends": None}, "backends"),
     ({"backends": "20.1.1.10:80,20.1.1.10:80"}, "duplicate backend 20.1.1.10:80"),
-    ({"backends": "20.1.1.10:80@0"}, "weight 0"),
     ({"backends": "20.1.1.10:80@65536"}, "weight"),
     ({"backends": "20.1.1.10:80@-1"}, "weight"),
     ({"backends": "20.1.1.10:0"}, "backends port"),
@@ -109,3 +108,8 @@ def test_neighbors():
         parse_neighbors({"20.1.1.10": "zz:00:14:01:01:0a"})
     with pytest.raises(InvalidConfig, match="20.1.1"):
         parse_neighbors({"20.1.1": "02:00:14:01:01:0a"})
+
+
+def test_all_weights_zero_is_a_full_drain():
+    s = Service.parse(id=1, frontend="40.1.1.1:80", backends="20.1.1.10:80@0,20.1.1.20:80@0")
+    assert [b.weight for b in s.backends] == [0, 0]

@@ -43,7 +43,7 @@ def invariant(maps):
         assert sid in st.revnat, f"service {sid} live without reverse NAT"
         assert sid in st.maglev, f"service {sid} live without Maglev table"
     for sid, table in st.maglev.items():
-        for bid in set(array("I", table)):
+        for bid in set(array("I", table)) - {0}:      # 0 = no backend (drop)
             assert bid in st.backends, f"Maglev of {sid} -> backend {bid} missing"
 
 
@@ -214,7 +214,7 @@ def test_frontend_taken_by_other_service(lbmaps):
 BAD_INPUTS = [
     dict(id=0), dict(id=65536), dict(frontend="40.1.1.300:80"), dict(frontend="40.1.1.1:0"),
     dict(frontend="40.1.1.1:65536"), dict(protocol="icmp"), dict(backends=""), dict(backends=[]),
-    dict(backends="20.1.1.10:80,20.1.1.10:80"), dict(backends="20.1.1.10:80@0"),
+    dict(backends="20.1.1.10:80,20.1.1.10:80"), dict(backends="20.1.1.10:80@x"),
     dict(backends=[f"10.9.{i // 200}.{i % 200 + 1}:80" for i in range(1025)]),
     dict(backends="20.1.1.10:0"), dict(backends="20.1.1.10:99999"), dict(backends="20.1.1.x:80"),
 ]
@@ -331,3 +331,18 @@ def test_prune_removes_orphans(lbmaps):
     assert sorted((w.map, w.op) for w in plan.writes) == [("lb4_reverse_nat", "delete"), ("lb4_services_v2", "delete")]
     apply(lbmaps, plan)
     assert not plan_services(lbmaps, [svc()], prune=True).changed
+
+
+def test_all_weights_zero_drains_service(lbmaps):
+    apply(lbmaps, plan_service(lbmaps, svc()))
+    drained = svc(backends="20.1.1.10:80@0,20.1.1.20:80@0,20.1.1.30:80@0,20.1.1.40:80@0")
+    plan = plan_service(lbmaps, drained)
+    assert phases(plan) == [MAGLEV_SET]
+    apply(lbmaps, plan)
+    invariant(lbmaps)
+    st = read_state(lbmaps)
+    assert set(array("I", st.maglev[1])) == {0}          # "no backend": new flows are dropped
+    assert sorted(st.backends) == [1, 2, 3, 4] and dump(lbmaps)[0]["count"] == 4
+    assert not plan_service(lbmaps, drained).changed
+    apply(lbmaps, plan_service(lbmaps, svc()))
+    assert set(array("I", read_state(lbmaps).maglev[1])) == {1, 2, 3, 4}

@@ -109,7 +109,7 @@ def clear_flows(obj: libbpf.BpfObject):
 
 
 class Loaded:
-    def __init__(self, path: str, pin_root: str | None, prog: str):
+    def __init__(self, path: str, pin_root: str | None, prog: str | None = None):
         self.obj = libbpf.BpfObject(path, pin_root)
         self.obj.load()
         self.fd = os.dup(self.obj.program(prog).fd)
@@ -186,7 +186,7 @@ def bench(runs: int = 20000, cpu: int | None = None) -> tuple[list, dict]:
         # SNAT program; maps pinned under PIN_ROOT/snat and programmed through the core.
         root = os.path.join(PIN_ROOT, "snat")
         os.makedirs(root)
-        snat = Loaded(objs["snat"], root, "lb_xdp")
+        snat = Loaded(objs["snat"], root)
         loaded.append(snat)
         program_services(root)
         # new flows: every packet a different client tuple (SYN), never seen before
@@ -206,7 +206,7 @@ def bench(runs: int = 20000, cpu: int | None = None) -> tuple[list, dict]:
                                         os.path.join(tmp, f"lb_ablation_{len(knobs)}.o"), defines).path
             aroot = os.path.join(PIN_ROOT, f"ablation{len(knobs)}")
             os.makedirs(aroot)
-            ab = Loaded(path, aroot, "lb_xdp")
+            ab = Loaded(path, aroot)
             loaded.append(ab)
             program_services(aroot)
             rows.append((f"({label})", "TX", measure(ab.runner, [est], runs, warm, libbpf.XDP_TX)))
@@ -221,7 +221,7 @@ def bench(runs: int = 20000, cpu: int | None = None) -> tuple[list, dict]:
 
         root = os.path.join(PIN_ROOT, "dsr")
         os.makedirs(root)
-        dsr = Loaded(objs["dsr"], root, "lb_xdp")
+        dsr = Loaded(objs["dsr"], root)
         loaded.append(dsr)
         program_services(root)
         rows.append(("DSR new flow (Maglev + CT + IPIP)", "TX",

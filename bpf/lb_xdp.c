@@ -10,8 +10,13 @@
  *   not IPv4 / bad IPv4 header / not TCP-UDP / no ports     -> PASS, untouched
  *   (daddr, dport, proto) is a service                      -> balance: SNAT or DSR, XDP_TX
  *                                                              (or DROP: see the rules)
- *   SNAT mode, daddr == LB_IP and lb4_snat has the reply     -> reverse SNAT, XDP_TX
+ *   daddr == LB_IP and lb4_snat has the reply (SNAT flow)  -> reverse SNAT, XDP_TX
  *   anything else                                           -> PASS, untouched
+ *
+ * The mode (MODE_SNAT or MODE_DSR) decides the path of NEW flows only. An established flow
+ * keeps the path it started on (its CT entry has a nat_port iff it is a SNAT flow), so a mode
+ * switch never breaks a connection: the backend knows a SNAT flow as LB_IP:nat_port and a DSR
+ * flow as client:port, and neither may change mid-connection.
  */
 #include "include/compat.h"
 #include "include/consts.h"
@@ -22,6 +27,16 @@
 #include "include/stats.h"
 #include "include/nat.h"
 #include "include/encap.h"
+
+#ifdef MODE_SNAT
+#define LB_NEW_FLOWS_SNAT 1
+#define LB_PROG_NAME lb_xdp_snat
+#else
+#define LB_NEW_FLOWS_SNAT 0
+#define LB_PROG_NAME lb_xdp_dsr
+#endif
+/* The program's name carries the mode, so the kernel's own state (bpftool, `ip link`,
+ * l4lbctl mode show) tells which mode runs. */
 
 /* A service- or SNAT-bound packet we may rewrite and send: no options, not a fragment, full
  * L4 header, TTL > 1. Returns the drop reason or -1. */
@@ -63,7 +78,7 @@ static __always_inline int lb_service(lb_xdp_ctx *ctx, struct lb_pkt *p, const s
 	__be32 be_addr;
 	__be16 be_port;
 	__be16 nat_port = 0;
-	int reason, reselect = 1, reset = 0;
+	int reason, reselect = 1, reset = 0, snat;
 
 	reason = lb_unforwardable(p);
 	if (reason >= 0)
@@ -71,10 +86,6 @@ static __always_inline int lb_service(lb_xdp_ctx *ctx, struct lb_pkt *p, const s
 	if (svc->count == 0)
 		return lb_verdict(LB_DROP, LB_R_DROP_NO_BACKEND, len);
 	rev_nat_index = svc->rev_nat_index;
-#ifdef MODE_DSR
-	if ((__u32)p->tot_len + LB_IP_HLEN > LB_MTU)
-		return lb_verdict(LB_PASS, LB_R_PASS_MTU, len);
-#endif
 
 	tuple.daddr = p->ip->daddr;
 	tuple.saddr = p->ip->saddr;
@@ -97,9 +108,8 @@ static __always_inline int lb_service(lb_xdp_ctx *ctx, struct lb_pkt *p, const s
 			}
 		}
 	}
-	if (reselect || nat_port == 0)
-		hash = lb_flow_hash(tuple.saddr, tuple.daddr, tuple.sport, tuple.dport, tuple.nexthdr);
 	if (reselect) {
+		hash = lb_flow_hash(tuple.saddr, tuple.daddr, tuple.sport, tuple.dport, tuple.nexthdr);
 		backend_id = lb_maglev_select(rev_nat_index, hash);
 		if (!backend_id)
 			return lb_verdict(LB_DROP, LB_R_DROP_NO_BACKEND, len);
@@ -112,12 +122,15 @@ static __always_inline int lb_service(lb_xdp_ctx *ctx, struct lb_pkt *p, const s
 	be_addr = be->address;
 	be_port = be->port;
 
+	snat = reselect ? LB_NEW_FLOWS_SNAT : nat_port != 0;
+	if (!snat && (__u32)p->tot_len + LB_IP_HLEN > LB_MTU)
+		return lb_verdict(LB_PASS, LB_R_PASS_MTU, len);
+
 	neigh = bpf_map_lookup_elem(&nodeport_neigh4, &be_addr);
 	if (!neigh)
 		return lb_verdict(LB_DROP, LB_R_DROP_NO_NEIGH, len);
 
-#ifdef MODE_SNAT
-	if (reselect || nat_port == 0) {
+	if (snat && nat_port == 0) {
 		struct snat_key sk = {
 			.backend_addr = be_addr,
 			.backend_port = be_port,
@@ -135,9 +148,8 @@ static __always_inline int lb_service(lb_xdp_ctx *ctx, struct lb_pkt *p, const s
 		if (!nat_port)
 			return lb_verdict(LB_DROP, LB_R_DROP_SNAT_PORTS, len);
 	}
-#else
-	nat_port = 0;
-#endif
+	if (!snat)
+		nat_port = 0;
 
 	if (ct && !reset) {
 		ct->backend_id = backend_id;
@@ -164,18 +176,16 @@ static __always_inline int lb_service(lb_xdp_ctx *ctx, struct lb_pkt *p, const s
 	lb_count_backend(backend_id, len);
 #endif
 
-#ifdef MODE_SNAT
-	lb_rewrite4(p, data_end, LB_IP, be_addr, nat_port, be_port);
-	lb_set_macs(p->eth, neigh->addr);
-	return lb_verdict(LB_TX, LB_R_TX_SNAT_FWD, len);
-#else
+	if (snat) {
+		lb_rewrite4(p, data_end, LB_IP, be_addr, nat_port, be_port);
+		lb_set_macs(p->eth, neigh->addr);
+		return lb_verdict(LB_TX, LB_R_TX_SNAT_FWD, len);
+	}
 	if (lb_dsr_encap(ctx, be_addr, neigh->addr))
 		return lb_verdict(LB_DROP, LB_R_DROP_ENCAP, len);
 	return lb_verdict(LB_TX, LB_R_TX_DSR, len);
-#endif
 }
 
-#ifdef MODE_SNAT
 /* backend:port -> LB_IP:nat_port becomes VIP:vport -> client:cport. */
 static __always_inline int lb_snat_reply(lb_xdp_ctx *ctx, struct lb_pkt *p, const struct snat_entry *se,
 					 __u64 len)
@@ -212,10 +222,9 @@ static __always_inline int lb_snat_reply(lb_xdp_ctx *ctx, struct lb_pkt *p, cons
 	lb_set_macs(p->eth, neigh->addr);
 	return lb_verdict(LB_TX, LB_R_TX_SNAT_REPLY, len);
 }
-#endif
 
 SEC(LB_XDP_SEC)
-int lb_xdp(lb_xdp_ctx *ctx)
+int LB_PROG_NAME(lb_xdp_ctx *ctx)
 {
 	void *data = LB_CTX_DATA(ctx);
 	void *data_end = LB_CTX_DATA_END(ctx);
@@ -240,7 +249,6 @@ int lb_xdp(lb_xdp_ctx *ctx)
 	if (svc)
 		return lb_service(ctx, &p, svc, len);
 
-#ifdef MODE_SNAT
 	if (p.ip->daddr == LB_IP) {
 		struct snat_key sk = {
 			.backend_addr = p.ip->saddr,
@@ -253,7 +261,6 @@ int lb_xdp(lb_xdp_ctx *ctx)
 		if (se)
 			return lb_snat_reply(ctx, &p, se, len);
 	}
-#endif
 	return lb_verdict(LB_PASS, LB_R_PASS_NOT_SERVICE, len);
 }
 

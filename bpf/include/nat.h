@@ -66,7 +66,7 @@ static __always_inline void lb_rewrite4(struct lb_pkt *p, void *data_end, __be32
 	}
 }
 
-#ifdef MODE_SNAT
+/* SNAT port allocation (both modes: the mode decides new flows only). */
 static __always_inline int lb_snat_same_flow(const struct snat_entry *a, const struct snat_entry *b)
 {
 	return a->client_addr == b->client_addr && a->vip == b->vip &&
@@ -101,6 +101,5 @@ static __always_inline __be16 lb_snat_alloc(struct snat_key *sk, const struct sn
 	}
 	return 0;
 }
-#endif
 
 #endif /* L4LB_NAT_H */

@@ -35,6 +35,12 @@ class Attached:
     attach_mode: str = ""   # native | generic | "" (none)
 
     @property
+    def mode(self) -> str | None:
+        """snat | dsr, from the program's name (bpf/lb_xdp.c names it lb_xdp_<mode>)."""
+        prefix = "lb_xdp_"
+        return self.name[len(prefix):] if self.name.startswith(prefix) else None
+
+    @property
     def present(self) -> bool:
         return self.prog_id != 0
 
@@ -52,6 +58,7 @@ class ProgramStatus:
             "prog_id": self.attached.prog_id,
             "tag": self.attached.tag,
             "name": self.attached.name,
+            "mode": self.attached.mode,
             "attach_mode": self.attached.attach_mode or None,
             "pinned_prog_id": self.pinned_prog_id,
             "maps_pinned": self.maps_pinned,
@@ -163,11 +170,18 @@ def ensure_present(desired: Desired, check_mode: bool = False) -> dict:
     try:
         build = _build(desired, dev, work)
         maps_dir = maps_pin_dir(desired.pin_dir)
-        reuse = os.path.isdir(maps_dir) and not check_mode
-        if reuse or not check_mode:
+        if check_mode:
+            # The candidate gets throw-away maps in a private pin root (every map pins by name,
+            # and without a root libbpf would pin into /sys/fs/bpf itself); nothing is attached.
+            load_root = tempfile.mkdtemp(prefix="l4lb_check_", dir="/sys/fs/bpf")
+        else:
             os.makedirs(maps_dir, exist_ok=True)
-        # In check mode the candidate gets private maps: nothing is pinned or attached.
-        obj = _load(build.path, maps_dir if not check_mode else None)
+            load_root = maps_dir
+        try:
+            obj = _load(build.path, load_root)
+        finally:
+            if check_mode:
+                shutil.rmtree(load_root, ignore_errors=True)
         try:
             prog = obj.program()
             cand_id, cand_tag, cand_name = _prog_summary(prog.fd)
@@ -182,7 +196,7 @@ def ensure_present(desired: Desired, check_mode: bool = False) -> dict:
                 "changed": changed,
                 "diff": {
                     "before": _diff_view(before),
-                    "after": {"prog_tag": cand_tag, "prog_name": cand_name,
+                    "after": {"mode": desired.mode, "prog_tag": cand_tag, "prog_name": cand_name,
                               "attach_mode": desired.attach_mode, "device": desired.device},
                 },
                 "build": {"object": build.path, "defines": build.defines, "clang": build.clang_version},
@@ -252,7 +266,7 @@ def _repin(prog: libbpf.Program, pin_dir: str) -> None:
 
 
 def _diff_view(st: ProgramStatus) -> dict:
-    return {"prog_tag": st.attached.tag or None, "prog_name": st.attached.name or None,
+    return {"mode": st.attached.mode, "prog_tag": st.attached.tag or None, "prog_name": st.attached.name or None,
             "attach_mode": st.attached.attach_mode or None, "device": st.device}
 
 
@@ -267,7 +281,8 @@ def ensure_absent(device: str, pin_dir: str, check_mode: bool = False) -> dict:
     changed = ours or has_pins
     result = {"changed": changed,
               "diff": {"before": _diff_view(before) if before else {"device": device},
-                       "after": {"prog_tag": None, "prog_name": None, "attach_mode": None, "device": device}}}
+                       "after": {"mode": None, "prog_tag": None, "prog_name": None, "attach_mode": None,
+                                 "device": device}}}
     if check_mode or not changed:
         return result
     if ours:

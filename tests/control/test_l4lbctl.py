@@ -62,7 +62,7 @@ def test_mode_update_keeps_services():
     assert out["changed"] is True and out["build"]["defines"]["MODE_DSR"] == "1"
     assert json.loads(l4lbctl("--json", "service", "list", check=True).stdout)["services"] == before
     shown = l4lbctl("mode", "show", check=True).stdout
-    assert f"id {attached_prog_id()}" in shown
+    assert f"id {attached_prog_id()}" in shown and "mode dsr" in shown
     l4lbctl("mode", "update", "snat", "--src", SRC_DIR, "--build-dir", BUILD_DIR, check=True)
 
 

@@ -40,6 +40,8 @@ def test_xdp_program_lifecycle(run_module):
     assert r["changed"] is True
     assert attached_prog_id() == 0, "check mode must not attach"
     assert not os.path.exists(PIN_DIR), "check mode must not pin"
+    assert not [n for n in os.listdir("/sys/fs/bpf") if n.startswith(("lb4_", "ct4_", "l4lb_check"))], \
+        "check mode must not leave pins at the bpffs root"
 
     r = run_module("xdp_program", PROGRAM, diff=True)
     assert not r.get("failed"), r
@@ -50,6 +52,7 @@ def test_xdp_program_lifecycle(run_module):
     assert os.path.exists(os.path.join(PIN_DIR, "maps", "lb4_services_v2"))
     assert r["diff"]["after"]["prog_tag"] == r["tag"]
     assert r["build"]["defines"]["MODE_SNAT"] == "1"
+    assert r["status"]["mode"] == "snat" and r["diff"]["after"]["mode"] == "snat"
 
     again = run_module("xdp_program", PROGRAM)
     assert again["changed"] is False, again
@@ -156,6 +159,7 @@ def test_mode_switch_and_forced_reload_keep_services_and_ct(run_module, program)
 
     r = run_module("xdp_program", {**PROGRAM, "mode": "dsr"}, diff=True)
     assert r["changed"] is True and r["build"]["defines"].get("MODE_DSR") == "1"
+    assert r["diff"]["before"]["mode"] == "snat" and r["status"]["mode"] == "dsr"
     assert attached_prog_id() == r["prog_id"]
     services, ct = _services_and_ct()
     assert services == services_before
@@ -213,7 +217,7 @@ def test_source_that_does_not_compile(run_module, program, tmp_path):
 
 def test_program_the_verifier_rejects(run_module, program, tmp_path):
     # A packet read without a bounds check: compiles, and the verifier must refuse it.
-    anchor = "int lb_xdp(lb_xdp_ctx *ctx)\n{"
+    anchor = "int LB_PROG_NAME(lb_xdp_ctx *ctx)\n{"
     src = _patched_src(tmp_path, anchor, anchor + "\n\tif (*(volatile char *)LB_CTX_DATA(ctx) == 0x42) return 1;")
     msg = _untouched(run_module, lambda: run_module("xdp_program", {**PROGRAM, "src": src}))
     assert "rejected" in msg and "invalid access to packet" in msg, msg

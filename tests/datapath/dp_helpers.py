@@ -84,7 +84,7 @@ class LbEnv:
         self.snat_port_max = snat_port_max
         self.obj = libbpf.BpfObject(obj_path, pin_root)
         self.obj.load()
-        self.prog_fd = os.dup(self.obj.program("lb_xdp").fd)
+        self.prog_fd = os.dup(self.obj.program().fd)
         self.maps = {n: self.obj.map(n) for n in MAP_NAMES}
         self.runner = libbpf.TestRunner(self.prog_fd, 4096)
 

@@ -549,3 +549,38 @@ def test_mode_switch_keeps_ct(make_lb, compiled, pin_root):
         assert ret == XDP_TX and H.S.be32_to_ip(int.from_bytes(out[30:34], H.S._NATIVE)) == bip
     finally:
         dsr.close()
+
+
+def test_mode_switch_keeps_each_flows_path(make_lb, compiled, pin_root):
+    """The mode decides new flows only: after SNAT -> DSR a SNAT flow is still SNATed (its
+    backend knows it as LB_IP:nat_port) and its replies still reverse-NATed; a DSR flow stays
+    DSR after DSR -> SNAT. New flows take the new mode."""
+    snat = make_lb("snat")
+    tcp_service(snat)
+    _, o = snat.run(client_pkt(sport=49100))
+    first = Ether(o)
+    nat_port, bip = first[TCP].sport, first[IP].dst
+    dsr = H.LbEnv(compiled("dsr").path, snat.pin_root, "dsr")
+    try:
+        ret, out = dsr.run(client_pkt(sport=49100, flags="A"))
+        pkt = Ether(out)
+        assert ret == XDP_TX and pkt[IP].proto == 6, "a SNAT flow must not be encapsulated"
+        assert pkt[IP].src == H.LB_IP and pkt[TCP].sport == nat_port and pkt[IP].dst == bip
+        assert_checksums_recomputed(out)
+        reply = Ether(src=H.BACKEND_MACS[bip], dst=H.LB_MAC) / IP(src=bip, dst=H.LB_IP) / \
+            TCP(sport=VPORT, dport=nat_port, flags="A")
+        ret, out = dsr.run(reply)
+        assert ret == XDP_TX and Ether(out)[IP].src == H.VIP and Ether(out)[TCP].dport == 49100
+        # a new flow in the DSR program is encapsulated
+        ret, out = dsr.run(client_pkt(sport=49101))
+        assert ret == XDP_TX and Ether(out)[IP].proto == 4
+        # back to SNAT: the DSR flow stays DSR
+        snat2 = H.LbEnv(compiled("snat").path, snat.pin_root, "snat")
+        try:
+            ret, out = snat2.run(client_pkt(sport=49101, flags="A"))
+            assert ret == XDP_TX and Ether(out)[IP].proto == 4, "a DSR flow must stay encapsulated"
+            assert Ether(out)[IP].payload[IP].src == H.CLIENT
+        finally:
+            snat2.close()
+    finally:
+        dsr.close()

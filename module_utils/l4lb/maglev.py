@@ -13,6 +13,9 @@ identity order (the input order does not matter).
 Weights: in every round each backend with weight w earns w credits and claims one slot per
 ``W`` credits held (W = the largest weight), so equal weights give classic Maglev (one slot per
 backend per round) and shares are proportional to weights. Weight 0 backends get no slots.
+This is the idea of Cilium >= 1.13 (lighter backends skip turns) in our own formulation; tables
+are not byte-identical to Cilium's (which also hashes with murmur3), and need not be: the
+datapath only reads the table.
 
 Table size M must be prime (so every skip is a full-cycle generator) and at least the number of
 weighted backends (refused otherwise). M >= 100 x backends is Cilium's rule of thumb; smaller

@@ -22,6 +22,7 @@ Limits (each violation raises :class:`InvalidConfig` naming the field and the va
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from .errors import InvalidConfig
@@ -33,16 +34,18 @@ MAX_SERVICE_ID = 65535
 PROTOCOLS = ("tcp", "udp")
 
 
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4_RE = re.compile(rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}")
+
+
 def parse_ip(value, field_name: str = "ip") -> str:
     """Strict dotted-quad IPv4 (no hostnames, no shorthand like '10.1', no leading zeros)."""
     if not isinstance(value, str):
         raise InvalidConfig(f"{field_name}: {value!r} is not an IPv4 address string")
     text = value.strip()
-    parts = text.split(".")
-    if len(parts) != 4 or not all(p.isdigit() and p.isascii() and (p == "0" or p[0] != "0")
-                                  and int(p) <= 255 for p in parts):
+    if _IPV4_RE.fullmatch(text) is None:
         raise InvalidConfig(f"{field_name}: {value!r} is not a valid IPv4 address")
-    first = int(parts[0])
+    first = int(text[:text.index(".")])
     if text == "0.0.0.0" or text == "255.255.255.255" or 224 <= first <= 239:
         raise InvalidConfig(f"{field_name}: {value!r} is not a unicast address")
     return text
@@ -101,6 +104,15 @@ class Backend:
         object.__setattr__(self, "port", parse_port(self.port, f"backends port of {self.ip}"))
         object.__setattr__(self, "weight", parse_weight(self.weight, f"backends weight of {self.ip}:{self.port}"))
 
+    @classmethod
+    def _trusted(cls, ip: str, port: int, weight: int) -> "Backend":
+        """Construct from values parse_* already validated (skips re-validation)."""
+        obj = object.__new__(cls)
+        object.__setattr__(obj, "ip", ip)
+        object.__setattr__(obj, "port", port)
+        object.__setattr__(obj, "weight", weight)
+        return obj
+
     @property
     def name(self) -> str:
         """Identity used by Maglev's permutation and in reports: 'ip:port'."""
@@ -117,9 +129,9 @@ class Backend:
             ip = value.get("ip", value.get("address"))
             if ip is None or "port" not in value:
                 raise InvalidConfig(f"{field_name}: {value!r} needs 'ip' and 'port'")
-            return cls(parse_ip(ip, f"{field_name} address"),
-                       parse_port(value["port"], f"{field_name} port"),
-                       parse_weight(value.get("weight", 1), f"{field_name} weight"))
+            return cls._trusted(parse_ip(ip, f"{field_name} address"),
+                                parse_port(value["port"], f"{field_name} port"),
+                                parse_weight(value.get("weight", 1), f"{field_name} weight"))
         if isinstance(value, str):
             text = value.strip()
             weight = 1
@@ -127,7 +139,7 @@ class Backend:
                 text, w = text.split("@", 1)
                 weight = parse_weight(w, f"{field_name} weight of {value!r}")
             ip, port = parse_endpoint(text, field_name)
-            return cls(ip, port, weight)
+            return cls._trusted(ip, port, weight)
         raise InvalidConfig(f"{field_name}: {value!r} is not a backend (IP:PORT[@WEIGHT] or dict)")
 
 

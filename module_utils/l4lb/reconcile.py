@@ -546,8 +546,9 @@ def plan_services(maps: LBMaps, services, neighbors=None, prune: bool = False, a
         nb = sum(1 for b in s.backends if b.weight)
         if nb > m:
             raise InvalidConfig(f"backends: service {s.id} has {nb} weighted backends, more than maglev_size {m}")
-    st = read_state(maps)
     desired_ids = {s.id for s in services}
+    # Maglev tables: only those of the services in question (all of them when pruning)
+    st = read_state(maps, ids=None if prune else desired_ids | absent_ids)
     if prune:
         current_ids = set(st.ids) | set(st.revnat) | set(st.maglev)
         absent_ids |= current_ids - desired_ids

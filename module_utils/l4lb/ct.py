@@ -17,9 +17,9 @@ from __future__ import annotations
 import time
 
 from .model import parse_service_id
-from .reconcile import BACKENDS, CT, STATS_BACKEND, STATS_SERVICE, LBMaps, read_state
+from .reconcile import BACKENDS, CT, STATS_BACKEND, STATS_REASON, STATS_SERVICE, LBMaps, read_state
 from .structs import (
-    CT_ENTRY, IPV4_CT_TUPLE, LB4_BACKEND, LB4_SERVICE, LB_STATS, PROTO_NAMES, TCP_FIN, TCP_RST, U32,
+    CT_ENTRY, IPV4_CT_TUPLE, LB4_BACKEND, LB4_SERVICE, LB_REASONS, LB_STATS, PROTO_NAMES, TCP_FIN, TCP_RST, U32,
     be16_to_port, be32_to_ip,
 )
 
@@ -130,6 +130,21 @@ def backend_stats(maps: LBMaps, backend_ids=None) -> dict:
         v = mp.lookup(U32.pack(bid))
         p, b = _sum_percpu(mp, v) if v else (0, 0)
         out[bid] = {"packets": p, "bytes": b}
+    return out
+
+
+def reason_stats(maps: LBMaps, nonzero: bool = True) -> dict:
+    """Verdict/drop reason -> {packets, bytes} over all CPUs (lb4_stats_reason; {} if absent)."""
+    if STATS_REASON not in maps:
+        return {}
+    mp = maps[STATS_REASON]
+    out = {}
+    for k, v in mp.items_list():
+        idx = U32.unpack(k)[0]
+        p, b = _sum_percpu(mp, v)
+        if p or not nonzero:
+            name = LB_REASONS[idx] if idx < len(LB_REASONS) else f"REASON_{idx}"
+            out[name] = {"packets": p, "bytes": b}
     return out
 
 

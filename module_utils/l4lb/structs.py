@@ -218,6 +218,15 @@ C_STRUCTS = {
 }
 
 
+# enum lb_reason (bpf/include/consts.h): index of lb4_stats_reason -> name. Additive to the
+# ARCHITECTURE schema (the datapath's verdict/drop counters).
+LB_REASONS = (
+    "PASS_NOT_IPV4", "PASS_BAD_IPV4", "PASS_NOT_SERVICE", "TX_SNAT_FWD", "TX_SNAT_REPLY", "TX_DSR",
+    "DROP_MALFORMED", "DROP_IP_OPTIONS", "DROP_FRAGMENT", "DROP_TTL", "DROP_NO_BACKEND",
+    "DROP_NO_NEIGH", "DROP_SNAT_PORTS", "DROP_MAP_UPDATE", "PASS_MTU", "DROP_ENCAP",
+)
+
+
 def maglev_value_size(maglev_size: int) -> int:
     return 4 * maglev_size
 
@@ -238,6 +247,7 @@ def map_specs(maglev_size: int = LB_MAGLEV_LUT_SIZE) -> dict:
         "lb4_snat": (_b.BPF_MAP_TYPE_LRU_HASH, s(SnatKey), s(SnatEntry), MAX_SNAT_ENTRIES),
         "lb4_stats_service": (_b.BPF_MAP_TYPE_PERCPU_ARRAY, 4, s(LbStats), MAX_STATS_SERVICE_ENTRIES),
         "lb4_stats_backend": (_b.BPF_MAP_TYPE_PERCPU_HASH, 4, s(LbStats), MAX_STATS_BACKEND_ENTRIES),
+        "lb4_stats_reason": (_b.BPF_MAP_TYPE_PERCPU_ARRAY, 4, s(LbStats), len(LB_REASONS)),
     }
 
 

@@ -24,6 +24,7 @@ if MODULE_UTILS not in sys.path:
 
 from l4lb import libbpf, structs  # noqa: E402
 from l4lb.reconcile import MAGLEV, LBMaps  # noqa: E402
+from core_helpers import dump_all  # noqa: E402,F401  (unique module name: tests/ has several conftests)
 
 BPFFS = "/sys/fs/bpf"
 PIN_PREFIX = "l4lbt3c-"
@@ -106,15 +107,3 @@ def lbmaps(pin_root, lb_object):
     finally:
         maps.close()
         shutil.rmtree(d, ignore_errors=True)
-
-
-def dump_all(maps: LBMaps) -> dict:
-    """Every map's content (Maglev: the inner tables' content by service id), for equality."""
-    out = {}
-    for name, mp in sorted(maps.maps.items()):
-        if name == MAGLEV:
-            out[name] = {sid: maps.read_inner(mid)[0] for sid, mid in sorted(maps.inner_map_ids().items())}
-            out[name + ":ids"] = sorted(maps.inner_map_ids().items())
-        else:
-            out[name] = sorted(mp.items())
-    return out

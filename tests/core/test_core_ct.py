@@ -103,3 +103,18 @@ def test_struct_and_codec_agree():
     assert bytes(k) == ct_key("20.1.1.100", 40000)
     v = CtEntry.from_bytes(ct_val(7, 1, 5, 6, 0, TCP_FIN))
     assert (v.backend_id, v.rev_nat_index, v.rx_bytes, v.tx_bytes, v.tcp_flags_seen) == (7, 1, 5, 6, TCP_FIN)
+
+
+def test_reason_names_match_the_datapath(lab):
+    import os
+    import re
+    from l4lb.structs import LB_REASONS
+    here = os.path.dirname(os.path.abspath(__file__))
+    text = open(os.path.join(here, "..", "..", "bpf", "include", "consts.h")).read()
+    enum = dict((int(v), n) for n, v in re.findall(r"LB_R_(\w+)\s*=\s*(\d+)", text))
+    assert [enum[i] for i in range(len(LB_REASONS))] == list(LB_REASONS)
+    assert enum.get(len(LB_REASONS)) == "MAX"
+    mp = lab["lb4_stats_reason"]
+    vals = b"".join(LB_STATS.pack(2, 120).ljust(mp.stride, b"\0") for _ in range(mp.ncpus))
+    mp.update(U32.pack(10), vals)
+    assert ct.reason_stats(lab) == {"DROP_NO_BACKEND": {"packets": 2 * mp.ncpus, "bytes": 120 * mp.ncpus}}

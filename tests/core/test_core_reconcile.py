@@ -3,7 +3,7 @@
 from array import array
 
 import pytest
-from conftest import dump_all
+from core_helpers import dump_all
 
 from l4lb import maglev, reconcile
 from l4lb.errors import InvalidConfig

@@ -23,6 +23,19 @@ So a half-applied plan never makes the datapath select a backend id that is not 
 lb4_backends or read a slot that is not written: growing writes the new slots before the
 master's count, shrinking lowers the master's count before deleting the surplus slots.
 
+Use (what lb_service, l4lbctl and the tests do):
+
+    with LBMaps.open("/sys/fs/bpf/l4lb/lb/maps") as maps:
+        svc = Service.parse(id=1, frontend="40.1.1.1:80", backends="20.1.1.10:80,20.1.1.20:80")
+        plan = plan_service(maps, svc, neighbors={"20.1.1.10": "02:00:14:01:01:0a"})
+        if plan.changed and not check_mode:
+            apply(maps, plan)
+        result = {"changed": plan.changed, "diff": plan.diff, "warnings": plan.warnings}
+
+    plan_services(maps, [svc, ...], neighbors, prune=True)   # the whole set; others removed
+    plan_service(maps, 1, state="absent")                    # remove service 1
+    dump(maps)                                               # every service, as plain dicts
+
 Entries written (ARCHITECTURE.md):
 
 - master (slot 0): backend_id 0, count N (all backends, weight-0 ones included), rev_nat_index =

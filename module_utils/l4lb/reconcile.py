@@ -53,9 +53,15 @@ Entries written (ARCHITECTURE.md):
 
 from __future__ import annotations
 
+import contextlib
 import errno as _errno
 import os
 import socket
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
 from array import array
 from dataclasses import dataclass, field
 
@@ -137,6 +143,24 @@ class LBMaps:
 
     def __exit__(self, *exc):
         self.close()
+
+    @contextlib.contextmanager
+    def locked(self, blocking: bool = True):
+        """Exclusive advisory lock (flock on the pin directory) for one plan+apply, so two
+        writers (an Ansible run and l4lbctl) cannot allocate the same backend id. Linux only;
+        a no-op where flock or the directory is unavailable."""
+        if fcntl is None or not self.pin_dir:
+            yield
+            return
+        fd = os.open(self.pin_dir, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+            except BlockingIOError:
+                raise L4LBError(f"another writer holds the lock on {self.pin_dir}") from None
+            yield
+        finally:
+            os.close(fd)      # releases the lock
 
     def inner_map_ids(self) -> dict:
         """rev_nat_index -> inner map id (what the outer map returns to user space)."""
@@ -685,10 +709,11 @@ def apply(maps: LBMaps, plan: Plan) -> int:
 
 def reconcile(maps: LBMaps, services, neighbors=None, prune: bool = False, check_mode: bool = False,
               maglev_size: int | None = None) -> Plan:
-    """plan_services + apply (unless check_mode)."""
-    plan = plan_services(maps, services, neighbors, prune=prune, maglev_size=maglev_size)
-    if not check_mode:
-        apply(maps, plan)
+    """plan_services + apply (unless check_mode), under the pin directory's lock."""
+    with maps.locked():
+        plan = plan_services(maps, services, neighbors, prune=prune, maglev_size=maglev_size)
+        if not check_mode:
+            apply(maps, plan)
     return plan
 
 

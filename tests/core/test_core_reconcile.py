@@ -346,3 +346,16 @@ def test_all_weights_zero_drains_service(lbmaps):
     assert not plan_service(lbmaps, drained).changed
     apply(lbmaps, plan_service(lbmaps, svc()))
     assert set(array("I", read_state(lbmaps).maglev[1])) == {1, 2, 3, 4}
+
+
+def test_writer_lock(lbmaps):
+    from l4lb.errors import L4LBError
+    with lbmaps.locked():
+        with reconcile.LBMaps.open(lbmaps.pin_dir) as other:
+            with pytest.raises(L4LBError, match="another writer"):
+                with other.locked(blocking=False):
+                    pass
+    with lbmaps.locked(blocking=False):
+        pass
+    plan = reconcile.reconcile(lbmaps, [svc()])
+    assert plan.changed and not reconcile.reconcile(lbmaps, [svc()]).changed

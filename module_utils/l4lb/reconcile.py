@@ -25,7 +25,7 @@ master's count, shrinking lowers the master's count before deleting the surplus 
 
 Use (what lb_service, l4lbctl and the tests do):
 
-    with LBMaps.open("/sys/fs/bpf/l4lb/lb/maps") as maps:
+    with LBMaps.open("/sys/fs/bpf/l4lb/lb/maps") as maps, maps.locked():
         svc = Service.parse(id=1, frontend="40.1.1.1:80", backends="20.1.1.10:80,20.1.1.20:80")
         plan = plan_service(maps, svc, neighbors={"20.1.1.10": "02:00:14:01:01:0a"})
         if plan.changed and not check_mode:

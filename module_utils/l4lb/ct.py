@@ -14,6 +14,7 @@ An entry belongs to the service whose id is its ``rev_nat_index``.
 
 from __future__ import annotations
 
+import sys
 import time
 
 from .model import parse_service_id
@@ -24,6 +25,7 @@ from .structs import (
 )
 
 DEFAULT_IDLE_AFTER_S = 60.0
+_ORDER = sys.byteorder
 
 # (header shown by the seed, key in the row dicts)
 COLUMNS = (
@@ -54,7 +56,7 @@ def flow_state(tcp_flags_seen: int, last_seen_ns: int, now_ns: int, idle_after_s
 
 def _backends(maps: LBMaps) -> dict:
     out = {}
-    for k, v in maps[BACKENDS].items():
+    for k, v in maps[BACKENDS].items_list():
         addr, port, proto, flags = LB4_BACKEND.unpack(v)
         out[U32.unpack(k)[0]] = (be32_to_ip(addr), be16_to_port(port))
     return out
@@ -67,17 +69,31 @@ def dump_service(maps: LBMaps, service_id: int, now_ns: int | None = None,
     service_id = parse_service_id(service_id, "id")
     now = monotonic_ns() if now_ns is None else now_ns
     backends = _backends(maps)
+    mine = []
+    unpack_v = CT_ENTRY.unpack
+    for k, v in maps[CT].items_list():
+        # rev_nat_index at byte 44 of ct_entry: filter before decoding everything
+        if int.from_bytes(v[44:46], _ORDER) == service_id:
+            mine.append((k, v))
+    # wire-order bytes sort numerically: client address, then client port
+    mine.sort(key=lambda kv: kv[0][4:8] + kv[0][10:12])
+    ips: dict = {}
+
+    def ip(raw: int) -> str:
+        s = ips.get(raw)
+        if s is None:
+            s = ips[raw] = be32_to_ip(raw)
+        return s
+
+    unpack_k = IPV4_CT_TUPLE.unpack
     rows = []
-    unpack_k, unpack_v = IPV4_CT_TUPLE.unpack, CT_ENTRY.unpack
-    for k, v in maps[CT].items():
+    for k, v in mine:
         (rx_p, rx_b, tx_p, tx_b, last, bid, rev, nat_port, flags) = unpack_v(v)
-        if rev != service_id:
-            continue
         daddr, saddr, dport, sport, proto, _cflags = unpack_k(k)
         bip, bport = backends.get(bid, (None, None))
         rows.append({
-            "source_ip": be32_to_ip(saddr),
-            "dest_ip": be32_to_ip(daddr),
+            "source_ip": ip(saddr),
+            "dest_ip": ip(daddr),
             "source_port": be16_to_port(sport),
             "dest_port": be16_to_port(dport),
             "backend_ip": bip if bip is not None else f"? (id {bid})",
@@ -92,7 +108,6 @@ def dump_service(maps: LBMaps, service_id: int, now_ns: int | None = None,
             "nat_port": be16_to_port(nat_port),
             "idle_s": round(max(now - last, 0) / 1e9, 3),
         })
-    rows.sort(key=lambda r: (tuple(int(x) for x in r["source_ip"].split(".")), r["source_port"]))
     return rows
 
 
@@ -122,7 +137,7 @@ def backend_stats(maps: LBMaps, backend_ids=None) -> dict:
     mp = maps[STATS_BACKEND]
     out = {}
     if backend_ids is None:
-        for k, v in mp.items():
+        for k, v in mp.items_list():
             p, b = _sum_percpu(mp, v)
             out[U32.unpack(k)[0]] = {"packets": p, "bytes": b}
         return out
@@ -182,9 +197,10 @@ def dump_state(maps: LBMaps, service_id: int, now_ns: int | None = None,
 def render_table(rows) -> str:
     """The seed's dumpstate table as aligned text."""
     headers = [h for h, _ in COLUMNS]
-    cells = [[str(r.get(key, "")) for _, key in COLUMNS] for r in rows]
-    widths = [max([len(h)] + [len(c[i]) for c in cells]) for i, h in enumerate(headers)]
-    line = lambda vals: " | ".join(v.ljust(w) for v, w in zip(vals, widths)).rstrip()
-    out = [line(headers), "-+-".join("-" * w for w in widths)]
-    out += [line(c) for c in cells]
+    keys = [k for _, k in COLUMNS]
+    cells = [[str(r.get(key, "")) for key in keys] for r in rows]
+    widths = [max(len(h), max((len(c[i]) for c in cells), default=0)) for i, h in enumerate(headers)]
+    fmt = " | ".join(f"{{:<{w}}}" for w in widths)
+    out = [fmt.format(*headers).rstrip(), "-+-".join("-" * w for w in widths)]
+    out += [fmt.format(*c).rstrip() for c in cells]
     return "\n".join(out) + "\n"

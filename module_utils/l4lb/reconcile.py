@@ -728,4 +728,4 @@ def dump(maps: LBMaps) -> list:
 
 def neighbors(maps: LBMaps) -> dict:
     return {be32_to_ip(U32.unpack(k)[0]): bytes_to_mac(NEIGH_MAC.unpack(v)[0])
-            for k, v in maps[NEIGH].items()}
+            for k, v in maps[NEIGH].items_list()}

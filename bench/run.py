@@ -20,6 +20,9 @@ import time
 
 BENCHES = {
     "topology": "bench.topology",
+    "datapath": "bench.datapath",
+    "reconcile": "bench.reconcile",
+    "lab": "bench.lab",
 }
 
 HEADER = ("# Benchmarks\n\nMeasured with `make bench` (`python -m bench.run`); each section says "

@@ -359,3 +359,16 @@ def test_writer_lock(lbmaps):
         pass
     plan = reconcile.reconcile(lbmaps, [svc()])
     assert plan.changed and not reconcile.reconcile(lbmaps, [svc()]).changed
+
+
+def test_protocol_change(lbmaps):
+    apply(lbmaps, plan_service(lbmaps, svc()))
+    udp = svc(protocol="udp")
+    plan = plan_service(lbmaps, udp)
+    p = phases(plan)
+    assert p.count(BACKEND_UPD) == 4 and p.count(BACKEND_DEL) == 4     # (ip, port, proto) identities
+    assert p.index(MASTER_UPD) < p.index(MASTER_DEL)
+    apply_stepwise(lbmaps, plan)
+    (d,) = dump(lbmaps)
+    assert d["protocol"] == "udp" and [b["backend_id"] for b in d["backends"]] == [5, 6, 7, 8]
+    assert not plan_service(lbmaps, udp).changed

@@ -56,7 +56,7 @@ def _parse_int(value, field_name: str, lo: int, hi: int) -> int:
         raise InvalidConfig(f"{field_name}: {value!r} is not an integer")
     if isinstance(value, str):
         text = value.strip()
-        if not text.isdigit():
+        if not (text.isascii() and text.isdigit()):
             raise InvalidConfig(f"{field_name}: {value!r} is not an integer")
         value = int(text)
     if not isinstance(value, int):

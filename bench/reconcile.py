@@ -204,6 +204,7 @@ def main(argv=None) -> int:
     if args.child_noop:
         _child_noop(args.child_noop, args.shared)
         return 0
+    load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     body = run(args.rounds)
     try:
         from bench.run import machine, write_section
@@ -217,7 +218,8 @@ def main(argv=None) -> int:
     except OSError:
         load = float("nan")
     body = (f"Machine: {machine()}. Measured {stamp} at commit {rev} "
-            f"(1-min load average at the end: {load:.2f}).\n\n{body}")
+            f"(1-min load average {load0:.2f} at the start, {load:.2f} at the end; with other "
+            f"work running, wall time exceeds the process's CPU time).\n\n{body}")
     print(f"## {TITLE}\n\n{body}")
     if not args.no_write and write_section is not None:
         write_section(args.out, NAME, TITLE, body)

@@ -372,3 +372,22 @@ def test_protocol_change(lbmaps):
     (d,) = dump(lbmaps)
     assert d["protocol"] == "udp" and [b["backend_id"] for b in d["backends"]] == [5, 6, 7, 8]
     assert not plan_service(lbmaps, udp).changed
+
+
+def test_many_services_chunked_swaps_no_fd_leak(lbmaps, monkeypatch):
+    import os
+    monkeypatch.setattr(reconcile, "INNER_CHUNK", 3)
+    services = [svc(id=i, frontend=f"40.1.2.{i}:80", backends=f"20.1.2.{i}:80,20.1.3.{i}:80") for i in range(1, 11)]
+    fds = len(os.listdir("/proc/self/fd"))
+    plan = plan_services(lbmaps, services)
+    assert phases(plan).count(MAGLEV_SET) == 10
+    apply(lbmaps, plan)
+    assert len(os.listdir("/proc/self/fd")) == fds
+    invariant(lbmaps)
+    assert sorted(lbmaps.inner_map_ids()) == list(range(1, 11))
+    assert not plan_services(lbmaps, services).changed
+    # remove them all in one plan: one batch delete per map
+    rm = plan_services(lbmaps, [], prune=True)
+    assert len([w for w in rm.writes if w.phase == MAGLEV_DEL]) == 10
+    apply_stepwise(lbmaps, rm)
+    assert dump(lbmaps) == [] and not read_state(lbmaps).backends

@@ -695,14 +695,20 @@ def apply(maps: LBMaps, plan: Plan) -> int:
             j += 1
         run = writes[i:j]
         mp = maps[w.map]
-        if w.op == "update":
-            mp.update_batch([(x.key, x.value) for x in run])
-        elif w.op == "delete":
-            _delete_many(mp, [x.key for x in run])
-        elif w.op == "create-inner":
-            _set_inners(maps, run)
-        else:
-            raise L4LBError(f"unknown write op {w.op!r}")
+        try:
+            if w.op == "update":
+                mp.update_batch([(x.key, x.value) for x in run])
+            elif w.op == "delete":
+                _delete_many(mp, [x.key for x in run])
+            elif w.op == "create-inner":
+                _set_inners(maps, run)
+            else:
+                raise L4LBError(f"unknown write op {w.op!r}")
+        except BpfError as exc:
+            raise L4LBError(
+                f"apply stopped at write {i + 1} of {n} ({w.op} {w.map}: {w.desc}): {exc}. Writes "
+                "before it are in place and, by their order, leave the datapath consistent; "
+                "fix the cause and reconcile again to finish.") from exc
         i = j
     return n
 

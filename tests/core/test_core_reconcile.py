@@ -391,3 +391,22 @@ def test_many_services_chunked_swaps_no_fd_leak(lbmaps, monkeypatch):
     assert len([w for w in rm.writes if w.phase == MAGLEV_DEL]) == 10
     apply_stepwise(lbmaps, rm)
     assert dump(lbmaps) == [] and not read_state(lbmaps).backends
+
+
+def test_apply_failure_is_reported_and_state_stays_consistent(lbmaps, monkeypatch):
+    from l4lb.errors import BpfError, L4LBError
+    plan = plan_service(lbmaps, svc())
+    real = reconcile._set_inners
+
+    def failing(maps, run):
+        raise BpfError("bpf_map_create", 12, "lb4_maglev_in")
+    monkeypatch.setattr(reconcile, "_set_inners", failing)
+    with pytest.raises(L4LBError, match="apply stopped at write 5 of 11 .*create-inner lb4_maglev"):
+        apply(lbmaps, plan)
+    invariant(lbmaps)                                   # backends only: nothing live yet
+    assert len(read_state(lbmaps).backends) == 4 and not read_state(lbmaps).fronts
+    monkeypatch.setattr(reconcile, "_set_inners", real)
+    rest = plan_service(lbmaps, svc())
+    assert BACKEND_UPD not in phases(rest)
+    apply(lbmaps, rest)
+    assert not plan_service(lbmaps, svc()).changed

@@ -39,3 +39,86 @@ def test_client_route_to_vip(host):
         assert [(r["gateway"], r["dev"]) for r in routes] == [("20.1.1.1", "eth0")]
     else:
         assert routes == []
+
+
+# --- the load balancer lab (both scenarios; the mode comes from L4LB_EXPECT_MODE) ---------
+
+import os  # noqa: E402
+
+MODE = os.environ.get("L4LB_EXPECT_MODE", "snat")
+VIP = "40.1.1.1"
+
+
+def _vars(host):
+    return host.ansible.get_variables()
+
+
+def _is(host, group):
+    v = _vars(host)
+    return v["inventory_hostname"] in v["groups"][group]
+
+
+def _xdp(host):
+    link = json.loads(host.check_output("ip -j -d link show dev eth0"))[0]
+    return link.get("xdp", {})
+
+
+def test_backend_nginx_runs_in_its_namespace(host):
+    if not _is(host, "backends"):
+        return
+    v = _vars(host)
+    state_dir = f"/run/{v['lab_prefix']}/{v['inventory_hostname']}/nginx"
+    # The pid file's process is alive and listening on :80 in this namespace.
+    pid = host.check_output(f"cat {state_dir}/nginx.pid")
+    assert host.run(f"test -d /proc/{pid}").rc == 0
+    listeners = host.check_output("ss -Hltn 'sport = :80'")
+    assert ":80" in listeners
+
+
+def test_backend_vip_on_lo(host):
+    if not _is(host, "backends"):
+        return
+    addrs = json.loads(host.check_output("ip -j -4 addr show dev lo"))
+    assert VIP in [a["local"] for link in addrs for a in link["addr_info"]]
+
+
+def test_backend_decap_attached_by_method(host):
+    if not _is(host, "backends"):
+        return
+    method = _vars(host)["backend_decap"]
+    if method == "xdp":
+        assert _xdp(host), "XDP decap is not attached"
+    else:
+        filters = host.check_output("tc filter show dev eth0 ingress")
+        assert "bpf" in filters and "direct-action" in filters
+
+
+def test_lb_xdp_attached_in_the_mode(host):
+    if not _is(host, "lb_nodes"):
+        return
+    xdp = _xdp(host)
+    prog = xdp.get("prog") or xdp["attached"][0]["prog"]
+    assert prog["name"] == f"lb_xdp_{MODE}"
+
+
+def test_lb_service_maps_programmed(host):
+    if not _is(host, "lb_nodes"):
+        return
+    v = _vars(host)
+    repo = os.environ.get("MOLECULE_PROJECT_DIRECTORY", os.getcwd())
+    ctl = f"{repo}/.venv/bin/python {repo}/bin/l4lbctl"
+    out = json.loads(host.check_output(f"{ctl} --json --pin-dir /sys/fs/bpf/{v['lab_prefix']}/lb service list"))
+    services = {s["id"]: s for s in out["services"]}
+    assert services[1]["vip"] == VIP and services[1]["port"] == 80
+    assert sorted(b["ip"] for b in services[1]["backends"]) == ["20.1.1.10", "20.1.1.20", "20.1.1.30", "20.1.1.40"]
+
+
+def test_http_through_the_vip_reaches_every_backend(host):
+    if not _is(host, "clients"):
+        return
+    seen = set()
+    for port in range(43000, 43024):
+        out = host.check_output(f"curl -s -m 3 --local-port {port} -o /dev/null -D - http://{VIP}/")
+        seen |= {line.split(":", 1)[1].strip() for line in out.splitlines()
+                 if line.lower().startswith("x-backend:")}
+    assert seen == set(_vars(host)["groups"]["backends"])

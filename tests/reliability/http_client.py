@@ -1,0 +1,109 @@
+"""A bounded HTTP client for the reliability tests, run inside the client's network namespace:
+
+    nsenter --net=/run/netns/<prefix>-client python http_client.py load --count 500 --rate 50
+    ... flows --base-port 45000 --count 100      (one request per fixed source port)
+    ... hold --seconds 20 --interval 0.5         (one keep-alive connection, a request every interval)
+
+Prints one JSON object: per-backend counts (X-Backend), failures, and per-port backends.
+Every loop is bounded in count and time; the only destination is the lab's VIP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import sys
+import time
+
+VIP = "40.1.1.1"
+
+
+def request(sock: socket.socket, keepalive: bool) -> str:
+    conn = "keep-alive" if keepalive else "close"
+    sock.sendall(f"GET / HTTP/1.1\r\nHost: {VIP}\r\nConnection: {conn}\r\n\r\n".encode())
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise ConnectionError("closed before the headers")
+        buf += chunk
+    head, _, body = buf.partition(b"\r\n\r\n")
+    lines = head.decode(errors="replace").split("\r\n")
+    if " 200 " not in lines[0]:
+        raise ConnectionError(f"status {lines[0]!r}")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
+    length = int(headers.get("content-length", "0"))
+    while len(body) < length:
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise ConnectionError("closed in the body")
+        body += chunk
+    return headers.get("x-backend", "?")
+
+
+def one(port: int | None, timeout: float) -> str:
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        if port:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("0.0.0.0", port))
+        s.connect((VIP, 80))
+        return request(s, keepalive=False)
+    finally:
+        s.close()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("what", choices=["load", "flows", "hold"])
+    ap.add_argument("--count", type=int, default=100)
+    ap.add_argument("--rate", type=float, default=50.0, help="requests per second (load)")
+    ap.add_argument("--base-port", type=int, default=45000)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--interval", type=float, default=0.5)
+    ap.add_argument("--timeout", type=float, default=3.0)
+    a = ap.parse_args()
+    counts: dict[str, int] = {}
+    failures: list[str] = []
+    ports: dict[int, str] = {}
+    deadline = time.monotonic() + 120  # hard bound for any mode
+    if a.what == "hold":
+        s = socket.create_connection((VIP, 80), timeout=a.timeout)
+        end = min(time.monotonic() + a.seconds, deadline)
+        n = 0
+        while time.monotonic() < end:
+            try:
+                b = request(s, keepalive=True)
+                counts[b] = counts.get(b, 0) + 1
+            except (OSError, ConnectionError) as exc:
+                failures.append(f"request {n}: {exc}")
+                break
+            n += 1
+            time.sleep(a.interval)
+        s.close()
+    else:
+        start = time.monotonic()
+        for i in range(min(a.count, 5000)):
+            if time.monotonic() > deadline:
+                failures.append("deadline")
+                break
+            if a.what == "load":
+                wait = start + i / a.rate - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+            port = a.base_port + i if a.what == "flows" else None
+            try:
+                b = one(port, a.timeout)
+                counts[b] = counts.get(b, 0) + 1
+                if port:
+                    ports[port] = b
+            except (OSError, ConnectionError) as exc:
+                failures.append(f"request {i}: {type(exc).__name__}: {exc}")
+    json.dump({"counts": counts, "failures": failures, "ports": ports}, sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -110,3 +110,17 @@ def sysctl(prefix, node, key):
     return nsrun(prefix, node, "sysctl", "-n", key).stdout.strip()
 
 
+
+
+def module(prefix, host, name, args, check=False):
+    """Run one module on one lab host (ad hoc, JSON callback); returns the host's result dict."""
+    from conftest import ANSIBLE, ansible_env
+    argv = [ANSIBLE, host, "-e", json.dumps({"lab_prefix": prefix}), "-m", name, "-a", json.dumps(args)]
+    if check:
+        argv.append("--check")
+    env = ansible_env({"ANSIBLE_LOAD_CALLBACK_PLUGINS": "1", "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json"})
+    p = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    start = p.stdout.find("{\n")  # profile_tasks (ansible.cfg) prints a timing line first
+    assert start >= 0, p.stdout + p.stderr
+    out, _ = json.JSONDecoder().raw_decode(p.stdout[start:])
+    return out["plays"][0]["tasks"][0]["hosts"][host]

@@ -181,6 +181,19 @@ def test_config_change_reloads_not_restarts(lab):
     assert r.rc == 0 and r.changed == 0, r.recap
 
 
+def test_missed_reload_is_detected_from_the_running_workers(lab):
+    """A config written after the workers started (a play that died before its handler ran)."""
+    conf = f"/run/{PREFIX}/win1/nginx/nginx.conf"
+    pid = nginx_master(PREFIX, "win1")
+    time.sleep(2)
+    os.utime(conf)  # same content, so the template task sees no change and notifies nothing
+    r = backends(PREFIX, args=["--limit", "win1"])
+    assert r.rc == 0 and r.recap["win1"]["changed"] == 1, r.output
+    assert nginx_master(PREFIX, "win1") == pid
+    r = backends(PREFIX, args=["--limit", "win1"])
+    assert r.rc == 0 and r.changed == 0, r.recap
+
+
 def test_killed_nginx_is_detected_and_started(lab):
     pid = nginx_master(PREFIX, "linux2")
     assert os.getpgid(pid) == pid  # nginx daemonised with setsid: master and workers share a group
@@ -196,6 +209,28 @@ def test_killed_nginx_is_detected_and_started(lab):
     r = backends(PREFIX, args=["--limit", "linux2"])
     assert r.rc == 0 and r.recap["linux2"]["changed"] == 1, r.output
     assert curl(PREFIX, "http://20.1.1.40/")[1]["x-backend"] == "linux2"
+
+
+def test_bpf_decap_replaces_a_different_program_atomically(lab):
+    """bpf_decap judges by tag: another program in its place is replaced (no detach window),
+    the same one again is left alone; check mode reports without touching."""
+    from labutil import module
+    from conftest import REPO
+    args = {"method": "xdp", "device": "eth0", "build_dir": f"/run/{PREFIX}/win2/decap-test",
+            "pin_dir": f"/sys/fs/bpf/{PREFIX}/win2"}
+    before = _xdp_prog("win2")
+    other = module(PREFIX, "win2", "bpf_decap", dict(args, src=f"{REPO}/bpf/xdp_pass.c"), check=True)
+    assert other["changed"] and _xdp_prog("win2") == before
+    other = module(PREFIX, "win2", "bpf_decap", dict(args, src=f"{REPO}/bpf/xdp_pass.c"))
+    assert other["changed"] and any(a.startswith("replace XDP") for a in other["actions"]), other
+    assert _xdp_prog("win2")["name"] == "xdp_pass"
+    back = module(PREFIX, "win2", "bpf_decap", dict(args, src=f"{REPO}/bpf/decap_xdp.c"))
+    assert back["changed"] and back["tag"] == before["tag"] and _xdp_prog("win2")["name"] == "decap_xdp"
+    again = module(PREFIX, "win2", "bpf_decap", dict(args, src=f"{REPO}/bpf/decap_xdp.c"))
+    assert not again["changed"] and again["actions"] == []
+    # the role, judging by the kernel, finds its program in place
+    r = backends(PREFIX, args=["--limit", "win2"])
+    assert r.rc == 0 and r.changed == 0, r.recap
 
 
 def test_root_namespace_untouched(lab):
@@ -217,3 +252,4 @@ def test_absent_stops_nginx_and_detaches_decap(lab):
         assert VIP not in {a["local"] for a in lo}
     r = backends(PREFIX, {"backend_linux_state": "absent"}, args=["--tags", "backend_linux"])
     assert r.rc == 0 and r.changed == 0, r.recap
+

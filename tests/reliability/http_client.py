@@ -3,6 +3,9 @@
     nsenter --net=/run/netns/<prefix>-client python http_client.py load --count 500 --rate 50
     ... flows --base-port 45000 --count 100      (one request per fixed source port)
     ... hold --seconds 20 --interval 0.5         (one keep-alive connection, a request every interval)
+    ... sticky --base-port 45000 --count 120     (N keep-alive connections from fixed ports: a
+        request on each, then, after a line on stdin, a second request on each; a connection
+        that fails is reopened from the same port)
 
 Prints one JSON object: per-backend counts (X-Backend), failures, and per-port backends.
 Every loop is bounded in count and time; the only destination is the lab's VIP.
@@ -55,9 +58,45 @@ def one(port: int | None, timeout: float) -> str:
         s.close()
 
 
+def _connect(port: int, timeout: float) -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", port))
+    s.connect((VIP, 80))
+    return s
+
+
+def sticky(a) -> int:
+    """Established flows across a change: phase 1 opens and uses N connections, the caller
+    changes the lab, phase 2 reuses each connection (or reopens it from the same port)."""
+    count = min(a.count, 500)
+    socks, first = {}, {}
+    for i in range(count):
+        port = a.base_port + i
+        socks[port] = _connect(port, a.timeout)
+        first[port] = request(socks[port], keepalive=True)
+    print(json.dumps({"first": first}), flush=True)
+    sys.stdin.readline()  # the caller's change is done
+    second, reopened = {}, {}
+    for port, s in socks.items():
+        try:
+            second[port] = request(s, keepalive=True)
+        except (OSError, ConnectionError):
+            s.close()
+            try:
+                s = _connect(port, a.timeout)
+                reopened[port] = request(s, keepalive=False)
+            except (OSError, ConnectionError) as exc:
+                reopened[port] = f"failed: {exc}"
+        s.close()
+    print(json.dumps({"second": second, "reopened": reopened}), flush=True)
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("what", choices=["load", "flows", "hold"])
+    ap.add_argument("what", choices=["load", "flows", "hold", "sticky"])
     ap.add_argument("--count", type=int, default=100)
     ap.add_argument("--rate", type=float, default=50.0, help="requests per second (load)")
     ap.add_argument("--base-port", type=int, default=45000)
@@ -69,6 +108,8 @@ def main() -> int:
     failures: list[str] = []
     ports: dict[int, str] = {}
     deadline = time.monotonic() + 120  # hard bound for any mode
+    if a.what == "sticky":
+        return sticky(a)
     if a.what == "hold":
         s = socket.create_connection((VIP, 80), timeout=a.timeout)
         end = min(time.monotonic() + a.seconds, deadline)

@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from conftest import ANSIBLE, REPO, ansible_env, root_ns_snapshot
+from labtest import ANSIBLE, REPO, ansible_env, root_ns_snapshot
 
 PREFIX = os.environ.get("L4LB_TEST_PREFIX", "l4lbt2") + "p"
 NS_A, NS_B = f"{PREFIX}-a", f"{PREFIX}-b"

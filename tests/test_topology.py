@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import lab_namespaces, root_ns_snapshot, run_playbook
+from labtest import lab_namespaces, root_ns_snapshot, run_playbook
 
 PREFIX = os.environ.get("L4LB_TEST_PREFIX", "l4lbt2")
 BAD_PREFIX = PREFIX + "b"

@@ -55,7 +55,7 @@ def service_update(pin_dir: str, service, device: str = DEFAULT_DEVICE, state: s
             service.get("id") if isinstance(service, dict) else service)
         target = parse_service_id(sid)
         nbrs = {}
-    with open_maps(pin_dir, maglev_size) as maps:
+    with open_maps(pin_dir, maglev_size) as maps, maps.locked():
         plan = reconcile.plan_service(maps, target, state=state, neighbors=nbrs, maglev_size=maglev_size)
         if not check_mode and plan.changed:
             reconcile.apply(maps, plan)
@@ -72,7 +72,7 @@ def neighbor_update(pin_dir: str, ip: str, device: str = DEFAULT_DEVICE, mac: st
     want = None
     if state == "present":
         want = resolve_neighbors([ip], device, {ip: mac} if mac else None)[ip]
-    with open_maps(pin_dir) as maps:
+    with open_maps(pin_dir) as maps, maps.locked():
         have = reconcile.neighbors(maps).get(ip)
         changed = have != want
         if changed and not check_mode:

@@ -469,11 +469,13 @@ class Map:
             done = ret == -_errno.ENOENT
             if ret < 0 and not done:
                 _check(ret, "bpf_map_lookup_batch", self.name)
-            for i in range(n.value):
-                yield (
-                    keys.raw[i * self.key_size : (i + 1) * self.key_size],
-                    values.raw[i * self.full_value_size : (i + 1) * self.full_value_size],
-                )
+            got = n.value
+            if got:
+                # Copy each buffer out once per batch (.raw copies the whole buffer).
+                ks, vs = self.key_size, self.full_value_size
+                kraw, vraw = keys.raw[: ks * got], values.raw[: vs * got]
+                for i in range(got):
+                    yield kraw[i * ks : (i + 1) * ks], vraw[i * vs : (i + 1) * vs]
             if done:
                 return
             in_batch = ctypes.create_string_buffer(out_batch.raw, len(out_batch.raw))

@@ -1,6 +1,6 @@
 """Helpers for the tests in tests/lab (backends, client, verify) on real namespaces.
 
-Not a conftest: tests/conftest.py is imported as ``conftest``; a second one here would clash.
+Not a conftest: several test directories have one, so shared helpers live in modules of their own names.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import re
 import subprocess
 
 
-from conftest import REPO, run_playbook
+from labtest import REPO, run_playbook
 
 BACKENDS = {"win1": ("20.1.1.10", "xdp"), "win2": ("20.1.1.20", "xdp"),
             "linux1": ("20.1.1.30", "tc"), "linux2": ("20.1.1.40", "tc")}
@@ -114,7 +114,7 @@ def sysctl(prefix, node, key):
 
 def module(prefix, host, name, args, check=False):
     """Run one module on one lab host (ad hoc, JSON callback); returns the host's result dict."""
-    from conftest import ANSIBLE, ansible_env
+    from labtest import ANSIBLE, ansible_env
     argv = [ANSIBLE, host, "-e", json.dumps({"lab_prefix": prefix}), "-m", name, "-a", json.dumps(args)]
     if check:
         argv.append("--check")

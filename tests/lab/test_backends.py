@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import root_ns_snapshot
+from labtest import root_ns_snapshot
 from labutil import (BACKENDS, CLIENT_IP, VIP, backends, curl, ipip_syn, ipj, nginx_master,
                      ns_path, nsrun, sysctl, teardown, topology)
 
@@ -215,7 +215,7 @@ def test_bpf_decap_replaces_a_different_program_atomically(lab):
     """bpf_decap judges by tag: another program in its place is replaced (no detach window),
     the same one again is left alone; check mode reports without touching."""
     from labutil import module
-    from conftest import REPO
+    from labtest import REPO
     args = {"method": "xdp", "device": "eth0", "build_dir": f"/run/{PREFIX}/win2/decap-test",
             "pin_dir": f"/sys/fs/bpf/{PREFIX}/win2"}
     before = _xdp_prog("win2")

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import run_playbook
+from labtest import run_playbook
 from labutil import BACKENDS, backends, report, teardown, topology
 
 PREFIX = os.environ.get("L4LB_VERIFY_TEST_PREFIX", "l4lbt5v")

@@ -22,7 +22,7 @@ import time
 
 import pytest
 
-from conftest import REPO, lab_namespaces, run_playbook
+from labtest import REPO, lab_namespaces, run_playbook
 
 PREFIX = os.environ.get("L4LB_TEST_PREFIX6", "l4lbt6")
 CLIENT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "http_client.py")

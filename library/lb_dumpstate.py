@@ -78,11 +78,8 @@ table:
 
 from ansible.module_utils.basic import AnsibleModule
 
-try:
-    from ansible.module_utils.l4lb import agent
-    from ansible.module_utils.l4lb.errors import L4LBError
-except ImportError:  # pragma: no cover
-    agent = None
+from ansible.module_utils.l4lb import agent
+from ansible.module_utils.l4lb.module_shell import run_module
 
 
 def main():
@@ -94,14 +91,8 @@ def main():
         ),
         supports_check_mode=True,
     )
-    if agent is None:
-        module.fail_json(msg="the l4lb control-plane core (module_utils/l4lb) is not available")
-    try:
-        result = agent.dumpstate(module.params["pin_dir"], module.params["id"],
-                                 idle_after_s=module.params["idle_after"])
-    except L4LBError as exc:
-        module.fail_json(msg=str(exc))
-    module.exit_json(**result)
+    run_module(module, lambda: agent.dumpstate(module.params["pin_dir"], module.params["id"],
+                                               idle_after_s=module.params["idle_after"]))
 
 
 if __name__ == "__main__":

@@ -66,11 +66,8 @@ mac:
 
 from ansible.module_utils.basic import AnsibleModule
 
-try:
-    from ansible.module_utils.l4lb import agent
-    from ansible.module_utils.l4lb.errors import L4LBError
-except ImportError:  # pragma: no cover
-    agent = None
+from ansible.module_utils.l4lb import agent
+from ansible.module_utils.l4lb.module_shell import run_module
 
 
 def main():
@@ -84,15 +81,10 @@ def main():
         ),
         supports_check_mode=True,
     )
-    if agent is None:
-        module.fail_json(msg="the l4lb control-plane core (module_utils/l4lb) is not available")
     p = module.params
-    try:
-        result = agent.neighbor_update(p["pin_dir"], p["address"], device=p["device"], mac=p["mac"],
-                                       state=p["state"], check_mode=module.check_mode)
-    except L4LBError as exc:
-        module.fail_json(msg=str(exc))
-    module.exit_json(**result)
+    run_module(module, lambda: agent.neighbor_update(
+        p["pin_dir"], p["address"], device=p["device"], mac=p["mac"], state=p["state"],
+        check_mode=module.check_mode))
 
 
 if __name__ == "__main__":

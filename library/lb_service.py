@@ -124,11 +124,8 @@ diff:
 
 from ansible.module_utils.basic import AnsibleModule
 
-try:
-    from ansible.module_utils.l4lb import agent
-    from ansible.module_utils.l4lb.errors import L4LBError
-except ImportError:  # pragma: no cover
-    agent = None
+from ansible.module_utils.l4lb import agent
+from ansible.module_utils.l4lb.module_shell import run_module
 
 
 def main():
@@ -147,19 +144,13 @@ def main():
         required_if=[("state", "present", ("frontend", "backends"))],
         supports_check_mode=True,
     )
-    if agent is None:
-        module.fail_json(msg="the l4lb control-plane core (module_utils/l4lb) is not available")
     p = module.params
     service = {"id": p["id"]}
     if p["state"] == "present":
         service.update(frontend=p["frontend"], protocol=p["protocol"], backends=p["backends"])
-    try:
-        result = agent.service_update(p["pin_dir"], service, device=p["device"], state=p["state"],
-                                      neighbors=p["neighbors"], maglev_size=p["maglev_size"],
-                                      check_mode=module.check_mode)
-    except L4LBError as exc:
-        module.fail_json(msg=str(exc))
-    module.exit_json(**result)
+    run_module(module, lambda: agent.service_update(
+        p["pin_dir"], service, device=p["device"], state=p["state"], neighbors=p["neighbors"],
+        maglev_size=p["maglev_size"], check_mode=module.check_mode))
 
 
 if __name__ == "__main__":

@@ -151,11 +151,8 @@ status:
 
 from ansible.module_utils.basic import AnsibleModule
 
-try:
-    from ansible.module_utils.l4lb import program
-    from ansible.module_utils.l4lb.errors import L4LBError
-except ImportError:  # pragma: no cover - only when module_utils is missing from the path
-    program = None
+from ansible.module_utils.l4lb import program
+from ansible.module_utils.l4lb.module_shell import run_module
 
 
 def main():
@@ -175,26 +172,15 @@ def main():
         ),
         supports_check_mode=True,
     )
-    if program is None:
-        module.fail_json(msg="the l4lb control-plane core (module_utils/l4lb) is not available")
     p = module.params
-    try:
-        if p["state"] == "absent":
-            result = program.ensure_absent(p["device"], p["pin_dir"], check_mode=module.check_mode)
-        else:
-            desired = program.Desired(
-                device=p["device"], src_dir=p["src"], build_dir=p["build_dir"], pin_dir=p["pin_dir"],
-                mode=p["mode"], attach_mode=p["attach_mode"], maglev_size=p["maglev_size"],
-                snat_port_min=p["snat_port_min"], snat_port_max=p["snat_port_max"], force=p["force"],
-            )
-            result = program.ensure_present(desired, check_mode=module.check_mode)
-    except L4LBError as exc:
-        module.fail_json(msg=str(exc))
-    for warning in result.pop("warnings", []):
-        module.warn(warning)
-    if not module._diff:
-        result.pop("diff", None)
-    module.exit_json(**result)
+    if p["state"] == "absent":
+        run_module(module, lambda: program.ensure_absent(p["device"], p["pin_dir"], check_mode=module.check_mode))
+    desired = program.Desired(
+        device=p["device"], src_dir=p["src"], build_dir=p["build_dir"], pin_dir=p["pin_dir"],
+        mode=p["mode"], attach_mode=p["attach_mode"], maglev_size=p["maglev_size"],
+        snat_port_min=p["snat_port_min"], snat_port_max=p["snat_port_max"], force=p["force"],
+    )
+    run_module(module, lambda: program.ensure_present(desired, check_mode=module.check_mode))
 
 
 if __name__ == "__main__":

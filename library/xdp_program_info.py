@@ -78,11 +78,8 @@ status:
 
 from ansible.module_utils.basic import AnsibleModule
 
-try:
-    from ansible.module_utils.l4lb import program
-    from ansible.module_utils.l4lb.errors import L4LBError
-except ImportError:  # pragma: no cover
-    program = None
+from ansible.module_utils.l4lb import program
+from ansible.module_utils.l4lb.module_shell import run_module
 
 
 def main():
@@ -90,13 +87,8 @@ def main():
         argument_spec=dict(device=dict(type="str", default="eth0"), pin_dir=dict(type="path", required=True)),
         supports_check_mode=True,
     )
-    if program is None:
-        module.fail_json(msg="the l4lb control-plane core (module_utils/l4lb) is not available")
-    try:
-        status = program.status(module.params["device"], module.params["pin_dir"]).as_dict()
-    except L4LBError as exc:
-        module.fail_json(msg=str(exc))
-    module.exit_json(changed=False, status=status)
+    run_module(module, lambda: {"changed": False, "status": program.status(
+        module.params["device"], module.params["pin_dir"]).as_dict()})
 
 
 if __name__ == "__main__":

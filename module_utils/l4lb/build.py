@@ -23,6 +23,7 @@ import subprocess
 from pathlib import Path
 
 from .errors import InvalidConfig, L4LBError
+from .maglev import is_prime
 
 MODES = ("snat", "dsr")
 DEFAULT_MAGLEV_SIZE = 2039
@@ -38,19 +39,6 @@ def _bpf_dir() -> Path | None:
         if cand.is_file():
             return cand.parent
     return None
-
-
-def _is_prime(n: int) -> bool:
-    if n < 2:
-        return False
-    if n % 2 == 0:
-        return n == 2
-    i = 3
-    while i * i <= n:
-        if n % i == 0:
-            return False
-        i += 2
-    return True
 
 
 def parse_mac(mac: str | bytes) -> bytes:
@@ -105,7 +93,7 @@ class BuildConfig:
         if self.mode not in MODES:
             raise InvalidConfig(f"mode {self.mode!r} is not one of {', '.join(MODES)}")
         m = self.maglev_size
-        if isinstance(m, bool) or not isinstance(m, int) or not 3 <= m <= MAGLEV_SIZE_MAX or not _is_prime(m):
+        if isinstance(m, bool) or not isinstance(m, int) or not 3 <= m <= MAGLEV_SIZE_MAX or not is_prime(m):
             raise InvalidConfig(f"maglev_size {m!r} is not a prime in 3..{MAGLEV_SIZE_MAX}")
         lo, hi = self.snat_port_min, self.snat_port_max
         for name, v in (("snat_port_min", lo), ("snat_port_max", hi)):

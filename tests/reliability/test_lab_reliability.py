@@ -117,7 +117,11 @@ def test_removed_backend_moves_only_its_flows(lab):
                           "sticky", "--base-port", "45000", "--count", "120"],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        first = json.loads(p.stdout.readline())["first"]
+        line = p.stdout.readline()
+        if not line:
+            p.kill()
+            raise AssertionError(f"sticky client failed: {p.stderr.read()}")
+        first = json.loads(line)["first"]
         assert set(first.values()) == set(BACKENDS), first
         play("service.yml", service([b for b in ALL if not b.startswith(BACKENDS["linux2"])]))
         p.stdin.write("go\n")

@@ -183,8 +183,11 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } lb4_stats_service SEC(".maps");
 
+/* An array indexed by backend id (ids are allocated lowest-free from 1, so they stay below
+ * the backend map's size): its lookup is inlined, which a hash's is not; this counter is on
+ * every forwarded packet's path. */
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__type(key, __u32); /* backend_id */
 	__type(value, struct lb_stats);
 	__uint(max_entries, LB_STATS_MAP_MAX);

@@ -22,15 +22,7 @@ static __always_inline void lb_count_service(__u32 rev_nat_index, __u64 bytes)
 
 static __always_inline void lb_count_backend(__u32 backend_id, __u64 bytes)
 {
-	struct lb_stats *s = bpf_map_lookup_elem(&lb4_stats_backend, &backend_id);
-
-	if (LB_LIKELY(s != 0)) {
-		lb_stats_add(s, bytes);
-	} else {
-		struct lb_stats init = { .packets = 1, .bytes = bytes };
-
-		bpf_map_update_elem(&lb4_stats_backend, &backend_id, &init, BPF_NOEXIST);
-	}
+	lb_stats_add(bpf_map_lookup_elem(&lb4_stats_backend, &backend_id), bytes);
 }
 
 /* Count the verdict's reason and return the verdict. */

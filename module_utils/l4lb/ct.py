@@ -139,7 +139,8 @@ def backend_stats(maps: LBMaps, backend_ids=None) -> dict:
     if backend_ids is None:
         for k, v in mp.items_list():
             p, b = _sum_percpu(mp, v)
-            out[U32.unpack(k)[0]] = {"packets": p, "bytes": b}
+            if p:  # an array: every id has a slot; report the ones that counted
+                out[U32.unpack(k)[0]] = {"packets": p, "bytes": b}
         return out
     for bid in backend_ids:
         v = mp.lookup(U32.pack(bid))

@@ -246,7 +246,7 @@ def map_specs(maglev_size: int = LB_MAGLEV_LUT_SIZE) -> dict:
         "ct4_global": (_b.BPF_MAP_TYPE_LRU_HASH, s(Ipv4CtTuple), s(CtEntry), MAX_CT_ENTRIES),
         "lb4_snat": (_b.BPF_MAP_TYPE_LRU_HASH, s(SnatKey), s(SnatEntry), MAX_SNAT_ENTRIES),
         "lb4_stats_service": (_b.BPF_MAP_TYPE_PERCPU_ARRAY, 4, s(LbStats), MAX_STATS_SERVICE_ENTRIES),
-        "lb4_stats_backend": (_b.BPF_MAP_TYPE_PERCPU_HASH, 4, s(LbStats), MAX_STATS_BACKEND_ENTRIES),
+        "lb4_stats_backend": (_b.BPF_MAP_TYPE_PERCPU_ARRAY, 4, s(LbStats), MAX_STATS_BACKEND_ENTRIES),
         "lb4_stats_reason": (_b.BPF_MAP_TYPE_PERCPU_ARRAY, 4, s(LbStats), len(LB_REASONS)),
     }
 

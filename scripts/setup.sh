@@ -30,9 +30,15 @@ if ((${#missing[@]})); then
   echo "setup: installing OS packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  # policy-rc.d (where present) keeps package scripts from starting the system nginx;
-  # the lab runs its own nginx per backend namespace and never touches the system service.
+  # The lab runs its own nginx per backend namespace and never touches the system service:
+  # a policy-rc.d that refuses service starts keeps the package from starting it at install.
+  own_policy=""
+  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+    own_policy=1
+  fi
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  [[ -n "$own_policy" ]] && rm -f /usr/sbin/policy-rc.d
 fi
 
 # The datapath pins programs and maps in bpffs; a fresh boot may not have it mounted.

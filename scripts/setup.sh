@@ -38,7 +38,7 @@ if ((${#missing[@]})); then
     own_policy=1
   fi
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  [[ -n "$own_policy" ]] && rm -f /usr/sbin/policy-rc.d
+  if [[ -n "$own_policy" ]]; then rm -f /usr/sbin/policy-rc.d; fi
 fi
 
 # The datapath pins programs and maps in bpffs; a fresh boot may not have it mounted.

@@ -46,7 +46,7 @@ options:
   base_port:
     description: Source port of request 0; request I(i) uses I(base_port)+I(i). Keep the range outside the ephemeral range (32768-60999).
     type: int
-    default: 42000
+    default: 20000
   bind_address:
     description: Source address to bind (default any).
     type: str
@@ -66,11 +66,11 @@ options:
 """
 
 EXAMPLES = r"""
-- name: 40 requests to the VIP from ports 42000..42039
+- name: 40 requests to the VIP from ports 20000..20039
   lab_http_probe:
     vip: 40.1.1.1
     count: 40
-    base_port: 42000
+    base_port: 20000
   register: probe
 
 - name: Show the distribution
@@ -99,7 +99,7 @@ failures:
   returned: always
   type: list
   elements: dict
-  sample: [{"sport": 42007, "error": "timed out"}]
+  sample: [{"sport": 20007, "error": "timed out"}]
 statuses:
   description: Answered requests per HTTP status code.
   returned: always
@@ -120,12 +120,12 @@ requests:
   returned: always
   type: list
   elements: dict
-  sample: [{"sport": 42000, "backend": "linux2", "status": 200, "client": "20.1.1.100:42000", "server": "40.1.1.1", "ms": 1.9, "error": null}]
+  sample: [{"sport": 20000, "backend": "linux2", "status": 200, "client": "20.1.1.100:20000", "server": "40.1.1.1", "ms": 1.9, "error": null}]
 by_port:
   description: Source port -> backend (null when the request failed).
   returned: always
   type: dict
-  sample: {"42000": "linux2", "42001": "win1"}
+  sample: {"20000": "linux2", "20001": "win1"}
 elapsed:
   description: Seconds the probe took.
   returned: always
@@ -245,7 +245,7 @@ def main():
             path=dict(type="str", default="/"),
             host_header=dict(type="str"),
             count=dict(type="int", default=40),
-            base_port=dict(type="int", default=42000),
+            base_port=dict(type="int", default=20000),
             bind_address=dict(type="str", default=""),
             header=dict(type="str", default="X-Backend"),
             timeout=dict(type="float", default=3.0),

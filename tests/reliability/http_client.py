@@ -1,9 +1,9 @@
 """A bounded HTTP client for the reliability tests, run inside the client's network namespace:
 
     nsenter --net=/run/netns/<prefix>-client python http_client.py load --count 500 --rate 50
-    ... flows --base-port 45000 --count 100      (one request per fixed source port)
+    ... flows --base-port 21000 --count 100      (one request per fixed source port)
     ... hold --seconds 20 --interval 0.5         (one keep-alive connection, a request every interval)
-    ... sticky --base-port 45000 --count 120     (N keep-alive connections from fixed ports: a
+    ... sticky --base-port 21000 --count 120     (N keep-alive connections from fixed ports: a
         request on each, then, after a line on stdin, a second request on each; a connection
         that fails is reopened from the same port)
 
@@ -99,7 +99,7 @@ def main() -> int:
     ap.add_argument("what", choices=["load", "flows", "hold", "sticky"])
     ap.add_argument("--count", type=int, default=100)
     ap.add_argument("--rate", type=float, default=50.0, help="requests per second (load)")
-    ap.add_argument("--base-port", type=int, default=45000)
+    ap.add_argument("--base-port", type=int, default=21000)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--interval", type=float, default=0.5)
     ap.add_argument("--timeout", type=float, default=3.0)

@@ -114,7 +114,7 @@ def test_removed_backend_moves_only_its_flows(lab):
     break and, reopened from the same ports, land on the remaining backends."""
     play("service.yml", service(ALL))
     p = subprocess.Popen(["nsenter", f"--net=/run/netns/{PREFIX}-client", "--", sys.executable, CLIENT,
-                          "sticky", "--base-port", "45000", "--count", "120"],
+                          "sticky", "--base-port", "21000", "--count", "120"],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = p.stdout.readline()
@@ -151,7 +151,7 @@ def test_weight_zero_drains_new_flows_but_keeps_established(lab):
     drained = [f"{ip}:80@0" if name == victim else f"{ip}:80" for name, ip in BACKENDS.items()]
     play("service.yml", service(drained))
     try:
-        fresh = client("flows", "--base-port", "46000", "--count", "60")
+        fresh = client("flows", "--base-port", "22000", "--count", "60")
         held = hold.join()
     finally:
         play("service.yml", service(ALL))

@@ -231,21 +231,23 @@ def ensure_present(desired: Desired, check_mode: bool = False) -> dict:
 def _attach(ifindex: int, prog_fd: int, attach_mode: str, before: ProgramStatus) -> str:
     """Attach or replace. Same mode: one atomic netlink replace (no window without a program)."""
     cur = before.attached
+    attached_mode = cur.attach_mode if cur.present else ""
     order = [attach_mode] if attach_mode == "generic" else ["native", "generic"]
     last_exc = None
     for mode in order:
         flags = _MODE_FLAGS[mode]
         try:
-            if cur.present and cur.attach_mode == mode:
+            if attached_mode == mode:
                 old_fd = libbpf.prog_fd_by_id(cur.prog_id)
                 try:
                     libbpf.xdp_attach(ifindex, prog_fd, flags, old_prog_fd=old_fd)
                 finally:
                     os.close(old_fd)
             else:
-                if cur.present:
+                if attached_mode:
                     # Changing native <-> generic cannot be atomic: the kernel keeps one per mode.
-                    libbpf.xdp_detach(ifindex, _MODE_FLAGS.get(cur.attach_mode, 0))
+                    libbpf.xdp_detach(ifindex, _MODE_FLAGS.get(attached_mode, 0))
+                    attached_mode = ""
                 libbpf.xdp_attach(ifindex, prog_fd, flags)
             return mode
         except BpfError as exc:

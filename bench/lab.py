@@ -15,9 +15,8 @@ import os
 import re
 import statistics
 import subprocess
-import time
 
-from bench.topology import PREFIX, REPO, _play
+from bench.topology import PREFIX, _play
 
 TITLE = "Whole lab (issues 4 and 5): bring-up, rerun, teardown, service no-op, HTTP through the VIP"
 ROUNDS = int(os.environ.get("L4LB_BENCH_ROUNDS", "3"))

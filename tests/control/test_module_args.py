@@ -7,7 +7,6 @@ import importlib.util
 import io
 import json
 import os
-import sys
 from contextlib import redirect_stdout
 
 import ansible.module_utils

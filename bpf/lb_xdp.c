@@ -60,7 +60,12 @@ static __always_inline void lb_ct_touch(struct ct_entry *ct, __u64 bytes, __u8 t
 	ct->rx_packets += 1;
 	ct->rx_bytes += bytes;
 #ifndef LB_BENCH_NO_CT_TIME
-	ct->last_seen_ns = LB_NOW_NS();
+	__u32 tick = LB_TICK();
+
+	if (ct->last_tick != tick) {
+		ct->last_tick = tick;
+		ct->last_seen_ns = LB_NOW_NS();
+	}
 #endif
 	ct->tcp_flags_seen |= tcp_flags;
 }
@@ -161,6 +166,7 @@ static __always_inline int lb_service(lb_xdp_ctx *ctx, struct lb_pkt *p, const s
 			.rx_packets = 1,
 			.rx_bytes = len,
 			.last_seen_ns = LB_NOW_NS(),
+			.last_tick = LB_TICK(),
 			.backend_id = backend_id,
 			.rev_nat_index = rev_nat_index,
 			.nat_port = nat_port,
@@ -212,9 +218,14 @@ static __always_inline int lb_snat_reply(lb_xdp_ctx *ctx, struct lb_pkt *p, cons
 
 	ct = bpf_map_lookup_elem(&ct4_global, &tuple);
 	if (ct) {
+		__u32 tick = LB_TICK();
+
 		ct->tx_packets += 1;
 		ct->tx_bytes += len;
-		ct->last_seen_ns = LB_NOW_NS();
+		if (ct->last_tick != tick) {
+			ct->last_tick = tick;
+			ct->last_seen_ns = LB_NOW_NS();
+		}
 		ct->tcp_flags_seen |= p->tcp_flags;
 	}
 

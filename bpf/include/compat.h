@@ -44,6 +44,7 @@ typedef xdp_md_t lb_xdp_ctx;
 
 /* Connection timestamps: eBPF-for-Windows offers bpf_ktime_get_ns only. */
 #define LB_NOW_NS() bpf_ktime_get_ns()
+#define LB_TICK() ((__u32)(bpf_ktime_get_ns() >> 22))
 
 #else /* Linux */
 #include <linux/types.h>
@@ -63,6 +64,9 @@ typedef struct xdp_md lb_xdp_ctx;
  * CLOCK_MONOTONIC base at tick resolution, without the clocksource read bpf_ktime_get_ns costs
  * per packet (about 50 ns on the 2-vCPU VM of BENCHMARKS.md). */
 #define LB_NOW_NS() bpf_ktime_get_coarse_ns()
+/* The jiffies counter: the JIT inlines this helper into one load. A flow reads the clock at most
+ * once per tick (last_seen_ns is at tick resolution anyway). */
+#define LB_TICK() ((__u32)bpf_jiffies64())
 #endif
 
 #ifndef __always_inline

@@ -171,7 +171,8 @@ class CtEntry(_Base):
         ("rev_nat_index", ctypes.c_uint16),
         ("nat_port", ctypes.c_uint16),      # __be16
         ("tcp_flags_seen", ctypes.c_uint8),
-        ("pad", ctypes.c_uint8 * 7),
+        ("pad", ctypes.c_uint8 * 3),
+        ("last_tick", ctypes.c_uint32),     # datapath-private: when last_seen_ns was last read
     ]
 
 

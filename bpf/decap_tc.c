@@ -15,45 +15,21 @@
 #include <bpf/bpf_helpers.h>
 #include "include/compat.h"
 #include "include/consts.h"
-#include "include/parsing.h"
+#include "include/ipip.h"
 
 SEC("tc")
 int decap_tc(struct __sk_buff *skb)
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
-	struct lb_ethhdr *eth = data;
-	struct lb_iphdr *outer, *inner;
-	__u32 olen, tot, avail;
+	__u32 olen = 0;
 
-	if ((void *)(eth + 1) > data_end)
+	switch (lb_ipip_check(data, data_end, &olen)) {
+	case LB_IPIP_NOT_OURS:
 		return TC_ACT_OK;
-	if (eth->h_proto != lb_htons(LB_ETH_P_IP))
-		return TC_ACT_OK;
-	outer = (void *)(eth + 1);
-	if ((void *)(outer + 1) > data_end)
-		return TC_ACT_OK;
-	if (outer->protocol != LB_IPPROTO_IPIP)
-		return TC_ACT_OK;
-
-	if ((outer->ver_ihl >> 4) != 4)
+	case LB_IPIP_MALFORMED:
 		return TC_ACT_SHOT;
-	olen = (outer->ver_ihl & 0x0f) * 4;
-	if (olen < LB_IP_HLEN)
-		return TC_ACT_SHOT;
-	avail = (__u32)(data_end - (void *)outer);
-	tot = lb_ntohs(outer->tot_len);
-	if (tot > avail || tot < olen + LB_IP_HLEN)
-		return TC_ACT_SHOT;
-	if (outer->frag_off & lb_htons(LB_IP_MF | LB_IP_OFFMASK))
-		return TC_ACT_SHOT;
-	inner = (void *)outer + olen;
-	if ((void *)(inner + 1) > data_end)
-		return TC_ACT_SHOT;
-	if ((inner->ver_ihl >> 4) != 4 || (inner->ver_ihl & 0x0f) < 5)
-		return TC_ACT_SHOT;
-	if (lb_ntohs(inner->tot_len) > tot - olen)
-		return TC_ACT_SHOT;
+	}
 
 	/* Remove olen bytes right after the MAC header; skb->protocol stays ETH_P_IP. */
 	if (bpf_skb_adjust_room(skb, -(int)olen, BPF_ADJ_ROOM_MAC, 0))

@@ -129,6 +129,17 @@ def program_services(pin_root: str) -> None:
         maps.close()
 
 
+def load_programmed(path: str, name: str, loaded: list) -> Loaded:
+    """The LB object loaded with its maps pinned under PIN_ROOT/<name>, the seed's service
+    programmed through the core; remembered in ``loaded`` for cleanup."""
+    root = os.path.join(PIN_ROOT, name)
+    os.makedirs(root)
+    lb = Loaded(path, root)
+    loaded.append(lb)
+    program_services(root)
+    return lb
+
+
 def machine() -> str:
     cpu = "unknown CPU"
     try:
@@ -184,11 +195,7 @@ def bench(runs: int = 20000, cpu: int | None = None) -> tuple[list, dict]:
         rows.append(("floor: MAC swap, XDP_TX", "TX", measure(floor.runner, [est], runs, warm, libbpf.XDP_TX)))
 
         # SNAT program; maps pinned under PIN_ROOT/snat and programmed through the core.
-        root = os.path.join(PIN_ROOT, "snat")
-        os.makedirs(root)
-        snat = Loaded(objs["snat"], root)
-        loaded.append(snat)
-        program_services(root)
+        snat = load_programmed(objs["snat"], "snat", loaded)
         # new flows: every packet a different client tuple (SYN), never seen before
         news = [tcp_packet(f"10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255 or 1}", VIP, 1024 + i % 60000, VPORT, 0x02)
                 for i in range(runs + warm)]
@@ -196,7 +203,7 @@ def bench(runs: int = 20000, cpu: int | None = None) -> tuple[list, dict]:
                      measure(snat.runner, news, runs, warm, libbpf.XDP_TX, 2000, clear_flows(snat.obj))))
         rows.append(("SNAT established (CT hit)", "TX", measure(snat.runner, [est], runs, warm, libbpf.XDP_TX)))
         # Where the established path's time goes: the same program without the per-flow
-        # timestamp (bpf_ktime_get_ns) and without the per-backend per-CPU hash counter.
+        # timestamp (LB_NOW_NS, read once per tick) and without the per-backend counter.
         for label, knobs in (("SNAT established, no CT timestamp", ["LB_BENCH_NO_CT_TIME"]),
                              ("SNAT established, no CT timestamp, no backend counter",
                               ["LB_BENCH_NO_CT_TIME", "LB_BENCH_NO_BACKEND_STATS"])):
@@ -204,11 +211,7 @@ def bench(runs: int = 20000, cpu: int | None = None) -> tuple[list, dict]:
             defines = {**build.render_defines(cfg), **{k: "1" for k in knobs}}
             path = build.compile_object(os.path.join(REPO, "bpf", "lb_xdp.c"),
                                         os.path.join(tmp, f"lb_ablation_{len(knobs)}.o"), defines).path
-            aroot = os.path.join(PIN_ROOT, f"ablation{len(knobs)}")
-            os.makedirs(aroot)
-            ab = Loaded(path, aroot)
-            loaded.append(ab)
-            program_services(aroot)
+            ab = load_programmed(path, f"ablation{len(knobs)}", loaded)
             rows.append((f"({label})", "TX", measure(ab.runner, [est], runs, warm, libbpf.XDP_TX)))
         snat.runner.run(est)
         out = snat.runner.output()
@@ -219,11 +222,7 @@ def bench(runs: int = 20000, cpu: int | None = None) -> tuple[list, dict]:
         other = tcp_packet(CLIENT, "40.1.1.2", 40000, VPORT, 0x18, PAYLOAD)
         rows.append(("non-VIP pass", "PASS", measure(snat.runner, [other], runs, warm, libbpf.XDP_PASS)))
 
-        root = os.path.join(PIN_ROOT, "dsr")
-        os.makedirs(root)
-        dsr = Loaded(objs["dsr"], root)
-        loaded.append(dsr)
-        program_services(root)
+        dsr = load_programmed(objs["dsr"], "dsr", loaded)
         rows.append(("DSR new flow (Maglev + CT + IPIP)", "TX",
                      measure(dsr.runner, news, runs, warm, libbpf.XDP_TX, 2000, clear_flows(dsr.obj))))
         rows.append(("DSR established (CT hit + IPIP)", "TX", measure(dsr.runner, [est], runs, warm, libbpf.XDP_TX)))

@@ -54,7 +54,7 @@ static __always_inline int lb_unforwardable(const struct lb_pkt *p)
 }
 
 /* Benchmark-only knobs (bench/datapath.py measures what they cost; never set in builds):
- * LB_BENCH_NO_CT_TIME (no bpf_ktime_get_ns on the established path), LB_BENCH_NO_BACKEND_STATS. */
+ * LB_BENCH_NO_CT_TIME (no CT timestamp on the established path), LB_BENCH_NO_BACKEND_STATS. */
 static __always_inline void lb_ct_touch(struct ct_entry *ct, __u64 bytes, __u8 tcp_flags)
 {
 	ct->rx_packets += 1;

@@ -263,6 +263,7 @@ LB4_REVERSE_NAT = struct.Struct("=IH2x")     # address, port
 NEIGH_MAC = struct.Struct("=6s2x")           # addr
 IPV4_CT_TUPLE = struct.Struct("=IIHHBB2x")   # daddr, saddr, dport, sport, nexthdr, flags
 CT_ENTRY = struct.Struct("=QQQQQIHHB7x")     # rx_pk, rx_b, tx_pk, tx_b, last_seen, backend_id, rev_nat, nat_port, tcp_flags
+                                              # (then pad[3] and the datapath-private last_tick, unread)
 SNAT_KEY = struct.Struct("=IHHB3x")
 SNAT_ENTRY = struct.Struct("=IIHHH2x")
 LB_STATS = struct.Struct("=QQ")

@@ -38,14 +38,19 @@ def _ip_json(*args: str) -> list:
     return json.loads(out or "[]")
 
 
-def device(name: str) -> Device:
-    """The device's ifindex, MAC, first IPv4 address and MTU in the current network namespace."""
+def ifindex(name: str) -> int:
+    """The device's ifindex in the current network namespace (no subprocess)."""
     if not name or len(name) > 15 or "/" in name:
         raise InvalidConfig(f"device {name!r} is not a valid interface name")
     try:
-        ifindex = socket.if_nametoindex(name)
+        return socket.if_nametoindex(name)
     except OSError as exc:
         raise InvalidConfig(f"device {name!r} does not exist in this network namespace") from exc
+
+
+def device(name: str) -> Device:
+    """The device's ifindex, MAC, first IPv4 address and MTU in the current network namespace."""
+    index = ifindex(name)
     links = _ip_json("addr", "show", "dev", name)
     if not links:
         raise InvalidConfig(f"device {name!r} does not exist in this network namespace")
@@ -53,7 +58,7 @@ def device(name: str) -> Device:
     addrs = [a["local"] for a in link.get("addr_info", []) if a.get("family") == "inet"]
     if not addrs:
         raise InvalidConfig(f"device {name!r} has no IPv4 address (the LB needs one for SNAT and DSR)")
-    return Device(name=name, ifindex=ifindex, mac=link.get("address", ""), ipv4=addrs[0], mtu=int(link.get("mtu", 1500)))
+    return Device(name=name, ifindex=index, mac=link.get("address", ""), ipv4=addrs[0], mtu=int(link.get("mtu", 1500)))
 
 
 def _neigh_mac(ip: str, dev: str) -> str | None:

@@ -17,6 +17,7 @@ from . import libbpf
 from .build import BuildConfig, compile_lb
 from .errors import BpfError, InvalidConfig, L4LBError
 from .netdev import device as device_info
+from .netdev import ifindex as device_ifindex
 
 ATTACH_MODES = ("native", "generic")
 _MODE_FLAGS = {"native": libbpf.XDP_FLAGS_DRV_MODE, "generic": libbpf.XDP_FLAGS_SKB_MODE}
@@ -48,6 +49,7 @@ class Attached:
 @dataclass
 class ProgramStatus:
     device: str
+    ifindex: int
     attached: Attached = field(default_factory=Attached)
     pinned_prog_id: int = 0
     maps_pinned: list[str] = field(default_factory=list)
@@ -79,8 +81,8 @@ def _prog_summary(fd: int) -> tuple[int, str, str]:
 
 
 def status(device: str, pin_dir: str) -> ProgramStatus:
-    ifindex = device_info(device).ifindex
-    st = ProgramStatus(device=device)
+    ifindex = device_ifindex(device)
+    st = ProgramStatus(device=device, ifindex=ifindex)
     q = libbpf.xdp_query(ifindex)
     if q.prog_id:
         fd = libbpf.prog_fd_by_id(q.prog_id)
@@ -288,7 +290,7 @@ def ensure_absent(device: str, pin_dir: str, check_mode: bool = False) -> dict:
     if check_mode or not changed:
         return result
     if ours:
-        libbpf.xdp_detach(device_info(device).ifindex, _MODE_FLAGS.get(before.attached.attach_mode, 0))
+        libbpf.xdp_detach(before.ifindex, _MODE_FLAGS.get(before.attached.attach_mode, 0))
     if has_pins:
         shutil.rmtree(pin_dir)
     return result

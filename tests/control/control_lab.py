@@ -12,21 +12,8 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(os.path.dirname(HERE))
-VENV_BIN = os.path.join(REPO, ".venv", "bin")
-if os.path.join(REPO, "module_utils") not in sys.path:
-    sys.path.insert(0, os.path.join(REPO, "module_utils"))
-
-
-def ansible_env(extra=None):
-    env = dict(os.environ)
-    env.update({"ANSIBLE_CONFIG": os.path.join(REPO, "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
-                "PATH": VENV_BIN + os.pathsep + env.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")})
-    env.update(extra or {})
-    return env
+from labtest import REPO, VENV_BIN, ansible_env  # noqa: F401 (REPO is used by the tests too)
 
 PREFIX = os.environ.get("L4LB_TEST_PREFIX4", "l4lbt4")
 LB_NS, BE_NS = f"{PREFIX}-lb", f"{PREFIX}-be"

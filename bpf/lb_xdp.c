@@ -25,6 +25,7 @@
 #include "include/csum.h"
 #include "include/select.h"
 #include "include/stats.h"
+#include "include/ct.h"
 #include "include/nat.h"
 #include "include/encap.h"
 
@@ -53,21 +54,46 @@ static __always_inline int lb_unforwardable(const struct lb_pkt *p)
 	return -1;
 }
 
-/* Benchmark-only knobs (bench/datapath.py measures what they cost; never set in builds):
- * LB_BENCH_NO_CT_TIME (no CT timestamp on the established path), LB_BENCH_NO_BACKEND_STATS. */
-static __always_inline void lb_ct_touch(struct ct_entry *ct, __u64 bytes, __u8 tcp_flags)
+/* Benchmark-only knob (bench/datapath.py measures what it costs; never set in builds):
+ * LB_BENCH_NO_CT_TIME (no CT timestamp or expiry on the established path). */
+
+/* A client -> service packet of a tracked flow: counters, the clock at most once per tick
+ * (`now` is the clock when the caller read it this tick, else 0), and the flow's TCP life. */
+static __always_inline void lb_ct_touch(struct ct_entry *ct, __u64 bytes, __u8 tcp_flags, __u32 tick, __u64 now)
 {
+	__u8 ct_flags;
+
 	ct->rx_packets += 1;
 	ct->rx_bytes += bytes;
 #ifndef LB_BENCH_NO_CT_TIME
-	__u32 tick = LB_TICK();
-
 	if (ct->last_tick != tick) {
 		ct->last_tick = tick;
-		ct->last_seen_ns = LB_NOW_NS();
+		ct->last_seen_ns = now ? now : LB_NOW_NS();
 	}
 #endif
 	ct->tcp_flags_seen |= tcp_flags;
+	ct_flags = lb_ct_client_flags(ct->ct_flags, tcp_flags);
+	if (ct_flags != ct->ct_flags)
+		ct->ct_flags = ct_flags;
+}
+
+/* Is this CT hit a flow to continue? Not when the flow is over (quiet past its lifetime: read
+ * only when the tick moved, since lifetimes are whole seconds) or when a SYN reopens a closed
+ * connection's tuple. Sets *now when it read the clock. */
+static __always_inline int lb_ct_continues(const struct ct_entry *ct, const struct lb_pkt *p, __u32 tick,
+					   __u64 *now)
+{
+	if ((p->tcp_flags & (LB_TCP_SYN | LB_TCP_ACK)) == LB_TCP_SYN &&
+	    (ct->tcp_flags_seen & (LB_TCP_FIN | LB_TCP_RST)))
+		return 0;
+#ifndef LB_BENCH_NO_CT_TIME
+	if (ct->last_tick != tick) {
+		*now = LB_NOW_NS();
+		if (lb_ct_expired(ct, p->proto, *now))
+			return 0;
+	}
+#endif
+	return 1;
 }
 
 static __always_inline int lb_service(lb_xdp_ctx *ctx, struct lb_pkt *p, const struct lb4_service *svc,
@@ -83,6 +109,8 @@ static __always_inline int lb_service(lb_xdp_ctx *ctx, struct lb_pkt *p, const s
 	__be32 be_addr;
 	__be16 be_port;
 	__be16 nat_port = 0;
+	__u32 tick = LB_TICK();
+	__u64 now = 0;
 	int reason, reselect = 1, reset = 0, snat;
 
 	reason = lb_unforwardable(p);
@@ -100,9 +128,8 @@ static __always_inline int lb_service(lb_xdp_ctx *ctx, struct lb_pkt *p, const s
 
 	ct = bpf_map_lookup_elem(&ct4_global, &tuple);
 	if (ct) {
-		if ((p->tcp_flags & (LB_TCP_SYN | LB_TCP_ACK)) == LB_TCP_SYN &&
-		    (ct->tcp_flags_seen & (LB_TCP_FIN | LB_TCP_RST))) {
-			/* A new connection reusing a closed connection's tuple. */
+		if (!lb_ct_continues(ct, p, tick, &now)) {
+			/* Over (expired, or a new connection on a closed tuple): a new flow. */
 			reset = 1;
 		} else if (ct->rev_nat_index == rev_nat_index) {
 			backend_id = ct->backend_id;
@@ -135,6 +162,8 @@ static __always_inline int lb_service(lb_xdp_ctx *ctx, struct lb_pkt *p, const s
 	if (!neigh)
 		return lb_verdict(LB_DROP, LB_R_DROP_NO_NEIGH, len);
 
+	if (reselect && !now)
+		now = LB_NOW_NS();
 	if (snat && nat_port == 0) {
 		struct snat_key sk = {
 			.backend_addr = be_addr,
@@ -149,7 +178,7 @@ static __always_inline int lb_service(lb_xdp_ctx *ctx, struct lb_pkt *p, const s
 			.rev_nat_index = rev_nat_index,
 		};
 
-		nat_port = lb_snat_alloc(&sk, &se, lb_jhash_3words(hash, 0, 0, LB_SNAT_SEED));
+		nat_port = lb_snat_alloc(&sk, &se, hash, now);
 		if (!nat_port)
 			return lb_verdict(LB_DROP, LB_R_DROP_SNAT_PORTS, len);
 	}
@@ -160,17 +189,18 @@ static __always_inline int lb_service(lb_xdp_ctx *ctx, struct lb_pkt *p, const s
 		ct->backend_id = backend_id;
 		ct->rev_nat_index = rev_nat_index;
 		ct->nat_port = nat_port;
-		lb_ct_touch(ct, len, p->tcp_flags);
+		lb_ct_touch(ct, len, p->tcp_flags, tick, now);
 	} else {
 		struct ct_entry entry = {
 			.rx_packets = 1,
 			.rx_bytes = len,
-			.last_seen_ns = LB_NOW_NS(),
-			.last_tick = LB_TICK(),
+			.last_seen_ns = now,
+			.last_tick = tick,
 			.backend_id = backend_id,
 			.rev_nat_index = rev_nat_index,
 			.nat_port = nat_port,
 			.tcp_flags_seen = p->tcp_flags,
+			.ct_flags = lb_ct_client_flags(0, p->tcp_flags),
 		};
 
 		if (bpf_map_update_elem(&ct4_global, &tuple, &entry, BPF_ANY))
@@ -219,6 +249,7 @@ static __always_inline int lb_snat_reply(lb_xdp_ctx *ctx, struct lb_pkt *p, cons
 	ct = bpf_map_lookup_elem(&ct4_global, &tuple);
 	if (ct) {
 		__u32 tick = LB_TICK();
+		__u8 ct_flags;
 
 		ct->tx_packets += 1;
 		ct->tx_bytes += len;
@@ -227,6 +258,9 @@ static __always_inline int lb_snat_reply(lb_xdp_ctx *ctx, struct lb_pkt *p, cons
 			ct->last_seen_ns = LB_NOW_NS();
 		}
 		ct->tcp_flags_seen |= p->tcp_flags;
+		ct_flags = lb_ct_backend_flags(ct->ct_flags, p->tcp_flags);
+		if (ct_flags != ct->ct_flags)
+			ct->ct_flags = ct_flags;
 	}
 
 	lb_rewrite4(p, data_end, tuple.daddr, tuple.saddr, tuple.dport, tuple.sport);

@@ -65,6 +65,18 @@ options:
     description: Highest source port SNAT allocates.
     type: int
     default: 65535
+  ct_timeouts:
+    description:
+      - Connection lifetimes in whole seconds, compiled into the program (C(LB_CT_*_TIMEOUT),
+        C(LB_SNAT_TIME_WAIT)); keys omitted keep their defaults. A flow quiet for its state's
+        lifetime is over; its SNAT port may then go to another flow. The C(lb_gc) module
+        garbage-collects with the same values.
+      - C(syn) (default 5) TCP whose handshake the client has not completed; C(tcp) (21600)
+        established; C(fin) (10) a FIN seen one way only; C(closed) (2) FIN both ways or RST;
+        C(udp) (60); C(time_wait) (60) how long the port of a flow the backend closed first
+        (the backend then holds TIME_WAIT) is kept from other clients.
+    type: dict
+    default: {}
   force:
     description: Reload and re-attach even when nothing changed (a forced reload; maps are kept).
     type: bool
@@ -167,6 +179,7 @@ def main():
             maglev_size=dict(type="int", default=2039),
             snat_port_min=dict(type="int", default=61000),
             snat_port_max=dict(type="int", default=65535),
+            ct_timeouts=dict(type="dict", default={}),
             force=dict(type="bool", default=False),
             state=dict(type="str", choices=["present", "absent"], default="present"),
         ),
@@ -178,7 +191,8 @@ def main():
     desired = program.Desired(
         device=p["device"], src_dir=p["src"], build_dir=p["build_dir"], pin_dir=p["pin_dir"],
         mode=p["mode"], attach_mode=p["attach_mode"], maglev_size=p["maglev_size"],
-        snat_port_min=p["snat_port_min"], snat_port_max=p["snat_port_max"], force=p["force"],
+        snat_port_min=p["snat_port_min"], snat_port_max=p["snat_port_max"],
+        ct_timeouts=p["ct_timeouts"], force=p["force"],
     )
     run_module(module, lambda: program.ensure_present(desired, check_mode=module.check_mode))
 

@@ -20,6 +20,7 @@ typedef uint8_t __u8;
 typedef uint16_t __u16;
 typedef uint32_t __u32;
 typedef uint64_t __u64;
+typedef int64_t __s64;
 typedef __u16 __be16;
 typedef __u32 __be32;
 typedef __u16 __sum16;

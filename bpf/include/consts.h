@@ -44,10 +44,48 @@
 #error "bad SNAT port range"
 #endif
 #define SNAT_PORT_RANGE (SNAT_PORT_MAX - SNAT_PORT_MIN + 1)
-/* Probes of the SNAT port space per new flow before giving up (drop). */
+/* Probes of the SNAT port space per new flow before giving up (drop). Each probe's port is an
+ * independent hash of the flow, so with a share f of the ports held a new flow is refused with
+ * probability f^SNAT_PROBES (no clustering as with linear probing). */
 #ifndef SNAT_PROBES
 #define SNAT_PROBES 8
 #endif
+/* Connection-tracking lifetimes in seconds (bpf/README.md "Lifetimes"; Cilium's CT_* values
+ * where one exists). A flow whose CT entry has been quiet for its lifetime is over: its next
+ * packet starts a new flow, the control plane's GC may delete it, and its SNAT port may be
+ * taken by another flow.
+ *   LB_CT_SYN_TIMEOUT     TCP, handshake not completed (client never ACKed): a SYN flood holds
+ *                         ports only this long (Cilium CT_SYN_TIMEOUT is 60)
+ *   LB_CT_TCP_TIMEOUT     TCP established, idle (Cilium CT_CONNECTION_LIFETIME_TCP)
+ *   LB_CT_FIN_TIMEOUT     TCP with a FIN seen one way only (half-closed; in DSR the LB sees
+ *                         only the client's side) (Cilium CT_CLOSE_TIMEOUT)
+ *   LB_CT_CLOSED_TIMEOUT  TCP closed: FIN seen both ways, or RST
+ *   LB_CT_UDP_TIMEOUT     UDP (Cilium CT_CONNECTION_LIFETIME_NONTCP)
+ *   LB_SNAT_TIME_WAIT     a closed SNAT flow whose backend closed first leaves the backend in
+ *                         TIME_WAIT on (LB_IP, nat_port): another client gets that port only
+ *                         after this (Linux TCP_TIMEWAIT_LEN); the same client may reuse it
+ *                         after LB_CT_CLOSED_TIMEOUT (its SYN carries a newer timestamp, which
+ *                         a TIME_WAIT socket accepts, RFC 6191). */
+#ifndef LB_CT_SYN_TIMEOUT
+#define LB_CT_SYN_TIMEOUT 5
+#endif
+#ifndef LB_CT_TCP_TIMEOUT
+#define LB_CT_TCP_TIMEOUT 21600
+#endif
+#ifndef LB_CT_FIN_TIMEOUT
+#define LB_CT_FIN_TIMEOUT 10
+#endif
+#ifndef LB_CT_CLOSED_TIMEOUT
+#define LB_CT_CLOSED_TIMEOUT 2
+#endif
+#ifndef LB_CT_UDP_TIMEOUT
+#define LB_CT_UDP_TIMEOUT 60
+#endif
+#ifndef LB_SNAT_TIME_WAIT
+#define LB_SNAT_TIME_WAIT 60
+#endif
+#define LB_NS_PER_S 1000000000ull
+
 #ifndef __NR_CPUS__
 #define __NR_CPUS__ 1
 #endif
@@ -106,5 +144,11 @@ enum lb_reason {
 #define LB_TCP_SYN 0x02
 #define LB_TCP_RST 0x04
 #define LB_TCP_ACK 0x10
+
+/* ct_entry.ct_flags: what the LB saw of a TCP connection's life, per direction. */
+#define LB_CT_F_ESTABLISHED  0x01 /* the client sent a packet with ACK and without SYN */
+#define LB_CT_F_CLIENT_FIN   0x02 /* the client sent a FIN */
+#define LB_CT_F_BACKEND_FIN  0x04 /* the backend sent a FIN (seen in SNAT only) */
+#define LB_CT_F_BACKEND_TW   0x08 /* the backend's FIN came first: it holds TIME_WAIT */
 
 #endif /* L4LB_CONSTS_H */

@@ -132,7 +132,8 @@ struct ct_entry {
 	__u16 rev_nat_index;
 	__be16 nat_port;       /* SNAT source port on LB_IP (0 in DSR) */
 	__u8 tcp_flags_seen;   /* OR of TCP flags seen in both directions */
-	__u8 pad[3];
+	__u8 ct_flags;         /* LB_CT_F_* (consts.h): handshake and close, per direction */
+	__u8 pad[2];
 	__u32 last_tick;       /* LB_TICK() when last_seen_ns was last read (datapath-private) */
 };
 

@@ -9,6 +9,8 @@
 #include "maps.h"
 #include "parsing.h"
 #include "csum.h"
+#include "ct.h"
+#include "select.h"
 
 static __always_inline void lb_set_macs(struct lb_ethhdr *eth, const __u8 *dst)
 {
@@ -73,31 +75,72 @@ static __always_inline int lb_snat_same_flow(const struct snat_entry *a, const s
 	       a->client_port == b->client_port && a->vport == b->vport;
 }
 
-/* Find a free nat_port for (backend, proto) and insert the reply-path entry. The search starts
- * at a hash of the client's tuple and probes SNAT_PROBES consecutive ports (wrapping inside
- * [SNAT_PORT_MIN, SNAT_PORT_MAX]). An existing entry for the same client flow is reused (a CT
- * entry evicted before its SNAT entry). Returns the port (network order) or 0. */
-static __always_inline __be16 lb_snat_alloc(struct snat_key *sk, const struct snat_entry *se, __u32 hash)
+/* The CT key of the flow a SNAT entry belongs to. */
+static __always_inline void lb_snat_owner_tuple(struct ipv4_ct_tuple *t, const struct snat_entry *se, __u8 proto)
 {
-	__u32 off = hash % SNAT_PORT_RANGE;
+	t->daddr = se->vip;
+	t->saddr = se->client_addr;
+	t->dport = se->vport;
+	t->sport = se->client_port;
+	t->nexthdr = proto;
+	t->flags = 0;
+	t->pad = 0;
+}
+
+/* The port's entry `cur` belongs to another flow: take it if that flow is over (ct.h,
+ * lb_snat_port_free). The old flow's CT entry goes too, so a late packet of it starts afresh
+ * instead of reusing a port that is no longer its own. No atomics (eBPF-for-Windows): two CPUs
+ * taking the same stale port in the same instant would both get it; the allocation's hash makes
+ * that a collision of two fresh flows on one port among thousands in one instant. */
+static __always_inline int lb_snat_take_stale(struct snat_entry *cur, const struct snat_entry *se, __u8 proto,
+					      __be16 port, __u64 now)
+{
+	struct ipv4_ct_tuple owner_key = {};
+	struct ct_entry *owner;
+
+	lb_snat_owner_tuple(&owner_key, cur, proto);
+	owner = bpf_map_lookup_elem(&ct4_global, &owner_key);
+	if (!lb_snat_port_free(owner, proto, port, cur->client_addr, se->client_addr, now))
+		return 0;
+	if (owner && owner->nat_port == port)
+		bpf_map_delete_elem(&ct4_global, &owner_key);
+	cur->client_addr = se->client_addr;
+	cur->vip = se->vip;
+	cur->client_port = se->client_port;
+	cur->vport = se->vport;
+	cur->rev_nat_index = se->rev_nat_index;
+	return 1;
+}
+
+/* Find a nat_port for (backend, proto) and insert the reply-path entry. Probe i tries the port
+ * at jhash(hash, i) in [SNAT_PORT_MIN, SNAT_PORT_MAX]: independent probes, so with a share f of
+ * the ports held a flow is refused with probability f^SNAT_PROBES. A port is usable when free,
+ * when it already belongs to this client flow (a CT entry evicted or expired before its SNAT
+ * entry; a fixed client tuple reconnecting), or when its flow is over. Returns the port
+ * (network order) or 0. */
+static __always_inline __be16 lb_snat_alloc(struct snat_key *sk, const struct snat_entry *se, __u32 hash,
+					    __u64 now)
+{
 	int i;
 
 #pragma unroll
 	for (i = 0; i < SNAT_PROBES; i++) {
 		struct snat_entry *cur;
+		__u32 off = lb_jhash_3words(hash, i, 0, LB_SNAT_SEED) % SNAT_PORT_RANGE;
 		__be16 port = lb_htons((__u16)(SNAT_PORT_MIN + off));
 
 		sk->nat_port = port;
 		if (bpf_map_update_elem(&lb4_snat, sk, se, BPF_NOEXIST) == 0)
 			return port;
 		cur = bpf_map_lookup_elem(&lb4_snat, sk);
-		if (cur && lb_snat_same_flow(cur, se)) {
+		if (!cur)
+			continue;
+		if (lb_snat_same_flow(cur, se)) {
 			cur->rev_nat_index = se->rev_nat_index;
 			return port;
 		}
-		off += 1;
-		if (off >= SNAT_PORT_RANGE)
-			off = 0;
+		if (lb_snat_take_stale(cur, se, sk->proto, port, now))
+			return port;
 	}
 	return 0;
 }

@@ -9,6 +9,7 @@ same result serves Ansible and ``l4lbctl --json``. Nothing here is Linux-specifi
 from __future__ import annotations
 
 import os
+import time
 
 from . import ct, program, reconcile
 from .errors import InvalidConfig, L4LBError
@@ -94,6 +95,45 @@ def dumpstate(pin_dir: str, service_id, idle_after_s: float = ct.DEFAULT_IDLE_AF
     state["table"] = ct.render_table(state["connections"])
     state["changed"] = False
     return state
+
+
+def ct_gc(pin_dir: str, timeouts=None, check_mode: bool = False, settle_s: float = 0.2) -> dict:
+    """One garbage collection of connection tracking and SNAT (``ct.gc``): two passes
+    ``settle_s`` apart, so an entry that lost its flow is judged twice before it goes."""
+    with open_maps(pin_dir) as maps:
+        first = ct.gc(maps, timeouts, dry_run=check_mode)
+        if first["suspects"]:
+            time.sleep(settle_s)
+            second = ct.gc(maps, timeouts, suspects=first["suspects"], dry_run=check_mode)
+        else:
+            second = {"ct_deleted": 0, "snat_deleted": 0, "snat_entries": first["snat_entries"]}
+        ct_left = len(maps[reconcile.CT].items_list())
+    deleted = {"ct": first["ct_deleted"] + second["ct_deleted"],
+               "snat": first["snat_deleted"] + second["snat_deleted"]}
+    return {"changed": bool(deleted["ct"] or deleted["snat"]), "deleted": deleted,
+            "ct_entries": ct_left, "snat_entries": second["snat_entries"]}
+
+
+def ct_gc_loop(pin_dir: str, timeouts=None, every_s: float = 5.0, passes: int = 0, log=None) -> dict:
+    """Garbage-collect every ``every_s`` seconds (``passes`` times, 0 = until the LB's maps are
+    removed: the loop must not keep unpinned maps alive)."""
+    maps_dir = program.maps_pin_dir(pin_dir)
+    suspects: dict = {}
+    total = {"ct": 0, "snat": 0}
+    done = 0
+    with open_maps(pin_dir) as maps:
+        while os.path.isdir(maps_dir) and (passes == 0 or done < passes):
+            r = ct.gc(maps, timeouts, suspects=suspects)
+            suspects = r["suspects"]
+            total["ct"] += r["ct_deleted"]
+            total["snat"] += r["snat_deleted"]
+            done += 1
+            if log and (r["ct_deleted"] or r["snat_deleted"]):
+                log(f"gc: deleted {r['ct_deleted']} CT and {r['snat_deleted']} SNAT entries; "
+                    f"{r['snat_entries']} SNAT entries left")
+            if passes == 0 or done < passes:
+                time.sleep(every_s)
+    return {"changed": bool(total["ct"] or total["snat"]), "deleted": total, "passes": done}
 
 
 def service_list(pin_dir: str) -> dict:

@@ -23,6 +23,7 @@ import subprocess
 from pathlib import Path
 
 from .errors import InvalidConfig, L4LBError
+from .lifetimes import CtTimeouts
 from .maglev import is_prime
 
 MODES = ("snat", "dsr")
@@ -75,6 +76,8 @@ class BuildConfig:
     mtu: int = 1500
     # The LB node's ephemeral range: SNAT ports must not overlap it. None = Linux's default.
     ephemeral_range: tuple[int, int] | None = None
+    # Connection lifetimes (lifetimes.CtTimeouts, or a dict of seconds).
+    ct_timeouts: CtTimeouts = dataclasses.field(default_factory=CtTimeouts)
 
     def __post_init__(self):
         try:
@@ -110,6 +113,7 @@ class BuildConfig:
             raise InvalidConfig(f"ncpus {self.ncpus!r} is not in 1..4096")
         if isinstance(self.mtu, bool) or not isinstance(self.mtu, int) or not 576 <= self.mtu <= 65535:
             raise InvalidConfig(f"mtu {self.mtu!r} is not in 576..65535")
+        object.__setattr__(self, "ct_timeouts", CtTimeouts.parse(self.ct_timeouts))
 
 
 def lb_ip_macro(ip: str) -> int:
@@ -131,6 +135,7 @@ def render_defines(cfg: BuildConfig) -> dict[str, str]:
         "SNAT_PORT_MIN": str(cfg.snat_port_min),
         "SNAT_PORT_MAX": str(cfg.snat_port_max),
         "__NR_CPUS__": str(ncpus),
+        **cfg.ct_timeouts.macros(),
     }
 
 

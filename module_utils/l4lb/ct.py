@@ -17,11 +17,12 @@ from __future__ import annotations
 import sys
 import time
 
+from .lifetimes import CtTimeouts, lifetime_ns, port_guard_ns
 from .model import parse_service_id
-from .reconcile import BACKENDS, CT, STATS_BACKEND, STATS_REASON, STATS_SERVICE, LBMaps, read_state
+from .reconcile import BACKENDS, CT, SNAT, STATS_BACKEND, STATS_REASON, STATS_SERVICE, LBMaps, read_state
 from .structs import (
-    CT_ENTRY, IPV4_CT_TUPLE, LB4_BACKEND, LB4_SERVICE, LB_REASONS, LB_STATS, PROTO_NAMES, TCP_FIN, TCP_RST, U32,
-    be16_to_port, be32_to_ip,
+    CT_ENTRY, IPV4_CT_TUPLE, LB4_BACKEND, LB4_SERVICE, LB_REASONS, LB_STATS, PROTO_NAMES, SNAT_ENTRY, SNAT_KEY,
+    TCP_FIN, TCP_RST, U32, be16_to_port, be32_to_ip,
 )
 
 DEFAULT_IDLE_AFTER_S = 60.0
@@ -88,7 +89,7 @@ def dump_service(maps: LBMaps, service_id: int, now_ns: int | None = None,
     unpack_k = IPV4_CT_TUPLE.unpack
     rows = []
     for k, v in mine:
-        (rx_p, rx_b, tx_p, tx_b, last, bid, rev, nat_port, flags) = unpack_v(v)
+        (rx_p, rx_b, tx_p, tx_b, last, bid, rev, nat_port, flags, _ct_flags) = unpack_v(v)
         daddr, saddr, dport, sport, proto, _cflags = unpack_k(k)
         bip, bport = backends.get(bid, (None, None))
         rows.append({
@@ -205,3 +206,70 @@ def render_table(rows) -> str:
     out = [fmt.format(*headers).rstrip(), "-+-".join("-" * w for w in widths)]
     out += [fmt.format(*c).rstrip() for c in cells]
     return "\n".join(out) + "\n"
+
+
+# --- garbage collection (the control plane's half of the lifetimes; Cilium's agent does the
+# same): the datapath already treats a quiet flow as over and takes over stale SNAT ports when
+# it meets them, so the GC is what keeps the maps' size to live flows + those in their guard time.
+
+def _ct_gc_deadline(t: CtTimeouts, key: bytes, value: bytes) -> tuple[int, int]:
+    """(last_seen_ns, how long the entry is kept while quiet). A SNAT flow is kept while its port
+    is guarded against other clients (the datapath reads the owner's TIME_WAIT mark from it)."""
+    proto = key[12]
+    (_rx_p, _rx_b, _tx_p, _tx_b, last, _bid, _rev, nat_port, flags, ct_flags) = CT_ENTRY.unpack(value)
+    if nat_port:
+        return last, port_guard_ns(t, proto, flags, ct_flags, same_client=False)
+    return last, lifetime_ns(t, proto, flags, ct_flags)
+
+
+def _owner_key(snat_key: bytes, snat_value: bytes) -> bytes:
+    _baddr, _bport, _nat_port, proto = SNAT_KEY.unpack(snat_key)
+    client, vip, cport, vport, _rev = SNAT_ENTRY.unpack(snat_value)
+    return IPV4_CT_TUPLE.pack(vip, client, vport, cport, proto, 0)
+
+
+def gc(maps: LBMaps, timeouts: CtTimeouts | dict | None = None, now_ns: int | None = None,
+       suspects: dict | None = None, dry_run: bool = False) -> dict:
+    """Delete the CT entries of flows that are over and the SNAT entries of those flows.
+
+    A SNAT entry whose flow has no CT entry (LRU-evicted) or has moved to another port is
+    deleted only when it was already so in the previous pass (``suspects``, as returned): the
+    datapath writes a new flow's SNAT entry just before its CT entry, and a single look could
+    fall between the two. An entry judged over is re-read just before its delete, so a flow
+    that spoke meanwhile is kept. ``dry_run`` counts what would go and deletes nothing.
+    Returns counts and the ``suspects`` for the next pass."""
+    t = CtTimeouts.parse(timeouts)
+    now = monotonic_ns() if now_ns is None else now_ns
+    ct_map, snat_map = maps[CT], maps[SNAT]
+    over = set()
+    for k, v in ct_map.items_list():
+        last, keep = _ct_gc_deadline(t, k, v)
+        if now - last > keep and ct_map.lookup(k) == v:
+            if not dry_run:
+                ct_map.delete(k)
+            over.add(k)
+    prev = suspects or {}
+    suspects_out = {}
+    snat_deleted = 0
+    snat_left = 0
+    for k, v in snat_map.items_list():
+        owner = _owner_key(k, v)
+        if owner in over:
+            if not dry_run:
+                snat_map.delete(k)
+            snat_deleted += 1
+            continue
+        raw = ct_map.lookup(owner)
+        nat_port = SNAT_KEY.unpack(k)[2]
+        if raw is not None and CT_ENTRY.unpack(raw)[7] == nat_port:
+            snat_left += 1
+            continue
+        if prev.get(k) == v:
+            if not dry_run:
+                snat_map.delete(k)
+            snat_deleted += 1
+        else:
+            suspects_out[k] = v
+            snat_left += 1
+    return {"ct_deleted": len(over), "snat_deleted": snat_deleted, "snat_entries": snat_left,
+            "suspects": suspects_out, "changed": bool(over or snat_deleted)}

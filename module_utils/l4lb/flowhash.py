@@ -60,8 +60,15 @@ def maglev_index(saddr, daddr, sport: int, dport: int, proto: int, size: int) ->
     return flow_hash(saddr, daddr, sport, dport, proto) % size
 
 
+def snat_port_probe(saddr, daddr, sport: int, dport: int, proto: int, probe: int = 0,
+                    port_min: int = 61000, port_max: int = 65535) -> int:
+    """The SNAT port the datapath tries at probe ``probe`` (0..SNAT_PROBES-1) for a new flow
+    (bpf/include/nat.h lb_snat_alloc: jhash(flow hash, probe) in the range)."""
+    h = jhash_3words(flow_hash(saddr, daddr, sport, dport, proto), probe, 0, LB_SNAT_SEED)
+    return port_min + h % (port_max - port_min + 1)
+
+
 def snat_port_start(saddr, daddr, sport: int, dport: int, proto: int,
                     port_min: int = 61000, port_max: int = 65535) -> int:
-    """The first SNAT port the datapath tries for a new flow (it then probes upwards, wrapping)."""
-    h = jhash_3words(flow_hash(saddr, daddr, sport, dport, proto), 0, 0, LB_SNAT_SEED)
-    return port_min + h % (port_max - port_min + 1)
+    """The first SNAT port the datapath tries for a new flow."""
+    return snat_port_probe(saddr, daddr, sport, dport, proto, 0, port_min, port_max)

@@ -124,6 +124,7 @@ class Desired:
     maglev_size: int = 2039
     snat_port_min: int = 61000
     snat_port_max: int = 65535
+    ct_timeouts: dict | None = None
     force: bool = False
 
     def validate(self) -> None:
@@ -141,7 +142,7 @@ def _build(desired: Desired, dev, out_dir: str):
     config = BuildConfig(
         lb_ip=dev.ipv4, lb_mac=dev.mac, ifindex=dev.ifindex, mode=desired.mode,
         maglev_size=desired.maglev_size, snat_port_min=desired.snat_port_min,
-        snat_port_max=desired.snat_port_max, mtu=dev.mtu,
+        snat_port_max=desired.snat_port_max, mtu=dev.mtu, ct_timeouts=desired.ct_timeouts,
     )
     return compile_lb(config, os.path.join(out_dir, f"lb_xdp_{desired.mode}.o"), src_dir=desired.src_dir)
 

@@ -42,6 +42,12 @@ TCP_RST = 0x04
 TCP_PSH = 0x08
 TCP_ACK = 0x10
 
+# ct_entry.ct_flags (LB_CT_F_* in bpf/include/consts.h)
+CT_F_ESTABLISHED = 0x01   # the client sent ACK without SYN
+CT_F_CLIENT_FIN = 0x02
+CT_F_BACKEND_FIN = 0x04   # seen on SNAT replies only
+CT_F_BACKEND_TW = 0x08    # the backend's FIN came first: it holds TIME_WAIT on (LB_IP, nat_port)
+
 _NATIVE = sys.byteorder
 
 
@@ -171,7 +177,8 @@ class CtEntry(_Base):
         ("rev_nat_index", ctypes.c_uint16),
         ("nat_port", ctypes.c_uint16),      # __be16
         ("tcp_flags_seen", ctypes.c_uint8),
-        ("pad", ctypes.c_uint8 * 3),
+        ("ct_flags", ctypes.c_uint8),       # CT_F_* below
+        ("pad", ctypes.c_uint8 * 2),
         ("last_tick", ctypes.c_uint32),     # datapath-private: when last_seen_ns was last read
     ]
 
@@ -262,8 +269,8 @@ LB4_BACKEND = struct.Struct("=IHBB")         # address, port, proto, flags
 LB4_REVERSE_NAT = struct.Struct("=IH2x")     # address, port
 NEIGH_MAC = struct.Struct("=6s2x")           # addr
 IPV4_CT_TUPLE = struct.Struct("=IIHHBB2x")   # daddr, saddr, dport, sport, nexthdr, flags
-CT_ENTRY = struct.Struct("=QQQQQIHHB7x")     # rx_pk, rx_b, tx_pk, tx_b, last_seen, backend_id, rev_nat, nat_port, tcp_flags
-                                              # (then pad[3] and the datapath-private last_tick, unread)
+CT_ENTRY = struct.Struct("=QQQQQIHHBB6x")    # rx_pk, rx_b, tx_pk, tx_b, last_seen, backend_id, rev_nat, nat_port,
+                                              # tcp_flags, ct_flags (then pad[2] and the datapath-private last_tick)
 SNAT_KEY = struct.Struct("=IHHB3x")
 SNAT_ENTRY = struct.Struct("=IIHHH2x")
 LB_STATS = struct.Struct("=QQ")

@@ -19,8 +19,9 @@ def ct_key(client, cport, vip="40.1.1.1", vport=80, proto=6):
                               port_to_be16(cport), proto, 0)
 
 
-def ct_val(bid, sid, rx_b, tx_b, age_s, flags, nat_port=0):
-    return CT_ENTRY.pack(3, rx_b, 2, tx_b, NOW - int(age_s * 1e9), bid, sid, port_to_be16(nat_port), flags)
+def ct_val(bid, sid, rx_b, tx_b, age_s, flags, nat_port=0, ct_flags=0):
+    return CT_ENTRY.pack(3, rx_b, 2, tx_b, NOW - int(age_s * 1e9), bid, sid, port_to_be16(nat_port), flags,
+                         ct_flags)
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ EXPECTED = {   # C struct -> (size, {field: offset}) as laid out by the C compil
     "neigh_mac": (8, {"addr": 0, "pad": 6}),
     "ipv4_ct_tuple": (16, {"daddr": 0, "saddr": 4, "dport": 8, "sport": 10, "nexthdr": 12, "flags": 13, "pad": 14}),
     "ct_entry": (56, {"rx_packets": 0, "rx_bytes": 8, "tx_packets": 16, "tx_bytes": 24, "last_seen_ns": 32,
-                      "backend_id": 40, "rev_nat_index": 44, "nat_port": 46, "tcp_flags_seen": 48, "pad": 49,
+                      "backend_id": 40, "rev_nat_index": 44, "nat_port": 46, "tcp_flags_seen": 48, "ct_flags": 49, "pad": 50,
                       "last_tick": 52}),
     "snat_key": (12, {"backend_addr": 0, "backend_port": 4, "nat_port": 6, "proto": 8, "pad": 9}),
     "snat_entry": (16, {"client_addr": 0, "vip": 4, "client_port": 8, "vport": 10, "rev_nat_index": 12, "pad": 14}),

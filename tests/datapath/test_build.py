@@ -37,7 +37,9 @@ def test_render_defines():
     d = build.render_defines(cfg)
     assert d == {"MODE_DSR": "1", "LB_IP": "0x01010114", "LB_MAC": "{0x02,0x00,0x14,0x01,0x01,0x01}",
                  "LB_IFINDEX": "3", "LB_MTU": "9000", "LB_MAGLEV_LUT_SIZE": "251", "SNAT_PORT_MIN": "61000",
-                 "SNAT_PORT_MAX": "65535", "__NR_CPUS__": "2"}
+                 "SNAT_PORT_MAX": "65535", "__NR_CPUS__": "2",
+                 "LB_CT_SYN_TIMEOUT": "5", "LB_CT_TCP_TIMEOUT": "21600", "LB_CT_FIN_TIMEOUT": "10",
+                 "LB_CT_CLOSED_TIMEOUT": "2", "LB_CT_UDP_TIMEOUT": "60", "LB_SNAT_TIME_WAIT": "60"}
     assert "#define LB_IP 0x01010114" in build.render_header(d)
 
 

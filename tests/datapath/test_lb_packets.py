@@ -7,6 +7,7 @@ say must come out (built with scapy)."""
 from __future__ import annotations
 
 import struct
+import time
 
 import pytest
 from scapy.layers.inet import ICMP, IP, TCP, UDP, IPOption_RR
@@ -247,10 +248,17 @@ def test_tuple_reuse_after_fin_reselects(lb_snat):
 # SNAT port allocation
 # --------------------------------------------------------------------------------------------
 
-def _occupy(lb, bip, port):
+def _occupy(lb, bip, port, live=True, client="9.9.9.9", cport=1):
+    """A SNAT entry on (bip:80, port) for another client flow; live: with its CT entry, just
+    seen and established (so its port is not stale)."""
     lb.maps["lb4_snat"].update(
         H.S.SNAT_KEY.pack(H.be32(bip), H.be16(80), H.be16(port), H.TCP),
-        H.S.SNAT_ENTRY.pack(H.be32("9.9.9.9"), H.be32(H.VIP), H.be16(1), H.be16(80), 1))
+        H.S.SNAT_ENTRY.pack(H.be32(client), H.be32(H.VIP), H.be16(cport), H.be16(80), 1))
+    if live:
+        now = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        lb.maps["ct4_global"].update(
+            H.S.IPV4_CT_TUPLE.pack(H.be32(H.VIP), H.be32(client), H.be16(80), H.be16(cport), H.TCP, 0),
+            H.S.CT_ENTRY.pack(1, 60, 0, 0, now, 1, 1, H.be16(port), 0x12, H.S.CT_F_ESTABLISHED))
 
 
 def test_snat_port_collision_probes_next(lb_snat):
@@ -259,15 +267,24 @@ def test_snat_port_collision_probes_next(lb_snat):
     _occupy(lb_snat, H.BACKENDS[1][0], start)
     ret, out = lb_snat.run(client_pkt(sport=45000))
     assert ret == XDP_TX
-    nxt = start + 1 if start < 65535 else 61000
-    assert Ether(out)[TCP].sport == nxt
+    assert Ether(out)[TCP].sport == flowhash.snat_port_probe(H.CLIENT, H.VIP, 45000, VPORT, H.TCP, probe=1)
+
+
+def test_snat_port_of_a_flow_without_ct_entry_is_taken_over(lb_snat):
+    lb_snat.add_service(1, H.VIP, VPORT, H.TCP, {1: H.BACKENDS[1]})
+    start = flowhash.snat_port_start(H.CLIENT, H.VIP, 45000, VPORT, H.TCP)
+    _occupy(lb_snat, H.BACKENDS[1][0], start, live=False)
+    ret, out = lb_snat.run(client_pkt(sport=45000))
+    assert ret == XDP_TX and Ether(out)[TCP].sport == start
+    se = lb_snat.snat(H.BACKENDS[1][0], 80, start, H.TCP)
+    assert (H.S.be32_to_ip(se.client_addr), H.S.be16_to_port(se.client_port)) == (H.CLIENT, 45000)
 
 
 def test_snat_port_exhaustion_drops(make_lb):
     lb = make_lb("snat", snat_port_min=61000, snat_port_max=61007)
     lb.add_service(1, H.VIP, VPORT, H.TCP, {1: H.BACKENDS[1]})
-    for port in range(61000, 61008):
-        _occupy(lb, H.BACKENDS[1][0], port)
+    for i, port in enumerate(range(61000, 61008)):
+        _occupy(lb, H.BACKENDS[1][0], port, cport=1 + i)
     ret, _ = lb.run(client_pkt(sport=45001))
     assert ret == XDP_DROP and lb.reason("DROP_SNAT_PORTS") == 1
     assert lb.ct(H.CLIENT, H.VIP, 45001, VPORT, H.TCP) is None

@@ -1,0 +1,121 @@
+"""The GC loop as a process on the LB node: ``l4lbctl ct gc --every N`` kept running, judged by
+what runs (its command line, in this network namespace), never by a pid file.
+
+The datapath needs no GC to work (a new flow takes over a SNAT port whose flow is over), but
+without one the CT and SNAT maps keep every finished flow until reused or LRU-evicted; the loop
+keeps them to live flows plus those in their guard time, as Cilium's agent does with its CT GC.
+On a systemd host the same command line belongs in a unit; in the embedded lab it runs in the LB
+node's namespace and teardown ends it with every other process there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+from .errors import L4LBError
+from .lifetimes import CtTimeouts
+
+
+def _netns_ino(pid="self"):
+    try:
+        return os.stat(f"/proc/{pid}/ns/net").st_ino
+    except OSError:
+        return None
+
+
+def _cmdline(pid) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+    except OSError:
+        return []
+
+
+def command(python: str, l4lbctl: str, pin_dir: str, timeouts, every_s: float) -> list[str]:
+    t = CtTimeouts.parse(timeouts)
+    if not every_s > 0:
+        raise L4LBError(f"every: {every_s!r} is not a positive number of seconds")
+    return [python, l4lbctl, "--pin-dir", pin_dir, "ct", "gc", "--every", f"{float(every_s):g}",
+            "--timeouts", json.dumps(t.as_dict(), sort_keys=True, separators=(",", ":"))]
+
+
+def running(pin_dir: str) -> dict[int, list[str]]:
+    """pid -> argv of every GC loop for ``pin_dir`` in this network namespace."""
+    me = _netns_ino()
+    out = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        argv = _cmdline(d)
+        if len(argv) < 8 or argv[-6:-4] != ["ct", "gc"] or "--every" not in argv:
+            continue
+        if "--pin-dir" not in argv or argv[argv.index("--pin-dir") + 1] != pin_dir:
+            continue
+        if _netns_ino(d) == me:
+            out[int(d)] = argv
+    return out
+
+
+def _stop(pid: int, wait_s: float = 3.0) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+                with open(f"/proc/{pid}/stat") as f:
+                    if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                        return
+            except (ProcessLookupError, FileNotFoundError):
+                return
+            time.sleep(0.05)
+    raise L4LBError(f"GC loop pid {pid} did not stop")
+
+
+def ensure(pin_dir: str, state: str = "started", timeouts=None, every_s: float = 5.0, l4lbctl: str = "",
+           python: str = "python3", log: str = "/dev/null", check_mode: bool = False) -> dict:
+    """state started: exactly one loop with this command line runs; stopped: none runs."""
+    if state not in ("started", "stopped"):
+        raise L4LBError(f"state: {state!r} is not 'started' or 'stopped'")
+    want = None
+    if state == "started":
+        if not l4lbctl or not os.path.isfile(l4lbctl):
+            raise L4LBError(f"l4lbctl: {l4lbctl!r} is not a file on this node")
+        want = command(python, l4lbctl, pin_dir, timeouts, every_s)
+    have = running(pin_dir)
+    # argv[0] is compared by name only: an interpreter given as "python3" may re-exec itself
+    # under its full path (pyenv shims, alternatives).
+    keep = [pid for pid, argv in have.items()
+            if want and argv[1:] == want[1:] and os.path.basename(argv[0]).startswith(os.path.basename(want[0]))]
+    stop = [pid for pid in have if pid not in keep[:1]]
+    start = want is not None and not keep
+    changed = bool(stop) or start
+    result = {"changed": changed, "stopped": sorted(stop), "command": want,
+              "diff": {"before": {"gc_loops": sorted(" ".join(a) for a in have.values())},
+                       "after": {"gc_loops": [" ".join(want)] if want else []}}}
+    if check_mode or not changed:
+        result["pid"] = keep[0] if keep else None
+        return result
+    for pid in stop:
+        _stop(pid)
+    if start:
+        if not os.path.isdir(os.path.join(pin_dir, "maps")):
+            raise L4LBError(f"no load balancer is loaded: {pin_dir}/maps does not exist")
+        os.makedirs(os.path.dirname(log) or ".", exist_ok=True)
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(want, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                    close_fds=True, start_new_session=True)
+        time.sleep(0.3)
+        if proc.poll() is not None:
+            raise L4LBError(f"GC loop exited at once (exit {proc.returncode}); see {log}")
+        result["pid"] = proc.pid
+    else:
+        result["pid"] = keep[0]
+    return result

@@ -100,11 +100,23 @@ def dumpstate(pin_dir: str, service_id, idle_after_s: float = ct.DEFAULT_IDLE_AF
     sid = parse_service_id(service_id, "id")
     with open_maps(pin_dir) as maps:
         state = ct.dump_state(maps, sid, idle_after_s=idle_after_s)
+        state["trouble"] = ct.trouble_counters(maps)
+    state["trouble_report"] = ct.trouble_lines(state["trouble"])
     if state["service"] is None:
         raise L4LBError(f"service {sid} is not programmed")
     state["table"] = ct.render_table(state["connections"])
     state["changed"] = False
     return state
+
+
+def program_info(device: str, pin_dir: str) -> dict:
+    """What ``device`` runs (program, mode) and the LB's trouble counters (every non-zero DROP_*
+    and PASS_MTU reason; {} when no maps are pinned)."""
+    info = {"changed": False, "status": program.status(device, pin_dir).as_dict(), "trouble": {}}
+    if os.path.isdir(program.maps_pin_dir(pin_dir)):
+        with open_maps(pin_dir) as maps:
+            info["trouble"] = ct.trouble_counters(maps)
+    return info
 
 
 def service_list(pin_dir: str) -> dict:

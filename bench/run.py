@@ -23,6 +23,7 @@ BENCHES = {
     "datapath": "bench.datapath",
     "reconcile": "bench.reconcile",
     "lab": "bench.lab",
+    "upload": "bench.upload",
 }
 
 HEADER = ("# Benchmarks\n\nMeasured with `make bench` (`python -m bench.run`); each section says "

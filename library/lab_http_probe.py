@@ -20,6 +20,13 @@ description:
     deadline are counted as failed. A connection that failed is closed with a reset (linger 0) so
     that no TIME_WAIT keeps its fixed port from the next run.
   - Runs in the network namespace the task runs in (with the C(netns) connection, the client's).
+  - With I(bulk=true) it instead moves data through the VIP (the answers the backends of this lab
+    give): an upload of I(bulk_bytes) random bytes to I(upload_path), which the backend echoes
+    back, and a download of I(download_path), a file of known content (line I(i) is I(i) as 63
+    decimal digits and a newline). Each is compared by SHA-256 and bounded by I(bulk_timeout); a
+    transfer that makes no progress for I(timeout) seconds is reported as stalled, with the bytes
+    moved so far (a DSR path that cannot carry full-size packets stalls the upload after the
+    first window).
   - Never changes anything (C(changed) is always false); runs in check mode too.
 version_added: "0.1.0"
 author: L4LB lab toolkit
@@ -63,6 +70,26 @@ options:
     description: Seconds allowed for all requests together.
     type: float
     default: 60.0
+  bulk:
+    description: Run the bulk upload and download (RV(bulk)) instead of the I(count) requests.
+    type: bool
+    default: false
+  bulk_bytes:
+    description: Size of the upload, and the expected size of the download, in bytes (1..67108864).
+    type: int
+    default: 1048576
+  bulk_timeout:
+    description: Seconds allowed for each whole transfer (connect, send, answer).
+    type: float
+    default: 20.0
+  upload_path:
+    description: Path that answers a POST with its body.
+    type: str
+    default: /echo
+  download_path:
+    description: Path of the known-content download.
+    type: str
+    default: /bulk.bin
 """
 
 EXAMPLES = r"""
@@ -79,6 +106,15 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+bulk:
+  description:
+    - With I(bulk=true) - C(upload) and C(download), each with C(ok) (complete and the SHA-256
+      matches), C(bytes) (expected), C(sent), C(received) (body bytes), C(sha256_match),
+      C(backend), C(ms), C(mbit_s), C(stalled) and C(error) (null when ok).
+  returned: when bulk is true
+  type: dict
+  sample: {"upload": {"ok": true, "bytes": 1048576, "sent": 1048576, "received": 1048576, "sha256_match": true,
+           "backend": "win1", "ms": 9.1, "mbit_s": 921.8, "stalled": false, "error": null}}
 counts:
   description: Answered requests per backend (value of I(header)); requests without the header count under C("").
   returned: always
@@ -133,6 +169,8 @@ elapsed:
   sample: 0.21
 """
 
+import hashlib
+import os
 import socket
 import struct
 import time
@@ -195,6 +233,95 @@ def one_request(vip, port, sport, bind_address, request, timeout):
         s.close()
 
 
+def known_content(size):
+    """The download's content: line i is i as 63 decimal digits plus a newline (64 bytes)."""
+    lines = (size + 63) // 64
+    return b"".join(b"%063d\n" % i for i in range(lines))[:size]
+
+
+def _transfer(vip, port, request, body, timeout, total_timeout):
+    """Send request (+ body), read the answer to EOF. A recv/send that makes no progress for
+    ``timeout`` s, or the whole exceeding ``total_timeout`` s, is a stall. Returns a dict."""
+    out = {"sent": 0, "received": 0, "backend": None, "status": None, "stalled": False, "error": None}
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    clean = False
+    t0 = time.monotonic()
+    end = t0 + total_timeout
+    data = b""
+    try:
+        s.settimeout(timeout)
+        s.connect((vip, port))
+        payload = request + body
+        view = memoryview(payload)
+        sent = 0
+        while sent < len(payload):
+            if time.monotonic() > end:
+                raise socket.timeout("timed out")
+            sent += s.send(view[sent:sent + 65536])
+            out["sent"] = max(sent - len(request), 0)
+        while True:
+            if time.monotonic() > end:
+                raise socket.timeout("timed out")
+            chunk = s.recv(262144)
+            if not chunk:
+                break
+            data += chunk
+        clean = True
+    except socket.timeout:
+        out["stalled"] = True
+        out["error"] = (f"stalled: no progress for {timeout:g}s (or over {total_timeout:g}s in all) after "
+                        f"sending {out['sent']} of {len(body)} body bytes and receiving {len(data)} bytes")
+    except OSError as exc:
+        out["error"] = str(exc) or type(exc).__name__
+    finally:
+        if not clean:
+            try:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            except OSError:
+                pass
+        s.close()
+    out["ms"] = round((time.monotonic() - t0) * 1000, 1)
+    head, sep, rest = data.partition(b"\r\n\r\n")
+    if sep:
+        try:
+            status, headers = _parse_head(head)
+            out.update(status=status, backend=headers.get("x-backend"))
+        except ValueError as exc:
+            out["error"] = out["error"] or str(exc)
+    out["body"] = rest
+    out["received"] = len(rest)
+    return out
+
+
+def bulk(p):
+    """One upload (echoed) and one download (known content), each compared by SHA-256."""
+    host = p["host_header"] or p["vip"]
+    size = p["bulk_bytes"]
+    result = {}
+    upload = os.urandom(size)
+    want = {"upload": upload, "download": known_content(size)}
+    requests = {
+        "upload": (f"POST {p['upload_path']} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: lab_http_probe\r\n"
+                   f"Content-Type: application/octet-stream\r\nContent-Length: {size}\r\n\r\n").encode(),
+        "download": (f"GET {p['download_path']} HTTP/1.0\r\nHost: {host}\r\n"
+                     "User-Agent: lab_http_probe\r\n\r\n").encode(),
+    }
+    for name in ("upload", "download"):
+        r = _transfer(p["vip"], p["port"], requests[name], upload if name == "upload" else b"",
+                      p["timeout"], p["bulk_timeout"])
+        body = r.pop("body")
+        r["bytes"] = size
+        r["sha256_match"] = hashlib.sha256(body).digest() == hashlib.sha256(want[name]).digest()
+        if r["error"] is None and r["status"] != 200:
+            r["error"] = f"HTTP status {r['status']}"
+        if r["error"] is None and not r["sha256_match"]:
+            r["error"] = f"content differs: {len(body)} of {size} bytes received, SHA-256 mismatch"
+        r["ok"] = r["error"] is None
+        r["mbit_s"] = round(size * 8 / (r["ms"] / 1000) / 1e6, 1) if r["ok"] and r["ms"] else None
+        result[name] = r
+    return result
+
+
 def probe(p):
     host = p["host_header"] or p["vip"]
     request = (f"GET {p['path']} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: lab_http_probe\r\n"
@@ -250,6 +377,11 @@ def main():
             header=dict(type="str", default="X-Backend"),
             timeout=dict(type="float", default=3.0),
             deadline=dict(type="float", default=60.0),
+            bulk=dict(type="bool", default=False),
+            bulk_bytes=dict(type="int", default=1048576),
+            bulk_timeout=dict(type="float", default=20.0),
+            upload_path=dict(type="str", default="/echo"),
+            download_path=dict(type="str", default="/bulk.bin"),
         ),
         supports_check_mode=True,
     )
@@ -262,6 +394,15 @@ def main():
         module.fail_json(msg=f"timeout {p['timeout']} / deadline {p['deadline']} out of range (0..60 / 0..3600)")
     if not p["path"].startswith("/") or any(c in p["path"] for c in "\r\n "):
         module.fail_json(msg=f"path {p['path']!r} is not an absolute request path")
+    for key in ("upload_path", "download_path"):
+        if not p[key].startswith("/") or any(c in p[key] for c in "\r\n "):
+            module.fail_json(msg=f"{key} {p[key]!r} is not an absolute request path")
+    if p["bulk"]:
+        if not 1 <= p["bulk_bytes"] <= 64 << 20:
+            module.fail_json(msg=f"bulk_bytes {p['bulk_bytes']} is not in 1..67108864")
+        if not 0 < p["bulk_timeout"] <= 600:
+            module.fail_json(msg=f"bulk_timeout {p['bulk_timeout']} is not in 0..600")
+        module.exit_json(changed=False, bulk=bulk(p))
     module.exit_json(changed=False, **probe(p))
 
 

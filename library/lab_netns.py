@@ -15,7 +15,7 @@ description:
   - Each switch-side veth carries a trivial native XDP_PASS program (compiled from
     O(xdp_pass_src) into O(state_dir), loaded once and pinned at C(<bpffs_dir>/switch/xdp_pass),
     attached with bpftool), so native XDP_TX from a node's interface is not dropped (a veth peer
-    must be NAPI-ready). A node interface's MAC is C(02:4c:) followed by its four address bytes. Checksum offload (rx, tx) is turned off on node interfaces,
+    must be NAPI-ready). Both ends of a node's veth pair carry the node's O(nodes[].mtu). A node interface's MAC is C(02:4c:) followed by its four address bytes. Checksum offload (rx, tx) is turned off on node interfaces,
     since XDP rewrites would otherwise leave bad checksums. Client nodes get the route
     C(<vip>/32 via <lb address>).
   - Every link is created with C(ip -n <namespace>); nothing is ever added to the root namespace.
@@ -77,6 +77,14 @@ options:
           - The backend's decapsulation method (inventory C(backend_decap)), C(xdp) or C(tc);
             required for backends. Checked by the module itself so the error names the host.
         type: str
+      mtu:
+        description:
+          - MTU of the node's interface and of its switch-side peer, 1280..9000. The lab gives the
+            LB node and the backends room for DSR's 20-byte IPIP header (inventory
+            C(lab_dsr_fit=mtu), C(lab_dsr_mtu)) while the client keeps 1500. A difference from
+            the running MTU is planned and fixed like any other.
+        type: int
+        default: 1500
   bridge:
     description: Bridge name inside the switch namespace.
     type: str
@@ -184,6 +192,7 @@ def main():
                 ip=dict(type="str", required=True),
                 role=dict(type="str", required=True, choices=["lb", "backend", "client"]),
                 decap=dict(type="str"),
+                mtu=dict(type="int", default=1500),
             )),
             bridge=dict(type="str", default="br0"),
             node_iface=dict(type="str", default="eth0"),

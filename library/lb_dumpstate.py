@@ -12,7 +12,7 @@ description:
   - The seed agent's C(service dumpstate --id N) as structured data - every connection-tracking
     entry of the service with the seed's columns (Source IP, Dest. IP, Source Port, Dest Port,
     Backend IP, State, Rx Bytes, Tx Bytes), the service's and each backend's packet and byte
-    counters, and the seed's text table.
+    counters, and the seed's text table; plus the datapath's trouble counters (RV(trouble)).
   - State is CLOSING once a FIN or RST was seen, IDLE when the last packet is older than
     I(idle_after) seconds, ACTIVE otherwise. Tx counts replies, which cross the LB only in SNAT mode.
   - Read-only; never reports changed.
@@ -70,6 +70,19 @@ backends:
   returned: always
   type: list
   elements: dict
+trouble:
+  description:
+    - The load balancer's reason counters that signal trouble, when non-zero - every C(DROP_*)
+      and C(PASS_MTU) - each with C(packets) and C(bytes), summed over CPUs (all services).
+  returned: always
+  type: dict
+  sample: {"PASS_MTU": {"packets": 312, "bytes": 472368}}
+trouble_report:
+  description: One line per RV(trouble) counter, C(WARN <reason>: <packets> packets, <bytes> bytes).
+  returned: always
+  type: list
+  elements: str
+  sample: ["WARN PASS_MTU: 312 packets, 472368 bytes"]
 table:
   description: The seed's dumpstate table as text.
   returned: always

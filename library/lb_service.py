@@ -20,6 +20,10 @@ description:
     hop fails the task before any map is written.
   - Backend ids are stable per (ip, port, protocol); a backend shared by services has one id.
     Weight 0 drains a backend - connections already tracked keep it, new flows do not get it.
+  - A port-translating service (a backend port differing from the frontend port) is refused,
+    before any map is written (in check mode too), while the load balancer on I(device) runs DSR
+    (read from the attached program's name); in DSR the backend answers the client directly,
+    from the port it received on. It works in SNAT.
   - Needs the load balancer to be attached (module M(xdp_program)) with its maps pinned under
     I(pin_dir).
 version_added: "0.1.0"
@@ -49,7 +53,7 @@ options:
       - Known next-hop MACs, a mapping of IP to MAC; addresses listed here are not resolved on the node.
     type: dict
   device:
-    description: The LB node's interface, where next hops are resolved.
+    description: The LB node's interface, where next hops are resolved and whose attached program tells the running mode.
     type: str
     default: eth0
   pin_dir:

@@ -19,6 +19,10 @@ description:
   - Changed only when the program the kernel would run differs from the attached one (its tag, which
     source, macros and toolchain all feed), the attach mode differs, or the pin is missing.
     The module judges by the kernel's state, not by files.
+  - I(mode=dsr) is refused, before anything is compiled or attached (in check mode too), while
+    a port-translating service (a backend port differing from the frontend port) is programmed
+    in the pinned maps; the message lists them. In DSR the backend answers the client directly,
+    from the port it received on, so such a service cannot work there.
   - Runs on Linux. On a Windows LB node (eBPF-for-Windows 0.12.0) drive C(l4lbctl) instead;
     see the README.
 version_added: "0.1.0"
@@ -163,7 +167,7 @@ status:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible.module_utils.l4lb import program
+from ansible.module_utils.l4lb import agent, program
 from ansible.module_utils.l4lb.module_shell import run_module
 
 
@@ -194,7 +198,7 @@ def main():
         snat_port_min=p["snat_port_min"], snat_port_max=p["snat_port_max"],
         ct_timeouts=p["ct_timeouts"], force=p["force"],
     )
-    run_module(module, lambda: program.ensure_present(desired, check_mode=module.check_mode))
+    run_module(module, lambda: agent.mode_update(desired, check_mode=module.check_mode))
 
 
 if __name__ == "__main__":

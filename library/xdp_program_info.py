@@ -14,6 +14,8 @@ description:
     I(pin_dir).
   - The load balancer's program is named C(lb_xdp_snat) or C(lb_xdp_dsr), so RV(status.mode) is
     the mode the node really runs, whatever the inventory says.
+  - Also returns the load balancer's trouble counters (RV(trouble)) - every non-zero C(DROP_*)
+    reason and C(PASS_MTU) of C(lb4_stats_reason) - so a check can warn about them.
   - Read-only; never reports changed.
 version_added: "0.1.0"
 author: L4LB lab toolkit
@@ -74,11 +76,19 @@ status:
       description: Names of the maps pinned under C(<pin_dir>/maps).
       type: list
       elements: str
+trouble:
+  description:
+    - Datapath reasons that signal trouble with a non-zero count, summed over CPUs - every
+      C(DROP_*) and C(PASS_MTU) (a DSR packet too large to encapsulate, handed to the kernel,
+      which drops it) - each with C(packets) and C(bytes). Empty when all are zero or no maps are pinned.
+  returned: always
+  type: dict
+  sample: {"PASS_MTU": {"packets": 312, "bytes": 472368}}
 """
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible.module_utils.l4lb import program
+from ansible.module_utils.l4lb import agent
 from ansible.module_utils.l4lb.module_shell import run_module
 
 
@@ -87,8 +97,7 @@ def main():
         argument_spec=dict(device=dict(type="str", default="eth0"), pin_dir=dict(type="path", required=True)),
         supports_check_mode=True,
     )
-    run_module(module, lambda: {"changed": False, "status": program.status(
-        module.params["device"], module.params["pin_dir"]).as_dict()})
+    run_module(module, lambda: agent.program_info(module.params["device"], module.params["pin_dir"]))
 
 
 if __name__ == "__main__":

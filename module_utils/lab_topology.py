@@ -66,12 +66,17 @@ class Route:
         return f"{self.dst} via {self.via}"
 
 
+MTU_MIN, MTU_MAX = 1280, 9000
+DEFAULT_MTU = 1500
+
+
 class Node:
-    def __init__(self, name, ip, role, decap=None):
+    def __init__(self, name, ip, role, decap=None, mtu=DEFAULT_MTU):
         self.name = name
         self.ip = ip  # ipaddress.IPv4Address
         self.role = role
         self.decap = decap
+        self.mtu = mtu  # of the node's interface and its switch-side peer
         self.routes = []
         self.namespace = None  # set by Topology
         self.link = name  # switch-side veth end
@@ -84,7 +89,7 @@ class Node:
 
     def as_dict(self, prefixlen):
         return {"name": self.name, "namespace": self.namespace, "ip": f"{self.ip}/{prefixlen}",
-                "mac": self.mac,
+                "mac": self.mac, "mtu": self.mtu,
                 "role": self.role, "decap": self.decap, "switch_port": self.link,
                 "routes": [{"dst": str(r.dst), "via": str(r.via)} for r in self.routes]}
 
@@ -160,7 +165,7 @@ def _check_dir(value, var, problems, under=None):
 def build_topology(spec):
     """Validate ``spec`` (a plain dict) and return a :class:`Topology`.
 
-    spec keys: prefix, subnet, vip, nodes (list of {name, ip, role, decap}), bridge, node_iface,
+    spec keys: prefix, subnet, vip, nodes (list of {name, ip, role, decap, mtu}), bridge, node_iface,
     state_dir, bpffs_dir, xdp_pass_src, netns_dir. Raises TopologyError naming every bad
     variable; changes nothing.
     """
@@ -230,6 +235,17 @@ def build_topology(spec):
         if role == "backend" and decap not in DECAP_METHODS:
             problems.append(f"hostvars[{name}].backend_decap {decap!r} must be one of "
                             f"{', '.join(DECAP_METHODS)}")
+        mtu = raw.get("mtu")
+        mtu = DEFAULT_MTU if mtu in (None, "") else mtu
+        try:
+            ok = not isinstance(mtu, bool) and MTU_MIN <= int(str(mtu).strip()) <= MTU_MAX
+        except ValueError:
+            ok = False
+        if not ok:
+            problems.append(f"hostvars[{name}] mtu {mtu!r} must be an integer in {MTU_MIN}..{MTU_MAX} "
+                            "(lab_dsr_fit / lab_dsr_mtu)")
+            mtu = DEFAULT_MTU
+        mtu = int(str(mtu).strip())
         raw_ip = raw.get("ip")
         if raw_ip in (None, ""):
             problems.append(f"{var} is not set")
@@ -249,7 +265,7 @@ def build_topology(spec):
             problems.append(f"{var} {ip} duplicates hostvars[{seen_ip[ip]}].lab_ip")
         else:
             seen_ip[ip] = name
-        nodes.append(Node(name, ip, role, decap if role == "backend" else None))
+        nodes.append(Node(name, ip, role, decap if role == "backend" else None, mtu))
 
     lbs = [n for n in nodes if n.role == "lb"]
     clients = [n for n in nodes if n.role == "client"]
@@ -558,13 +574,16 @@ class NetnsProvider:
                 acts.append(Action(f"{sw}: delete stray {n.link}", self._ip(sw, "link", "del", n.link)))
             if eth is not None:
                 acts.append(Action(f"{ns}: delete stray {dev}", self._ip(ns, "link", "del", dev)))
-            acts.append(Action(f"{sw}: add veth {n.link} <-> {ns}:{dev}",
-                               self._ip(sw, "link", "add", "name", n.link, "type", "veth",
-                                        "peer", "name", dev, "address", n.mac, "netns", ns)))
-            port, eth, offload = {}, {}, {}
+            acts.append(Action(f"{sw}: add veth {n.link} <-> {ns}:{dev} (mtu {n.mtu})",
+                               self._ip(sw, "link", "add", "name", n.link, "mtu", n.mtu, "type", "veth",
+                                        "peer", "name", dev, "mtu", n.mtu, "address", n.mac,
+                                        "netns", ns)))
+            port, eth, offload = {"mtu": n.mtu}, {"mtu": n.mtu}, {}
         else:
             offload = have_ns.get("offload", {})
-        # switch side
+        # switch side (both ends of the pair carry the node's MTU; the bridge follows its ports)
+        if port.get("mtu") != n.mtu:
+            acts.append(Action(f"{sw}: {n.link} mtu {n.mtu}", self._ip(sw, "link", "set", n.link, "mtu", n.mtu)))
         if port.get("master") != t.bridge:
             acts.append(Action(f"{sw}: {n.link} master {t.bridge}",
                                self._ip(sw, "link", "set", n.link, "master", t.bridge)))
@@ -597,7 +616,9 @@ class NetnsProvider:
                                    self._ip(ns, "addr", "del", f"{local}/{plen}", "dev", dev)))
         if (str(n.ip), t.subnet.prefixlen) not in addrs:
             acts.append(Action(f"{ns}: add {want} to {dev}", self._ip(ns, "addr", "add", want, "dev", dev)))
-        if eth and eth.get("address") != n.mac:
+        if eth.get("mtu") != n.mtu:
+            acts.append(Action(f"{ns}: {dev} mtu {n.mtu}", self._ip(ns, "link", "set", dev, "mtu", n.mtu)))
+        if eth.get("address") and eth.get("address") != n.mac:
             acts.append(Action(f"{ns}: {dev} address {n.mac}",
                                self._ip(ns, "link", "set", dev, "address", n.mac)))
         if "UP" not in eth.get("flags", []):
@@ -660,6 +681,8 @@ class NetnsProvider:
                                  if a.get("family") == "inet")
                 bits = [link.get("linkinfo", {}).get("info_kind", "") or "",
                         "up" if "UP" in link.get("flags", []) else "down"]
+                if name != "lo" and link.get("linkinfo", {}).get("info_kind") == "veth":
+                    bits.append(f"mtu {link.get('mtu')}")
                 if ns != self.t.switch_ns and name == self.t.node_iface:
                     bits.append(link.get("address", ""))
                 if link.get("master"):
@@ -680,10 +703,10 @@ class NetnsProvider:
     def describe_desired(self):
         t = self.t
         ports = {t.bridge: "bridge up", "lo": "down"}
-        ports.update({n.link: f"veth up master={t.bridge} xdp=xdp_pass" for n in t.nodes})
+        ports.update({n.link: f"veth up mtu {n.mtu} master={t.bridge} xdp=xdp_pass" for n in t.nodes})
         lines = [f"netns {t.switch_ns}"] + [f"  {k}: {v}" for k, v in sorted(ports.items())]
         for n in t.nodes:
-            links = {t.node_iface: f"veth up {n.mac} {n.ip}/{t.subnet.prefixlen}",
+            links = {t.node_iface: f"veth up mtu {n.mtu} {n.mac} {n.ip}/{t.subnet.prefixlen}",
                      "lo": "up 127.0.0.1/8"}
             lines.append(f"netns {n.namespace}")
             lines += [f"  {k}: {v}" for k, v in sorted(links.items())]

@@ -13,11 +13,15 @@ import time
 
 from . import ct, program, reconcile
 from .errors import InvalidConfig, L4LBError
-from .model import Service, parse_ip, parse_neighbors, parse_service_id
+from .model import Service, parse_ip, parse_neighbors, parse_service_id, port_translating
 from .netdev import resolve_mac
 from .structs import U32, ip_to_be32
 
 DEFAULT_DEVICE = "eth0"
+
+# Why DSR refuses port-translating services (said in both refusals).
+DSR_PORTS_WHY = ("in DSR the backend answers the client directly, from the port it received on, so "
+                 "a backend port that differs from the frontend port cannot work (SNAT translates it)")
 
 
 def open_maps(pin_dir: str, maglev_size: int | None = None) -> reconcile.LBMaps:
@@ -45,6 +49,13 @@ def service_update(pin_dir: str, service, device: str = DEFAULT_DEVICE, state: s
         raise InvalidConfig(f"state: {state!r} is not 'present' or 'absent'")
     if state == "present":
         svc = service if isinstance(service, Service) else Service.parse(service)
+        translating = port_translating([svc])
+        if translating:
+            mode = running_mode(device, pin_dir)
+            if mode == "dsr":
+                raise InvalidConfig(
+                    f"{translating[0]} translates ports, but the load balancer on {device} runs "
+                    f"dsr: {DSR_PORTS_WHY}. Use backend port {svc.port}, or switch to snat first")
         # Next hops first: a backend without one fails here, before any map is touched.
         try:
             nbrs = resolve_neighbors(sorted({b.ip for b in svc.backends}), device, neighbors)
@@ -90,6 +101,8 @@ def dumpstate(pin_dir: str, service_id, idle_after_s: float = ct.DEFAULT_IDLE_AF
     sid = parse_service_id(service_id, "id")
     with open_maps(pin_dir) as maps:
         state = ct.dump_state(maps, sid, idle_after_s=idle_after_s)
+        state["trouble"] = ct.trouble_counters(maps)
+    state["trouble_report"] = ct.trouble_lines(state["trouble"])
     if state["service"] is None:
         raise L4LBError(f"service {sid} is not programmed")
     state["table"] = ct.render_table(state["connections"])
@@ -136,14 +149,40 @@ def ct_gc_loop(pin_dir: str, timeouts=None, every_s: float = 5.0, passes: int = 
     return {"changed": bool(total["ct"] or total["snat"]), "deleted": total, "passes": done}
 
 
+def program_info(device: str, pin_dir: str) -> dict:
+    """What ``device`` runs (program, mode) and the LB's trouble counters (every non-zero DROP_*
+    and PASS_MTU reason; {} when no maps are pinned)."""
+    info = {"changed": False, "status": program.status(device, pin_dir).as_dict(), "trouble": {}}
+    if os.path.isdir(program.maps_pin_dir(pin_dir)):
+        with open_maps(pin_dir) as maps:
+            info["trouble"] = ct.trouble_counters(maps)
+    return info
+
+
 def service_list(pin_dir: str) -> dict:
     with open_maps(pin_dir) as maps:
         return {"changed": False, "services": reconcile.dump(maps), "neighbors": reconcile.neighbors(maps)}
+
+
+def running_mode(device: str, pin_dir: str) -> str | None:
+    """snat | dsr | None: the mode the kernel runs on ``device``, from the attached program's
+    name (lb_xdp_snat / lb_xdp_dsr), never from a file or the inventory."""
+    return program.status(device, pin_dir).attached.mode
 
 
 def mode_update(desired: program.Desired, check_mode: bool = False) -> dict:
     """The seed's ``mode update dsr|snat``: recompile, re-attach atomically, keep the maps.
 
     Services need no re-programming: the new program reuses the pinned maps (the seed's agent
-    unpins everything and programs every service again; keeping the maps also keeps CT)."""
+    unpins everything and programs every service again; keeping the maps also keeps CT).
+    DSR is refused, before anything is compiled or attached (check mode too), while a
+    port-translating service is programmed."""
+    if desired.mode == "dsr" and os.path.isdir(program.maps_pin_dir(desired.pin_dir)):
+        with open_maps(desired.pin_dir) as maps:
+            translating = port_translating(reconcile.dump(maps))
+        if translating:
+            raise InvalidConfig(
+                f"mode dsr refused: {len(translating)} service(s) translate ports: "
+                f"{'; '.join(translating)}; {DSR_PORTS_WHY}. Delete or change them first "
+                "(backend port = frontend port), or stay in snat")
     return program.ensure_present(desired, check_mode=check_mode)

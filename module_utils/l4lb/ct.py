@@ -165,6 +165,21 @@ def reason_stats(maps: LBMaps, nonzero: bool = True) -> dict:
     return out
 
 
+# Reasons whose counters signal trouble: every drop, and DSR packets passed for their size.
+TROUBLE_REASONS = tuple(r for r in LB_REASONS if r.startswith("DROP_") or r == "PASS_MTU")
+
+
+def trouble_counters(maps: LBMaps) -> dict:
+    """The non-zero TROUBLE_REASONS counters, {name: {packets, bytes}}, in LB_REASONS order."""
+    counts = reason_stats(maps)
+    return {r: counts[r] for r in TROUBLE_REASONS if r in counts}
+
+
+def trouble_lines(trouble: dict) -> list:
+    """One ``WARN`` line per counter of trouble_counters()."""
+    return [f"WARN {name}: {c['packets']} packets, {c['bytes']} bytes" for name, c in trouble.items()]
+
+
 def dump_state(maps: LBMaps, service_id: int, now_ns: int | None = None,
                idle_after_s: float = DEFAULT_IDLE_AFTER_S) -> dict:
     """Everything ``dumpstate`` shows: the service, its connections and its counters."""

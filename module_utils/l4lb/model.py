@@ -228,6 +228,22 @@ class Service:
         }
 
 
+def port_translating(services) -> list:
+    """Services (Service objects or dicts shaped like ``Service.to_dict()`` / ``reconcile.dump``)
+    with a backend whose port differs from the frontend port, each as one readable line:
+    ``service 80 (40.1.1.1:8080/tcp -> 20.1.1.10:80, 20.1.1.20:80)``.
+
+    DSR cannot serve them: the backend answers the client directly, from the port it received
+    on, so the client sees a reply from a port it never connected to."""
+    out = []
+    for s in services:
+        d = s.to_dict() if isinstance(s, Service) else s
+        moved = [f"{b['ip']}:{b['port']}" for b in d.get("backends", []) if b.get("port") != d["port"]]
+        if moved:
+            out.append(f"service {d['id']} ({d['vip']}:{d['port']}/{d.get('protocol', 'tcp')} -> {', '.join(moved)})")
+    return out
+
+
 def parse_neighbors(value, field_name: str = "neighbors") -> dict:
     """{ip: mac} (or list of {"ip":..., "mac":...}) -> {ip: 'aa:bb:cc:dd:ee:ff'}."""
     if value is None:

@@ -119,3 +119,23 @@ def test_reason_names_match_the_datapath(lab):
     vals = b"".join(LB_STATS.pack(2, 120).ljust(mp.stride, b"\0") for _ in range(mp.ncpus))
     mp.update(U32.pack(10), vals)
     assert ct.reason_stats(lab) == {"DROP_NO_BACKEND": {"packets": 2 * mp.ncpus, "bytes": 120 * mp.ncpus}}
+
+
+def test_trouble_counters_are_every_drop_and_pass_mtu(lab):
+    """Generic over reasons: every DROP_* and PASS_MTU is trouble, forwarding and plain passes are not."""
+    from l4lb.structs import LB_REASONS
+    assert set(ct.TROUBLE_REASONS) == {r for r in LB_REASONS if r.startswith("DROP_")} | {"PASS_MTU"}
+    mp = lab["lb4_stats_reason"]
+
+    def count(name, packets):
+        vals = b"".join(LB_STATS.pack(packets, 1500 * packets).ljust(mp.stride, b"\0") for _ in range(mp.ncpus))
+        mp.update(U32.pack(LB_REASONS.index(name)), vals)
+
+    assert ct.trouble_counters(lab) == {}
+    for name in ("TX_DSR", "PASS_NOT_SERVICE", "PASS_MTU", "DROP_SNAT_PORTS", "DROP_NO_NEIGH"):
+        count(name, 3)
+    n = 3 * mp.ncpus
+    got = ct.trouble_counters(lab)
+    assert list(got) == ["DROP_NO_NEIGH", "DROP_SNAT_PORTS", "PASS_MTU"]   # LB_REASONS order
+    assert got["PASS_MTU"] == {"packets": n, "bytes": 1500 * n}
+    assert ct.trouble_lines(got)[-1] == f"WARN PASS_MTU: {n} packets, {1500 * n} bytes"

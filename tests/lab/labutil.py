@@ -21,7 +21,7 @@ VIP = "40.1.1.1"
 PYTHON = os.path.join(REPO, ".venv", "bin", "python")
 BACKENDS_PLAYBOOK = os.path.join(REPO, "tests", "lab", "playbooks", "backends.yml")
 IPIP_SYN = os.path.join(REPO, "tests", "lab", "ipip_syn.py")
-_ROW = re.compile(r'^\s*"(?P<check>[A-Za-z][^"]*?)\s{2,}(?P<result>PASS|FAIL|SKIP)\s+(?P<detail>.*?)",?$')
+_ROW = re.compile(r'^\s*"(?P<check>[A-Za-z][^"]*?)\s{2,}(?P<result>PASS|FAIL|SKIP|WARN)\s+(?P<detail>.*?)",?$')
 _DIST = re.compile(r'^\s*"\s+(?P<name>\S+)\s+(?P<n>\d+)\s+[\d.]+%')
 
 

@@ -194,6 +194,9 @@ BAD_INPUTS = {
                       "inventory_hostname 'averyverylongbackend' is 20 characters"),
     "bad decap": (_host("backends", "linux2", backend_decap="ipvs"), {},
                   "hostvars[linux2].backend_decap 'ipvs' must be one of xdp, tc"),
+    "mtu out of range": (None, {"lab_dsr_mtu": 100},
+                         "hostvars[lb] mtu 100 must be an integer in 1280..9000 (lab_dsr_fit / lab_dsr_mtu)"),
+    "unknown dsr fit": (None, {"lab_dsr_fit": "jumbo"}, "lab_topology_dsr_fit"),
     "bpffs missing": (None, {"lab_bpffs_dir": f"/tmp/{BAD_PREFIX}-notbpffs/pins"},
                       "requirement: lab_bpffs_dir /tmp/"),
 }

@@ -49,13 +49,7 @@ def service_update(pin_dir: str, service, device: str = DEFAULT_DEVICE, state: s
         raise InvalidConfig(f"state: {state!r} is not 'present' or 'absent'")
     if state == "present":
         svc = service if isinstance(service, Service) else Service.parse(service)
-        translating = port_translating([svc])
-        if translating:
-            mode = running_mode(device, pin_dir)
-            if mode == "dsr":
-                raise InvalidConfig(
-                    f"{translating[0]} translates ports, but the load balancer on {device} runs "
-                    f"dsr: {DSR_PORTS_WHY}. Use backend port {svc.port}, or switch to snat first")
+        _refuse_port_translation_in_dsr(svc, device, pin_dir)
         # Next hops first: a backend without one fails here, before any map is touched.
         try:
             nbrs = resolve_neighbors(sorted({b.ip for b in svc.backends}), device, neighbors)
@@ -68,11 +62,21 @@ def service_update(pin_dir: str, service, device: str = DEFAULT_DEVICE, state: s
         target = parse_service_id(sid)
         nbrs = {}
     with open_maps(pin_dir, maglev_size) as maps, maps.locked():
+        if state == "present":   # again under the lock a mode update holds while it switches
+            _refuse_port_translation_in_dsr(target, device, pin_dir)
         plan = reconcile.plan_service(maps, target, state=state, neighbors=nbrs, maglev_size=maglev_size)
         if not check_mode and plan.changed:
             reconcile.apply(maps, plan)
         return {"changed": plan.changed, "diff": plan.diff, "writes": plan.describe(),
                 "counts": plan.counts(), "neighbors": nbrs}
+
+
+def _refuse_port_translation_in_dsr(svc: Service, device: str, pin_dir: str) -> None:
+    translating = port_translating([svc])
+    if translating and running_mode(device, pin_dir) == "dsr":
+        raise InvalidConfig(
+            f"{translating[0]} translates ports, but the load balancer on {device} runs "
+            f"dsr: {DSR_PORTS_WHY}. Use backend port {svc.port}, or switch to snat first")
 
 
 def neighbor_update(pin_dir: str, ip: str, device: str = DEFAULT_DEVICE, mac: str | None = None,
@@ -177,12 +181,14 @@ def mode_update(desired: program.Desired, check_mode: bool = False) -> dict:
     unpins everything and programs every service again; keeping the maps also keeps CT).
     DSR is refused, before anything is compiled or attached (check mode too), while a
     port-translating service is programmed."""
-    if desired.mode == "dsr" and os.path.isdir(program.maps_pin_dir(desired.pin_dir)):
-        with open_maps(desired.pin_dir) as maps:
-            translating = port_translating(reconcile.dump(maps))
+    if desired.mode != "dsr" or not os.path.isdir(program.maps_pin_dir(desired.pin_dir)):
+        return program.ensure_present(desired, check_mode=check_mode)
+    # Under the maps' lock: no service update can slip in between the check and the switch.
+    with open_maps(desired.pin_dir) as maps, maps.locked():
+        translating = port_translating(reconcile.dump(maps))
         if translating:
             raise InvalidConfig(
                 f"mode dsr refused: {len(translating)} service(s) translate ports: "
                 f"{'; '.join(translating)}; {DSR_PORTS_WHY}. Delete or change them first "
                 "(backend port = frontend port), or stay in snat")
-    return program.ensure_present(desired, check_mode=check_mode)
+        return program.ensure_present(desired, check_mode=check_mode)

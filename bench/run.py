@@ -24,6 +24,7 @@ BENCHES = {
     "reconcile": "bench.reconcile",
     "lab": "bench.lab",
     "upload": "bench.upload",
+    "snat": "bench.snat",
 }
 
 HEADER = ("# Benchmarks\n\nMeasured with `make bench` (`python -m bench.run`); each section says "

@@ -53,7 +53,7 @@ def running(pin_dir: str) -> dict[int, list[str]]:
         argv = _cmdline(d)
         if len(argv) < 8 or argv[-6:-4] != ["ct", "gc"] or "--every" not in argv:
             continue
-        if "--pin-dir" not in argv or argv[argv.index("--pin-dir") + 1] != pin_dir:
+        if argv[2:4] != ["--pin-dir", pin_dir]:
             continue
         if _netns_ino(d) == me:
             out[int(d)] = argv
@@ -86,7 +86,8 @@ def ensure(pin_dir: str, state: str = "started", timeouts=None, every_s: float =
         raise L4LBError(f"state: {state!r} is not 'started' or 'stopped'")
     want = None
     if state == "started":
-        if not l4lbctl or not os.path.isfile(l4lbctl):
+        # In check mode the copy that would bring l4lbctl has not happened either.
+        if not l4lbctl or not (check_mode or os.path.isfile(l4lbctl)):
             raise L4LBError(f"l4lbctl: {l4lbctl!r} is not a file on this node")
         want = command(python, l4lbctl, pin_dir, timeouts, every_s)
     have = running(pin_dir)
@@ -117,5 +118,5 @@ def ensure(pin_dir: str, state: str = "started", timeouts=None, every_s: float =
             raise L4LBError(f"GC loop exited at once (exit {proc.returncode}); see {log}")
         result["pid"] = proc.pid
     else:
-        result["pid"] = keep[0]
+        result["pid"] = keep[0] if keep else None
     return result

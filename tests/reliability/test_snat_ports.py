@@ -123,3 +123,23 @@ def test_syn_flood_costs_ports_only_for_the_syn_timeout(lab):
     print(f"flood {flood['rate']}/s: held <= {held:.0f} ports, f = {f:.3f}, bound {bound:.2e}, "
           f"refused {refused}/{during['started']}; SNAT entries at the end of the flood {snat_peak}; "
           f"DROP_SNAT_PORTS {counters()[0].get('DROP_SNAT_PORTS', 0) - before.get('DROP_SNAT_PORTS', 0)}")
+
+
+def test_port_exhaustion_is_visible_in_dumpstate_and_verify(lab):
+    """Two ports per backend: a burst of server-closed connections runs out of them; the refusal
+    shows as DROP_SNAT_PORTS in dumpstate and in lab_verify's report."""
+    play("mode.yml", {"lb_node_snat_port_min": 61000, "lb_node_snat_port_max": 61001})
+    try:
+        before, _, _ = counters()
+        load("pace", "--rate", "200", "--seconds", "1", "--timeout", "1")
+        after, _, _ = counters()
+        assert after.get("DROP_SNAT_PORTS", 0) > before.get("DROP_SNAT_PORTS", 0)
+        p = subprocess.run([sys.executable, os.path.join(os.path.dirname(MODULE_UTILS), "bin", "l4lbctl"),
+                            "--netns", f"{PREFIX}-lb", "--pin-dir", PIN_DIR, "service", "dumpstate", "--id", "1"],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0 and "WARN DROP_SNAT_PORTS: " in p.stdout, p.stdout + p.stderr
+        r = run_playbook("verify.yml", extra_vars={**VARS, "lab_verify_fail": False})
+        assert r.rc == 0, r.output[-3000:]
+        assert any("DROP_SNAT_PORTS" in line and "WARN" in line for line in r.output.splitlines()), r.output[-3000:]
+    finally:
+        play("mode.yml")

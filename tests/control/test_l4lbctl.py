@@ -66,6 +66,18 @@ def test_mode_update_keeps_services():
     l4lbctl("mode", "update", "snat", "--src", SRC_DIR, "--build-dir", BUILD_DIR, check=True)
 
 
+def test_mode_update_takes_the_port_range_and_lifetimes_ansible_would():
+    argv = ["--json", "mode", "update", "snat", "--src", SRC_DIR, "--build-dir", BUILD_DIR]
+    out = json.loads(l4lbctl(*argv, "--snat-ports", "62000-63000", "--ct-timeouts", '{"syn": 3}',
+                             check=True).stdout)
+    d = out["build"]["defines"]
+    assert out["changed"] is True
+    assert (d["SNAT_PORT_MIN"], d["SNAT_PORT_MAX"], d["LB_CT_SYN_TIMEOUT"], d["LB_CT_TCP_TIMEOUT"]) == \
+        ("62000", "63000", "3", "21600")
+    back = json.loads(l4lbctl(*argv, check=True).stdout)
+    assert back["changed"] is True and back["build"]["defines"]["LB_CT_SYN_TIMEOUT"] == "5"
+
+
 def test_neighbor_update():
     out = json.loads(l4lbctl("--json", "neighbor", "update", BE_IP, check=True).stdout)
     assert out["address"] == BE_IP and len(out["mac"]) == 17
@@ -77,6 +89,10 @@ def test_neighbor_update():
     (["service", "update", "--frontend=40.1.1.1:80", f"--backends={BE_IP}:80", "--id=0"], "id"),
     (["service", "dumpstate", "--id", "9"], "service 9 is not programmed"),
     (["mode", "update", "ipvs"], "ipvs"),
+    (["mode", "update", "snat", "--snat-ports", "61000"], "--snat-ports"),
+    (["mode", "update", "snat", "--ct-timeouts", "[5]"], "--ct-timeouts"),
+    (["mode", "update", "snat", "--ct-timeouts", '{"sin": 5}'], "sin"),
+    (["ct", "gc", "--timeouts", "{"], "--timeouts"),
 ])
 def test_bad_input_exits_1_with_a_message(argv, needle):
     p = l4lbctl(*argv)

@@ -27,7 +27,8 @@ description:
   - O(state=absent) kills every process whose network namespace is a lab namespace (found by
     namespace inode, so lost pid files do not matter), deletes the namespaces the topology names
     (which removes their veths), and removes O(bpffs_dir) and O(state_dir). Nothing else.
-  - The logic lives in C(module_utils/lab_topology.py) (model, validation, provider).
+  - The logic lives in C(module_utils/lab_topology/) (C(model.py) model and validation,
+    C(provider.py) the provider interface, C(netns.py) this provider).
 version_added: "1.0.0"
 author: L4LB lab team
 options:
@@ -154,17 +155,27 @@ namespaces:
   type: list
   elements: str
   sample: [l4lb-switch, l4lb-lb, l4lb-client]
+placement:
+  description: >-
+    Where the provider put things, for the roles after the topology: per node how to reach it,
+    and where the LB node's switch port can be captured.
+  returned: always
+  type: dict
+  sample:
+    nodes: {lb: {connection: netns, namespace: l4lb-lb}}
+    capture: {connection: netns, namespace: l4lb-switch, lb_ports: [lb]}
+    namespaces: [l4lb-switch, l4lb-lb, l4lb-client]
 topology:
-  description: The validated model (prefix, subnet, vip, switch, nodes with namespace, address, routes).
+  description: The validated, provider-neutral model (prefix, subnet, vip, switch, nodes with address, MTU, switch port, routes).
   returned: always
   type: dict
   sample:
     prefix: l4lb
     subnet: 20.1.1.0/24
     vip: 40.1.1.1
-    switch: {namespace: l4lb-switch, bridge: br0}
+    switch: {bridge: br0}
     nodes:
-      - {name: client, namespace: l4lb-client, ip: 20.1.1.100/24, role: client,
+      - {name: client, ip: 20.1.1.100/24, role: client, switch_port: client,
          routes: [{dst: 40.1.1.1/32, via: 20.1.1.1}]}
 problems:
   description: On failure before any change, every validation or requirement problem found.
@@ -216,8 +227,10 @@ def main():
     except ProviderError as e:
         module.fail_json(msg=f"lab_netns: inspecting the lab failed: {e}")
 
+    placement = provider.placement()
     result = dict(changed=bool(actions), actions=[a.text for a in actions],
-                  namespaces=topo.namespaces, topology=topo.as_dict())
+                  namespaces=placement.get("namespaces", []), placement=placement,
+                  topology=topo.as_dict())
     if module._diff:
         result["diff"] = dict(before=provider.describe(snap),
                               after=provider.describe_desired() if state == "present" else "",

@@ -1,0 +1,22 @@
+# -*- coding: utf-8 -*-
+"""The lab's topology: model -> validate -> provider (netlab's shape).
+
+* ``model``: the provider-neutral model and :func:`build_topology` (validation naming every bad
+  inventory variable; touches nothing).
+* ``provider``: the seam, :class:`TopologyProvider` (preflight, current, plan, apply, describe,
+  describe_desired, placement), :class:`Action`, the registry and :func:`get_provider`.
+* ``netns``: the embedded lab's provider (network namespaces on this machine).
+
+Imported by the ``lab_netns`` module as ``ansible.module_utils.lab_topology`` and by tests and
+benches as ``lab_topology`` (with ``module_utils/`` on ``sys.path``). Standard library only.
+"""
+
+from __future__ import annotations
+
+from .model import DECAP_METHODS, NODE_ROLES, Node, Route, Topology, TopologyError, build_topology
+from .provider import PROVIDERS, Action, ProviderError, TopologyProvider, get_provider, register
+from .netns import NetnsProvider, is_bpffs, kill_pids, lab_pids
+
+__all__ = ["DECAP_METHODS", "NODE_ROLES", "Node", "Route", "Topology", "TopologyError", "build_topology",
+           "PROVIDERS", "Action", "ProviderError", "TopologyProvider", "get_provider", "register",
+           "NetnsProvider", "is_bpffs", "kill_pids", "lab_pids"]

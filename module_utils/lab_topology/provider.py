@@ -1,0 +1,124 @@
+# -*- coding: utf-8 -*-
+"""The provider seam: how a validated :class:`~.model.Topology` becomes real.
+
+A provider realises the model on something (``netns``: namespaces, a bridge and veth pairs on
+this machine; ``libvirt``: an isolated network and one domain per node). It implements
+:class:`TopologyProvider` and nothing else is asked of it; the ``lab_netns`` module (and any
+other caller) drives every provider the same way:
+
+    provider = get_provider(name, topology)
+    provider.preflight(state)           # requirements and provider-specific input; changes nothing
+    snap = provider.current()           # the real state, read from the system
+    actions = provider.plan(state, snap)   # [] when nothing differs (idempotence, check mode)
+    provider.apply(actions)             # in order; stops at the first failure, naming it
+    provider.describe(snap), provider.describe_desired()   # --diff text
+    provider.placement()                # where each node and the LB's switch port are, for the
+                                        # roles after the topology (connection, capture point)
+
+Providers register with :func:`register`; ``docs/ARCHITECTURE.md`` ("Topology providers")
+documents the contract.
+"""
+
+from __future__ import annotations
+
+import abc
+import subprocess
+
+from .model import TopologyError
+
+
+class ProviderError(Exception):
+    """A command failed while the provider was changing (or reading) the system."""
+
+
+def run(argv, check=True, input_=None):
+    """Run a command; ProviderError with its stderr when it fails and ``check``."""
+    p = subprocess.run(argv, input=input_, capture_output=True, text=True, check=False)
+    if check and p.returncode != 0:
+        raise ProviderError(f"{' '.join(argv)} failed (rc={p.returncode}): "
+                            f"{(p.stderr or p.stdout).strip()}")
+    return p
+
+
+class Action:
+    """One planned change: a text for the user and either a command or a function."""
+
+    def __init__(self, text, argv=None, func=None):
+        self.text = text
+        self.argv = argv
+        self.func = func
+
+    def run(self):
+        if self.func is not None:
+            self.func()
+        else:
+            run(self.argv)
+
+    def __repr__(self):
+        return self.text
+
+
+class TopologyProvider(abc.ABC):
+    """What every topology provider implements (see the module docstring for the call order)."""
+
+    name = ""
+
+    def __init__(self, topology):
+        self.t = topology
+
+    @abc.abstractmethod
+    def preflight(self, state):
+        """Check requirements (privileges, tools, kernel or hypervisor features) and the input
+        only this provider cares about. Raise TopologyError listing every problem. Changes
+        nothing."""
+
+    @abc.abstractmethod
+    def current(self):
+        """A snapshot (plain data) of the real state of everything the topology names."""
+
+    @abc.abstractmethod
+    def plan(self, state, snap):
+        """The actions that take ``snap`` to ``state`` (present/absent); [] when none."""
+
+    def apply(self, actions):
+        """Run the actions in order; a failure names the action. Returns the texts done."""
+        done = []
+        for a in actions:
+            try:
+                a.run()
+            except ProviderError as e:
+                raise ProviderError(f"{a.text}: {e}") from e
+            done.append(a.text)
+        return done
+
+    @abc.abstractmethod
+    def describe(self, snap):
+        """The snapshot as compact text (the diff's before)."""
+
+    @abc.abstractmethod
+    def describe_desired(self):
+        """The desired state as the same text (the diff's after)."""
+
+    @abc.abstractmethod
+    def placement(self):
+        """Where things are, for the roles after the topology: ``{"nodes": {name: {...}},
+        "capture": {...}}`` (how to reach each node; where the LB's switch port can be
+        captured)."""
+
+
+PROVIDERS = {}
+
+
+def register(cls):
+    """Class decorator: make a provider available by its ``name``."""
+    PROVIDERS[cls.name] = cls
+    return cls
+
+
+def get_provider(name, topology):
+    try:
+        cls = PROVIDERS[name]
+    except KeyError:
+        raise TopologyError(f"lab_topology_provider {name!r} is not one of {', '.join(sorted(PROVIDERS))}") \
+            from None
+    return cls(topology)

@@ -10,6 +10,8 @@ OS_PACKAGES=(
   clang llvm bpftool libbpf1 libbpf-dev libc6-dev linux-libc-dev
   # the embedded lab: namespaces, veths, bridge, tc, offload switches
   iproute2 ethtool util-linux kmod iputils-ping
+  # VM guests (issue 8): the base image is built from Debian's packages
+  mmdebstrap qemu-utils e2fsprogs
   # backends and client
   nginx-light curl wrk nftables tcpdump
   # libvirt-python builds against libvirt's headers

@@ -1,0 +1,233 @@
+# -*- coding: utf-8 -*-
+"""Guest images for VM providers (issue 8): a Debian 12 base image built from Debian's packages,
+cached by content.
+
+No image can be downloaded here, and a user's KVM host should not need one: the base image is
+built with ``mmdebstrap`` from the same Debian mirror the host's apt uses, with what the node
+roles need (systemd, sshd, python3 for Ansible, nginx-light and iproute2 for backends, clang,
+llvm, libbpf and bpftool for the LB node, which compiles its XDP program on the node as the
+seed does). ``mkfs.ext4 -d`` turns the tree into a file system without loop devices and
+``qemu-img`` into a qcow2 base that per-VM overlays back onto. The kernel and initrd are kept
+beside it for direct kernel boot (``root=/dev/vda``).
+
+The cache key is the content: the suite, every requested package at the version the mirror
+offers now (``apt-cache policy``), the image size and this builder's version. A rerun with the
+same key reuses the image (judged by the files and ``qemu-img info``, not by a marker alone);
+a new package version makes a new image under a new key.
+
+Standard library only; imported as ``ansible.module_utils.lab_image`` by ``library/lab_image.py``
+and as ``lab_image`` by tests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+
+BUILDER_VERSION = 1
+SUITE = "bookworm"
+# What every lab node needs; the LB node's toolchain is in every image (one image, built once).
+BASE_PACKAGES = (
+    "systemd", "systemd-sysv", "udev", "dbus", "kmod", "openssh-server", "python3", "iproute2",
+    "iputils-ping", "ethtool", "curl", "tcpdump", "nginx-light", "linux-image-cloud-amd64",
+    "clang", "llvm", "libbpf-dev", "bpftool", "libc6-dev", "linux-libc-dev",
+)
+TOOLS = ("mmdebstrap", "mkfs.ext4", "qemu-img", "apt-cache")
+_PKG_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
+
+
+class ImageError(Exception):
+    """Bad input, a missing tool, or a failed build step (the message names which)."""
+
+
+def _run(argv, **kw):
+    p = subprocess.run(argv, capture_output=True, text=True, check=False, **kw)
+    if p.returncode != 0:
+        raise ImageError(f"{' '.join(argv[:3])} ... failed (rc={p.returncode}): "
+                         f"{(p.stderr or p.stdout).strip()[-2000:]}")
+    return p
+
+
+def validate(packages, size_mb, cache_dir) -> list:
+    """The full package list, or ImageError naming the bad variable; changes nothing."""
+    problems = []
+    extra = list(packages or [])
+    for p in extra:
+        if not isinstance(p, str) or not _PKG_RE.match(p):
+            problems.append(f"lab_image_packages: {p!r} is not a Debian package name")
+    if isinstance(size_mb, bool) or not isinstance(size_mb, int) or not 1024 <= size_mb <= 65536:
+        problems.append(f"lab_image_size_mb: {size_mb!r} is not a size in MiB in 1024..65536")
+    if not cache_dir or not os.path.isabs(cache_dir) or os.path.normpath(cache_dir).count("/") < 2:
+        problems.append(f"lab_image_cache_dir: {cache_dir!r} is not a dedicated absolute directory")
+    missing = [t for t in TOOLS if not shutil.which(t)]
+    if missing:
+        problems.append(f"requirement: {', '.join(missing)} not found (scripts/setup.sh installs them)")
+    if problems:
+        raise ImageError("; ".join(problems))
+    return sorted(set(BASE_PACKAGES) | set(extra))
+
+
+def candidate_versions(packages) -> dict:
+    """{package: version the host's apt would install}; ImageError naming unknown packages."""
+    out = _run(["apt-cache", "policy", *packages]).stdout
+    versions, current = {}, None
+    for line in out.splitlines():
+        if line and not line.startswith(" ") and line.endswith(":"):
+            current = line[:-1]
+        elif current and line.strip().startswith("Candidate:"):
+            v = line.split(":", 1)[1].strip()
+            if v and v != "(none)":
+                versions[current] = v
+    unknown = [p for p in packages if p not in versions]
+    if unknown:
+        raise ImageError(f"lab_image_packages: no Debian package {', '.join(unknown)} "
+                         "(run apt-get update, or check the name)")
+    return versions
+
+
+def content_key(versions: dict, size_mb: int) -> str:
+    blob = json.dumps({"suite": SUITE, "packages": sorted(f"{p}={v}" for p, v in versions.items()),
+                       "size_mb": size_mb, "builder": BUILDER_VERSION}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def image_dir(cache_dir: str, key: str) -> str:
+    return os.path.join(cache_dir, f"debian12-{key}")
+
+
+def files(cache_dir: str, key: str) -> dict:
+    d = image_dir(cache_dir, key)
+    return {"base": os.path.join(d, "base.qcow2"), "kernel": os.path.join(d, "vmlinuz"),
+            "initrd": os.path.join(d, "initrd.img"), "manifest": os.path.join(d, "manifest.json")}
+
+
+def present(cache_dir: str, key: str) -> bool:
+    """The image for ``key`` is really there: kernel, initrd, and a qcow2 qemu-img can read."""
+    f = files(cache_dir, key)
+    if not all(os.path.isfile(f[k]) for k in ("base", "kernel", "initrd")):
+        return False
+    p = subprocess.run(["qemu-img", "info", "--output=json", f["base"]], capture_output=True, text=True,
+                       check=False)
+    try:
+        return p.returncode == 0 and json.loads(p.stdout).get("format") == "qcow2"
+    except ValueError:
+        return False
+
+
+def host_sources() -> list:
+    """The host's apt sources files: the image gets packages from the same mirror and suites
+    (updates, security) whose versions ``candidate_versions`` read."""
+    out = []
+    if os.path.isfile("/etc/apt/sources.list") and os.path.getsize("/etc/apt/sources.list"):
+        out.append("/etc/apt/sources.list")
+    d = "/etc/apt/sources.list.d"
+    if os.path.isdir(d):
+        out += sorted(os.path.join(d, n) for n in os.listdir(d) if n.endswith((".list", ".sources")))
+    return out
+
+
+def _configure(root: str) -> None:
+    """What every guest needs before its first boot, independent of the node: the root file
+    system, a serial console, networkd (the per-node address comes later), sshd by key only,
+    and host keys made at first boot (never shared between guests)."""
+    with open(os.path.join(root, "etc/fstab"), "w", encoding="ascii") as f:
+        f.write("/dev/vda / ext4 errors=remount-ro 0 1\n")
+    with open(os.path.join(root, "etc/hostname"), "w", encoding="ascii") as f:
+        f.write("l4lb-node\n")
+    os.makedirs(os.path.join(root, "etc/ssh/sshd_config.d"), exist_ok=True)
+    with open(os.path.join(root, "etc/ssh/sshd_config.d/l4lb.conf"), "w", encoding="ascii") as f:
+        f.write("PasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+                "PermitRootLogin prohibit-password\n")
+    for name in os.listdir(os.path.join(root, "etc/ssh")):
+        if name.startswith("ssh_host_"):
+            os.unlink(os.path.join(root, "etc/ssh", name))
+    unit = os.path.join(root, "etc/systemd/system/l4lb-ssh-hostkeys.service")
+    with open(unit, "w", encoding="ascii") as f:
+        f.write("[Unit]\nDescription=SSH host keys made on this guest's first boot\n"
+                "Before=ssh.service\nConditionPathExists=!/etc/ssh/ssh_host_ed25519_key\n\n"
+                "[Service]\nType=oneshot\nExecStart=/usr/bin/ssh-keygen -A\n\n"
+                "[Install]\nWantedBy=multi-user.target\n")
+    wants = os.path.join(root, "etc/systemd/system/multi-user.target.wants")
+    os.makedirs(wants, exist_ok=True)
+    for link, target in (("l4lb-ssh-hostkeys.service", "/etc/systemd/system/l4lb-ssh-hostkeys.service"),
+                         ("systemd-networkd.service", "/lib/systemd/system/systemd-networkd.service")):
+        path = os.path.join(wants, link)
+        if not os.path.lexists(path):
+            os.symlink(target, path)
+    # nginx is started by the backend role with the lab's own configuration
+    nginx = os.path.join(wants, "nginx.service")
+    if os.path.lexists(nginx):
+        os.unlink(nginx)
+    os.makedirs(os.path.join(root, "root/.ssh"), mode=0o700, exist_ok=True)
+
+
+def _newest(root: str, pattern: str) -> str:
+    boot = os.path.join(root, "boot")
+    found = sorted(n for n in os.listdir(boot) if n.startswith(pattern))
+    if not found:
+        raise ImageError(f"the image has no /boot/{pattern}* (is linux-image-cloud-amd64 in it?)")
+    return os.path.join(boot, found[-1])
+
+
+def build(cache_dir: str, key: str, versions: dict, size_mb: int, log=None) -> dict:
+    """Build the image for ``key`` (mmdebstrap -> configure -> mkfs.ext4 -d -> qcow2), in a
+    temporary directory beside the cache, moved into place only when complete."""
+    os.makedirs(cache_dir, mode=0o755, exist_ok=True)
+    t0 = time.monotonic()
+    work = tempfile.mkdtemp(prefix=".build-", dir=cache_dir)
+    try:
+        root = os.path.join(work, "root")
+        include = ",".join(f"{p}={v}" for p, v in sorted(versions.items()))
+        _run(["mmdebstrap", "--variant=apt", "--mode=root", f"--include={include}", SUITE, root,
+              *host_sources()])
+        _configure(root)
+        out = os.path.join(work, "out")
+        os.makedirs(out)
+        shutil.copy2(_newest(root, "vmlinuz-"), os.path.join(out, "vmlinuz"))
+        shutil.copy2(_newest(root, "initrd.img-"), os.path.join(out, "initrd.img"))
+        raw = os.path.join(work, "root.img")
+        _run(["mkfs.ext4", "-q", "-F", "-L", "l4lbroot", "-d", root, raw, f"{size_mb}M"])
+        _run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", raw, os.path.join(out, "base.qcow2")])
+        manifest = {"key": key, "suite": SUITE, "packages": versions, "size_mb": size_mb,
+                    "builder": BUILDER_VERSION, "built_s": round(time.monotonic() - t0, 1)}
+        with open(os.path.join(out, "manifest.json"), "w", encoding="utf-8") as f:
+            json.dump(manifest, f, indent=1, sort_keys=True)
+        final = image_dir(cache_dir, key)
+        if os.path.exists(final):
+            shutil.rmtree(final)
+        os.rename(out, final)
+        return manifest
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def ensure(cache_dir: str, packages=(), size_mb: int = 3072, state: str = "present",
+           check_mode: bool = False) -> dict:
+    """state present: the image for today's content key exists (built if not); absent: every
+    image this builder made under ``cache_dir`` is removed (only debian12-* directories)."""
+    if state not in ("present", "absent"):
+        raise ImageError(f"state: {state!r} is not present or absent")
+    if state == "absent":
+        ours = sorted(n for n in os.listdir(cache_dir) if n.startswith(("debian12-", ".build-"))) \
+            if os.path.isdir(cache_dir) else []
+        if ours and not check_mode:
+            for n in ours:
+                shutil.rmtree(os.path.join(cache_dir, n), ignore_errors=True)
+        return {"changed": bool(ours), "removed": ours,
+                "diff": {"before": {"images": ours}, "after": {"images": []}}}
+    wanted = validate(packages, size_mb, cache_dir)
+    versions = candidate_versions(wanted)
+    key = content_key(versions, size_mb)
+    have = present(cache_dir, key)
+    result = {"changed": not have, "key": key, **files(cache_dir, key),
+              "diff": {"before": {"image": key if have else None}, "after": {"image": key}}}
+    if have or check_mode:
+        return result
+    result["manifest"] = build(cache_dir, key, versions, size_mb)
+    return result

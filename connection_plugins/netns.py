@@ -1,7 +1,8 @@
 # -*- coding: utf-8 -*-
+# Copyright: (c) 2026, L4LB lab toolkit contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 # Connection plugin for the embedded lab: run a node's tasks inside its Linux network namespace.
 # Modelled on ansible-core's local and community.general's chroot connection plugins.
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
 from __future__ import annotations
 

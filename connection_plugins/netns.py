@@ -55,12 +55,16 @@ options:
 """
 
 EXAMPLES = r"""
-# inventory: every lab node is a namespace named <lab_prefix>-<inventory_hostname>
+# inventory: every lab node is a namespace named <lab_prefix>-<name>, set per host (a
+# group-level "{{ lab_prefix }}-{{ inventory_hostname }}" would resolve to the delegating host
+# under delegate_to; inventory/netns/hosts.yml does the same)
 # lab_nodes:
 #   vars:
 #     ansible_connection: netns
-#     ansible_host: "{{ lab_prefix }}-{{ inventory_hostname }}"
 #     ansible_python_interpreter: "{{ ansible_playbook_python }}"
+#   hosts:
+#     lb:
+#       ansible_host: "{{ lab_prefix }}-lb"
 - name: Show the LB node's addresses
   hosts: lb
   gather_facts: false

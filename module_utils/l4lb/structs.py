@@ -2,7 +2,7 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """ctypes mirrors of the datapath's map keys and values (docs/ARCHITECTURE.md, bpf/include/maps.h).
 
-Declared once here; ``tests/core/test_btf_layout.py`` checks every size and field offset against
+Declared once here; ``tests/datapath/test_btf_layout.py`` checks every size and field offset against
 the BTF of the compiled object.
 
 Byte order: fields the C side marks ``__be32``/``__be16`` hold the *network-order* value, i.e.

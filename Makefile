@@ -5,7 +5,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 PYTEST_ARGS ?=
 
-.PHONY: setup lab lab-down test test-py lint molecule bench clean
+.PHONY: setup lab lab-down test test-py sanity lint molecule bench clean
 
 setup:
 	@bash scripts/setup.sh
@@ -16,10 +16,15 @@ lab: setup
 lab-down: setup
 	ansible-playbook playbooks/teardown.yml
 
-test: setup test-py lint molecule
+test: setup sanity test-py lint molecule
 
 test-py:
 	python -m pytest tests $(PYTEST_ARGS)
+
+# ansible-test sanity on library/, module_utils/ and connection_plugins/, through a collection
+# generated in build/sanity (tests/sanity/run.py); installs nothing from the network.
+sanity: setup
+	python tests/sanity/run.py
 
 lint:
 	ansible-lint --profile production

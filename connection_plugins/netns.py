@@ -1,7 +1,8 @@
 # -*- coding: utf-8 -*-
+# Copyright: (c) 2026, L4LB lab toolkit contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 # Connection plugin for the embedded lab: run a node's tasks inside its Linux network namespace.
 # Modelled on ansible-core's local and community.general's chroot connection plugins.
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
 from __future__ import annotations
 
@@ -54,12 +55,16 @@ options:
 """
 
 EXAMPLES = r"""
-# inventory: every lab node is a namespace named <lab_prefix>-<inventory_hostname>
+# inventory: every lab node is a namespace named <lab_prefix>-<name>, set per host (a
+# group-level "{{ lab_prefix }}-{{ inventory_hostname }}" would resolve to the delegating host
+# under delegate_to; inventory/netns/hosts.yml does the same)
 # lab_nodes:
 #   vars:
 #     ansible_connection: netns
-#     ansible_host: "{{ lab_prefix }}-{{ inventory_hostname }}"
 #     ansible_python_interpreter: "{{ ansible_playbook_python }}"
+#   hosts:
+#     lb:
+#       ansible_host: "{{ lab_prefix }}-lb"
 - name: Show the LB node's addresses
   hosts: lb
   gather_facts: false

@@ -1,5 +1,7 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
+# Copyright: (c) 2026, L4LB lab toolkit contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Ansible module: compile and attach a backend's IPIP decap program (XDP or tc ingress)."""
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ description:
     handle 1.
   - Runs in the network namespace the task runs in (with the C(netns) connection, the node's).
 version_added: "0.1.0"
-author: L4LB lab toolkit
+author: L4LB lab toolkit maintainers (@l4lb-lab)
 options:
   method:
     description: Where the decap program runs.
@@ -90,8 +92,7 @@ notes:
     and root.
   - Linux only. On a Windows backend (eBPF-for-Windows 0.12.0) the seed's
     C(netsh ebpf add program decap_permit_packet.o pinpath=ipip_decap) does this job.
-seealso:
-  - module: xdp_program
+  - See also the module C(xdp_program) (library/ in the repository).
 """
 
 EXAMPLES = r"""
@@ -201,7 +202,7 @@ class DecapError(Exception):
 
 def _run(argv):
     try:
-        p = subprocess.run(argv, capture_output=True, text=True)
+        p = subprocess.run(argv, capture_output=True, text=True, check=False)
     except OSError as exc:
         raise DecapError(f"cannot run {argv[0]}: {exc}") from exc
     if p.returncode != 0:

@@ -1,5 +1,7 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
+# Copyright: (c) 2026, L4LB lab toolkit contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Ansible module: a bounded background tcpdump in a named network namespace (start, then stop and count)."""
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ description:
     port, SNAT shows the replies from the VIP, DSR shows none.
   - Runs on the machine hosting the lab (connection local); nothing is created in any namespace.
 version_added: "0.1.0"
-author: L4LB lab toolkit
+author: L4LB lab toolkit maintainers (@l4lb-lab)
 options:
   state:
     description: started or stopped.
@@ -209,7 +211,7 @@ def stop(module, p):
     summary = []
     if frames and p["summary_lines"] > 0:
         r = subprocess.run(["tcpdump", "-n", "-r", p["pcap"], "-c", str(p["summary_lines"])],
-                           capture_output=True, text=True)
+                           capture_output=True, text=True, check=False)
         summary = r.stdout.splitlines()
     return frames, summary, stopped
 

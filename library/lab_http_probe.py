@@ -1,5 +1,7 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
+# Copyright: (c) 2026, L4LB lab toolkit contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Ansible module: HTTP requests to a VIP from fixed, distinct source ports; who answered each."""
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ description:
     that no TIME_WAIT keeps its fixed port from the next run.
   - Runs in the network namespace the task runs in (with the C(netns) connection, the client's).
   - With I(bulk=true) it instead moves data through the VIP (the answers the backends of this lab
-    give): an upload of I(bulk_bytes) random bytes to I(upload_path), which the backend echoes
+    give) - an upload of I(bulk_bytes) random bytes to I(upload_path), which the backend echoes
     back, and a download of I(download_path), a file of known content (line I(i) is I(i) as 63
     decimal digits and a newline). Each is compared by SHA-256 and bounded by I(bulk_timeout); a
     transfer that makes no progress for I(timeout) seconds is reported as stalled, with the bytes
@@ -29,7 +31,7 @@ description:
     first window).
   - Never changes anything (C(changed) is always false); runs in check mode too.
 version_added: "0.1.0"
-author: L4LB lab toolkit
+author: L4LB lab toolkit maintainers (@l4lb-lab)
 options:
   vip:
     description: Address to connect to.

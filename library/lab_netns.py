@@ -15,8 +15,9 @@ description:
   - Each switch-side veth carries a trivial native XDP_PASS program (compiled from
     O(xdp_pass_src) into O(state_dir), loaded once and pinned at C(<bpffs_dir>/switch/xdp_pass),
     attached with bpftool), so native XDP_TX from a node's interface is not dropped (a veth peer
-    must be NAPI-ready). Both ends of a node's veth pair carry the node's O(nodes[].mtu). A node interface's MAC is C(02:4c:) followed by its four address bytes. Checksum offload (rx, tx) is turned off on node interfaces,
-    since XDP rewrites would otherwise leave bad checksums. Client nodes get the route
+    must be NAPI-ready). Both ends of a node's veth pair carry the node's O(nodes[].mtu). A node
+    interface's MAC is C(02:4c:) followed by its four address bytes. Checksum offload (rx, tx) is
+    turned off on node interfaces, since XDP rewrites would otherwise leave bad checksums. Client nodes get the route
     C(<vip>/32 via <lb address>).
   - Every link is created with C(ip -n <namespace>); nothing is ever added to the root namespace.
   - Idempotent by inspecting the real state (namespaces under C(/run/netns), links, addresses,
@@ -30,7 +31,7 @@ description:
   - The logic lives in C(module_utils/lab_topology/) (C(model.py) model and validation,
     C(provider.py) the provider interface, C(netns.py) this provider).
 version_added: "1.0.0"
-author: L4LB lab team
+author: L4LB lab toolkit maintainers (@l4lb-lab)
 options:
   state:
     description: Whether the lab topology should exist.
@@ -108,9 +109,7 @@ options:
 notes:
   - Must run as root on the machine hosting the lab (connection local).
   - Supports check mode and diff mode.
-seealso:
-  - name: ARCHITECTURE.md
-    description: Shared names and contracts of the toolkit (docs/ARCHITECTURE.md in the repository).
+  - Shared names and contracts of the toolkit - C(docs/ARCHITECTURE.md) in the repository.
 """
 
 EXAMPLES = r"""

@@ -1,5 +1,7 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
+# Copyright: (c) 2026, L4LB lab toolkit contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Ansible module: one private nginx instance per lab node (its own config, pid and logs)."""
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ description:
   - With I(state=started), a running instance whose newest worker is older than the
     configuration file (a change whose reload was missed) is reloaded.
 version_added: "0.1.0"
-author: L4LB lab toolkit
+author: L4LB lab toolkit maintainers (@l4lb-lab)
 options:
   conf:
     description: The configuration file (absolute path).
@@ -184,7 +186,7 @@ class Instance:
         # for them to close).
         with tempfile.TemporaryFile() as log:
             proc = subprocess.run([self.binary, "-c", self.conf, "-p", self.prefix],
-                                  stdin=subprocess.DEVNULL, stdout=log, stderr=log, close_fds=True)
+                                  stdin=subprocess.DEVNULL, stdout=log, stderr=log, close_fds=True, check=False)
             log.seek(0)
             text = log.read().decode(errors="replace").strip()
         if proc.returncode != 0:
@@ -199,11 +201,11 @@ class Instance:
 
     def reload(self, module, pid):
         self.test(module)
-        before = {w for _, w in self.workers(pid)}
+        before = {w[1] for w in self.workers(pid)}
         os.kill(pid, signal.SIGHUP)
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
-            now = {w for _, w in self.workers(pid)}
+            now = {w[1] for w in self.workers(pid)}
             if now - before:
                 return
             time.sleep(0.05)
@@ -255,7 +257,7 @@ def main():
         action = "reload"
         if not module.check_mode:
             inst.reload(module, pid)
-    workers = [w for _, w in inst.workers(pid)] if pid else []
+    workers = [w[1] for w in inst.workers(pid)] if pid else []
     module.exit_json(changed=action != "none", action=action, pid=pid, workers=workers)
 
 

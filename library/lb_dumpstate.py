@@ -1,5 +1,7 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
+# Copyright: (c) 2026, L4LB lab toolkit contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Ansible module: a service's active connections and counters (the seed's dumpstate)."""
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ description:
     I(idle_after) seconds, ACTIVE otherwise. Tx counts replies, which cross the LB only in SNAT mode.
   - Read-only; never reports changed.
 version_added: "0.1.0"
-author: L4LB lab toolkit
+author: L4LB lab toolkit maintainers (@l4lb-lab)
 options:
   id:
     description: Service id.
@@ -33,8 +35,7 @@ options:
     default: 60
 notes:
   - Supports check mode (the same read).
-seealso:
-  - module: lb_service
+  - See also the module C(lb_service) (library/ in the repository).
 """
 
 EXAMPLES = r"""
@@ -78,7 +79,7 @@ trouble:
   type: dict
   sample: {"PASS_MTU": {"packets": 312, "bytes": 472368}}
 trouble_report:
-  description: One line per RV(trouble) counter, C(WARN <reason>: <packets> packets, <bytes> bytes).
+  description: "One line per RV(trouble) counter, C(WARN <reason>: <packets> packets, <bytes> bytes)."
   returned: always
   type: list
   elements: str

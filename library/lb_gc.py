@@ -1,5 +1,7 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
+# Copyright: (c) 2026, L4LB lab toolkit contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Ansible module: the load balancer's connection-tracking GC loop on the LB node."""
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ description:
     it deleted.
   - The loop ends by itself when the LB's maps are removed.
 version_added: "0.1.0"
-author: L4LB lab toolkit
+author: L4LB lab toolkit maintainers (@l4lb-lab)
 options:
   pin_dir:
     description: The LB program's pin directory (the maps are under C(<pin_dir>/maps)).
@@ -29,7 +31,7 @@ options:
   timeouts:
     description:
       - Lifetimes in seconds, the same as the C(ct_timeouts) the program was compiled with
-        (M(xdp_program)); keys omitted keep their defaults (C(syn) 5, C(tcp) 21600, C(fin) 10,
+        (C(xdp_program)); keys omitted keep their defaults (C(syn) 5, C(tcp) 21600, C(fin) 10,
         C(closed) 2, C(udp) 60, C(time_wait) 60).
     type: dict
     default: {}
@@ -55,8 +57,7 @@ options:
     default: started
 notes:
   - Supports check mode (C(once) then counts what it would delete) and diff.
-seealso:
-  - module: xdp_program
+  - See also the module C(xdp_program) (library/ in the repository).
 """
 
 EXAMPLES = r"""

@@ -1,5 +1,7 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
+# Copyright: (c) 2026, L4LB lab toolkit contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Ansible module: a next-hop MAC in the load balancer's neighbour map."""
 
 from __future__ import annotations
@@ -11,12 +13,12 @@ short_description: Put a next hop's MAC into the load balancer's neighbour map
 description:
   - The seed agent's C(neighbor update <ip>). The datapath has no FIB lookup (as on
     eBPF-for-Windows), it takes the destination MAC of every frame it sends from the neighbour
-    map. M(lb_service) fills it for backends; this module adds other next hops, such as the client
+    map. C(lb_service) fills it for backends; this module adds other next hops, such as the client
     SNAT replies go back to.
   - The MAC comes from I(mac), else from the LB node's kernel neighbour table, resolving it (ARP)
     when missing.
 version_added: "0.1.0"
-author: L4LB lab toolkit
+author: L4LB lab toolkit maintainers (@l4lb-lab)
 options:
   address:
     description: The next hop's IPv4 address.
@@ -40,8 +42,7 @@ options:
     default: present
 notes:
   - Supports check mode and diff.
-seealso:
-  - module: lb_service
+  - See also the module C(lb_service) (library/ in the repository).
 """
 
 EXAMPLES = r"""

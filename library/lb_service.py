@@ -1,5 +1,7 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
+# Copyright: (c) 2026, L4LB lab toolkit contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Ansible module: one load-balancer service, reconciled into the XDP program's maps."""
 
 from __future__ import annotations
@@ -24,10 +26,10 @@ description:
     before any map is written (in check mode too), while the load balancer on I(device) runs DSR
     (read from the attached program's name); in DSR the backend answers the client directly,
     from the port it received on. It works in SNAT.
-  - Needs the load balancer to be attached (module M(xdp_program)) with its maps pinned under
+  - Needs the load balancer to be attached (module C(xdp_program)) with its maps pinned under
     I(pin_dir).
 version_added: "0.1.0"
-author: L4LB lab toolkit
+author: L4LB lab toolkit maintainers (@l4lb-lab)
 options:
   id:
     description: Service id (the reverse-NAT index), 1..65535.
@@ -71,10 +73,7 @@ options:
 notes:
   - Supports check mode and diff; the diff and RV(writes) list exactly the map entries that would change.
   - A second run with the same input writes nothing and reports C(changed=false).
-seealso:
-  - module: xdp_program
-  - module: lb_dumpstate
-  - module: lb_neighbor
+  - See also the modules C(xdp_program), C(lb_dumpstate), C(lb_neighbor) (library/ in the repository).
 """
 
 EXAMPLES = r"""

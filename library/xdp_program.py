@@ -1,5 +1,7 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
+# Copyright: (c) 2026, L4LB lab toolkit contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Ansible module: compile, load, pin and attach the L4 load balancer's XDP program."""
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ description:
   - Runs on Linux. On a Windows LB node (eBPF-for-Windows 0.12.0) drive C(l4lbctl) instead;
     see the README.
 version_added: "0.1.0"
-author: L4LB lab toolkit
+author: L4LB lab toolkit maintainers (@l4lb-lab)
 options:
   device:
     description: Interface to attach to, in the network namespace the task runs in.
@@ -93,9 +95,7 @@ options:
 notes:
   - Supports check mode (compiles and verifies the candidate in the kernel with private maps; nothing is pinned or attached) and diff.
   - Needs clang, libbpf 1.x and a mounted bpffs on the node; the lb_node role installs them.
-seealso:
-  - module: lb_service
-  - module: lb_dumpstate
+  - See also the modules C(lb_service), C(lb_dumpstate) (library/ in the repository).
 """
 
 EXAMPLES = r"""

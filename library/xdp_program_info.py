@@ -1,5 +1,7 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
+# Copyright: (c) 2026, L4LB lab toolkit contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Ansible module: what XDP program a device runs (read-only)."""
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ description:
     reason and C(PASS_MTU) of C(lb4_stats_reason) - so a check can warn about them.
   - Read-only; never reports changed.
 version_added: "0.1.0"
-author: L4LB lab toolkit
+author: L4LB lab toolkit maintainers (@l4lb-lab)
 options:
   device:
     description: The interface to inspect.
@@ -30,8 +32,7 @@ options:
     required: true
 notes:
   - Supports check mode (the same read).
-seealso:
-  - module: xdp_program
+  - See also the module C(xdp_program) (library/ in the repository).
 """
 
 EXAMPLES = r"""

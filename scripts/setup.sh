@@ -61,4 +61,17 @@ if [[ "$want" != "$have" ]]; then
   .venv/bin/pip install -q -r requirements.txt 2> >(grep -v "is ignored: it is neither" >&2)
   echo "$want" > .venv/.requirements.sha256
 fi
+# ansible-test sanity builds a virtualenv per test and installs its pinned requirements there:
+# the wheels come from PyPI now, so `make sanity` (tests/sanity/run.py) installs them offline.
+want=$(sha256sum tests/sanity/requirements.txt | cut -d' ' -f1)
+have=$(cat .venv/sanity/.requirements.sha256 2>/dev/null || true)
+if [[ "$want" != "$have" ]]; then
+  echo "setup: downloading the sanity tests' wheels into .venv/sanity/wheels"
+  mkdir -p .venv/sanity
+  .venv/bin/pip download -q --only-binary=:all: --no-deps -d .venv/sanity/wheels \
+    -r tests/sanity/requirements.txt 2> >(grep -v "is ignored: it is neither" >&2)
+  echo "$want" > .venv/sanity/.requirements.sha256
+fi
+# l4lbctl on PATH (.venv/bin, which `make` puts first on PATH, as activating the venv does).
+ln -sfn ../../bin/l4lbctl .venv/bin/l4lbctl
 echo "setup: ok"

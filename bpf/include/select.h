@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0 */
-/* select.h: the flow hash (jhash_3words, as Cilium's hash_from_tuple_v4), Maglev backend
- * selection and connection tracking. module_utils/l4lb/flowhash.py mirrors lb_flow_hash(). */
+/* select.h: the flow hash (jhash_3words, as Cilium's hash_from_tuple_v4) and Maglev backend
+ * selection (connection tracking is ct.h). module_utils/l4lb/flowhash.py mirrors lb_flow_hash(). */
 #ifndef L4LB_SELECT_H
 #define L4LB_SELECT_H
 

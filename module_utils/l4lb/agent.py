@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, L4LB lab toolkit contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The seed agent's verbs on the core, shared by the Ansible modules and ``l4lbctl``.
 
 Each verb validates its input first, then reads the kernel's state, then writes (unless

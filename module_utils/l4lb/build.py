@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, L4LB lab toolkit contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Compiling the datapath: the one place that turns a device's properties into macros and runs
 clang.
 
@@ -200,7 +202,7 @@ def compile_object(src: str | os.PathLike, out_path: str | os.PathLike, defines:
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     cmd += ["-c", str(src), "-o", str(tmp)]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     except OSError as exc:
         raise L4LBError(f"cannot run {clang}: {exc}") from exc
     if proc.returncode != 0:

@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, L4LB lab toolkit contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Connection-tracking decoding: the seed's ``service dumpstate --id N``.
 
 Each ct4_global entry of the service becomes one row with the seed's columns:
@@ -200,7 +202,7 @@ def dump_state(maps: LBMaps, service_id: int, now_ns: int | None = None,
         raw = st.backends.get(bid)
         ip, port = (None, None)
         if raw:
-            a, p, _, _ = LB4_BACKEND.unpack(raw)
+            a, p = LB4_BACKEND.unpack(raw)[:2]
             ip, port = be32_to_ip(a), be16_to_port(p)
         backends.append({"backend_id": bid, "ip": ip, "port": port, **bstats.get(bid, {})})
     return {
@@ -213,8 +215,8 @@ def dump_state(maps: LBMaps, service_id: int, now_ns: int | None = None,
 
 def render_table(rows) -> str:
     """The seed's dumpstate table as aligned text."""
-    headers = [h for h, _ in COLUMNS]
-    keys = [k for _, k in COLUMNS]
+    headers = [c[0] for c in COLUMNS]
+    keys = [c[1] for c in COLUMNS]
     cells = [[str(r.get(key, "")) for key in keys] for r in rows]
     widths = [max(len(h), max((len(c[i]) for c in cells), default=0)) for i, h in enumerate(headers)]
     fmt = " | ".join(f"{{:<{w}}}" for w in widths)

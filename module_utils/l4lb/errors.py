@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, L4LB lab toolkit contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Errors raised by the control-plane core. Each message names what was wrong."""
 
 from __future__ import annotations

@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, L4LB lab toolkit contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Python mirror of the datapath's 5-tuple hash (bpf/include/select.h: lb_flow_hash).
 
 The XDP program picks a new flow's backend as ``table[flow_hash(...) % M]`` of the service's
@@ -30,13 +32,20 @@ def jhash_3words(a: int, b: int, c: int, initval: int) -> int:
     a = (a + initval) & _M
     b = (b + initval) & _M
     c = (c + initval) & _M
-    c ^= b; c = (c - _rol32(b, 14)) & _M
-    a ^= c; a = (a - _rol32(c, 11)) & _M
-    b ^= a; b = (b - _rol32(a, 25)) & _M
-    c ^= b; c = (c - _rol32(b, 16)) & _M
-    a ^= c; a = (a - _rol32(c, 4)) & _M
-    b ^= a; b = (b - _rol32(a, 14)) & _M
-    c ^= b; c = (c - _rol32(b, 24)) & _M
+    c ^= b
+    c = (c - _rol32(b, 14)) & _M
+    a ^= c
+    a = (a - _rol32(c, 11)) & _M
+    b ^= a
+    b = (b - _rol32(a, 25)) & _M
+    c ^= b
+    c = (c - _rol32(b, 16)) & _M
+    a ^= c
+    a = (a - _rol32(c, 4)) & _M
+    b ^= a
+    b = (b - _rol32(a, 14)) & _M
+    c ^= b
+    c = (c - _rol32(b, 24)) & _M
     return c
 
 

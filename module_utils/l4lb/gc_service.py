@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, L4LB lab toolkit contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The GC loop as a process on the LB node: ``l4lbctl ct gc --every N`` kept running, judged by
 what runs (its command line, in this network namespace), never by a pid file.
 

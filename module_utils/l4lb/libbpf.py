@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, L4LB lab toolkit contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """ctypes adapter over libbpf: the only place the control plane touches the BPF syscall.
 
 Linux loads ``libbpf.so.1``; eBPF-for-Windows exports the same API from ``ebpfapi.dll``
@@ -516,8 +518,8 @@ class Map:
         pairs = [(bytes(k), bytes(v)) for k, v in pairs]
         if not pairs:
             return
-        keys = b"".join(k for k, _ in pairs)
-        values = b"".join(v for _, v in pairs)
+        keys = b"".join(kv[0] for kv in pairs)
+        values = b"".join(kv[1] for kv in pairs)
         n = ctypes.c_uint32(len(pairs))
         opts = MapBatchOpts(sz=ctypes.sizeof(MapBatchOpts), elem_flags=flags)
         ret = _lib.bpf_map_update_batch(

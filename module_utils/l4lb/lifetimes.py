@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, L4LB lab toolkit contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Connection lifetimes: when a tracked flow is over, and when its SNAT port may go to another.
 
 One set of values (:class:`CtTimeouts`) feeds both sides: ``build.py`` renders them as the

@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, L4LB lab toolkit contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Weighted Maglev lookup table (Eisenbud et al., NSDI 2016; weights as in Cilium >= 1.13).
 
 Pure Python, stdlib only (modules run on the targets).
@@ -113,7 +115,7 @@ def build_bytes(backend_ids_weights, m: int = DEFAULT_SIZE) -> bytes:
     """(name, weight, backend_id) triples -> the inner map value: u32 backend ids, native order.
     All weights 0 -> a table of zeros (backend id 0 = none)."""
     items = list(backend_ids_weights)
-    if not any(w for _, w, _ in items):
+    if not any(item[1] for item in items):
         check_size(m)
         return bytes(4 * m)     # every slot "no backend" (0): the datapath drops new flows
     order, key = _sorted_key(items)
@@ -126,8 +128,8 @@ def build_bytes(backend_ids_weights, m: int = DEFAULT_SIZE) -> bytes:
 def _build_sorted(key: tuple, m: int) -> tuple:
     """(fill, active): fill maps slot -> index into ``active``; active = indices into key of
     the backends with a non-zero weight."""
-    names = [n for n, _ in key]
-    weights = [w for _, w in key]
+    names = [k[0] for k in key]
+    weights = [k[1] for k in key]
     if len(set(names)) != len(names):
         raise InvalidConfig(f"backends: duplicate backend identity in {names}")
     active = tuple(i for i, w in enumerate(weights) if w > 0)

@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, L4LB lab toolkit contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Services and backends: parsing the seed's syntax and validating, before any map is touched.
 
 Accepted input (what ``lb_service``, ``l4lbctl`` and the tests pass in):

@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, L4LB lab toolkit contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Linux adapter for device properties and next-hop MACs (iproute2's JSON output over netlink).
 
 Why not /sys/class/net: the netns connection keeps the host's mount namespace, so sysfs shows

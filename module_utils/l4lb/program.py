@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, L4LB lab toolkit contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The LB program's life cycle: compile on the node, load reusing pinned maps, attach or replace
 atomically, detach. Judged by what the kernel has (attached program id and tag), never by files.
 
@@ -295,4 +297,3 @@ def ensure_absent(device: str, pin_dir: str, check_mode: bool = False) -> dict:
     if has_pins:
         shutil.rmtree(pin_dir)
     return result
-

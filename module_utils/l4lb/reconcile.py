@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, L4LB lab toolkit contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Service reconcile: desired services vs the maps' current content -> minimal ordered writes.
 
 The maps are the truth: current state is read back from the pinned maps (services, slots,
@@ -181,7 +183,7 @@ class LBMaps:
         if not self._size_known:
             for map_id in self.inner_map_ids().values():
                 try:
-                    _, vsize, flags, _ = self.read_inner(map_id)
+                    vsize, flags = self.read_inner(map_id)[1:3]
                 except BpfError:
                     continue
                 self._maglev_size, self._inner_flags = vsize // 4, flags
@@ -246,7 +248,8 @@ def read_state(maps: LBMaps, ids=None) -> State:
         if ids is not None and sid not in ids:
             continue
         try:
-            table, _, _, name = maps.read_inner(map_id)
+            inner = maps.read_inner(map_id)
+            table, name = inner[0], inner[3]
             st.maglev[sid] = table
             st.maglev_names[sid] = name
         except BpfError as exc:
@@ -471,7 +474,7 @@ class _Planner:
             if v is not None:
                 refs.add(unpack(v)[0])
         for bid in sorted(cands - refs):
-            addr, port, proto, _ = LB4_BACKEND.unpack(self.st.backends[bid])
+            addr, port, proto = LB4_BACKEND.unpack(self.st.backends[bid])[:3]
             self.add(BACKEND_DEL, U32.pack(bid), None,
                      f"delete backend {bid} ({be32_to_ip(addr)}:{be16_to_port(port)}), no longer referenced")
 
@@ -522,7 +525,7 @@ def _describe_current(maps: LBMaps, st: State, sid: int) -> dict:
         if raw is None:
             backends.append({"backend_id": bid, "ip": None, "port": None, "maglev_slots": counts.get(bid, 0)})
             continue
-        addr, port, _, _ = LB4_BACKEND.unpack(raw)
+        addr, port = LB4_BACKEND.unpack(raw)[:2]
         backends.append({"backend_id": bid, "ip": be32_to_ip(addr), "port": be16_to_port(port),
                          "maglev_slots": counts.get(bid, 0)})
     return {"id": sid, "vip": be32_to_ip(front[0]), "port": be16_to_port(front[1]),

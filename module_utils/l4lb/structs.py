@@ -1,6 +1,8 @@
+# Copyright: (c) 2026, L4LB lab toolkit contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """ctypes mirrors of the datapath's map keys and values (docs/ARCHITECTURE.md, bpf/include/maps.h).
 
-Declared once here; ``tests/core/test_btf_layout.py`` checks every size and field offset against
+Declared once here; ``tests/datapath/test_btf_layout.py`` checks every size and field offset against
 the BTF of the compiled object.
 
 Byte order: fields the C side marks ``__be32``/``__be16`` hold the *network-order* value, i.e.
@@ -93,7 +95,7 @@ class _Base(ctypes.Structure):
 
     def as_dict(self) -> dict:
         return {name: (list(getattr(self, name)) if isinstance(getattr(self, name), ctypes.Array)
-                       else getattr(self, name)) for name, *_ in self._fields_}
+                       else getattr(self, name)) for name, *_rest in self._fields_}
 
 
 class Lb4Key(_Base):
@@ -269,8 +271,9 @@ LB4_BACKEND = struct.Struct("=IHBB")         # address, port, proto, flags
 LB4_REVERSE_NAT = struct.Struct("=IH2x")     # address, port
 NEIGH_MAC = struct.Struct("=6s2x")           # addr
 IPV4_CT_TUPLE = struct.Struct("=IIHHBB2x")   # daddr, saddr, dport, sport, nexthdr, flags
-CT_ENTRY = struct.Struct("=QQQQQIHHBB6x")    # rx_pk, rx_b, tx_pk, tx_b, last_seen, backend_id, rev_nat, nat_port,
-                                              # tcp_flags, ct_flags (then pad[2] and the datapath-private last_tick)
+# rx_pk, rx_b, tx_pk, tx_b, last_seen, backend_id, rev_nat, nat_port, tcp_flags, ct_flags
+# (then pad[2] and the datapath-private last_tick)
+CT_ENTRY = struct.Struct("=QQQQQIHHBB6x")
 SNAT_KEY = struct.Struct("=IHHB3x")
 SNAT_ENTRY = struct.Struct("=IIHHH2x")
 LB_STATS = struct.Struct("=QQ")

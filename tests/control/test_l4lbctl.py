@@ -42,6 +42,22 @@ def test_json_output_has_changed_and_diff():
     assert all(s["id"] != 2 for s in out["services"])
 
 
+def test_json_and_check_after_the_verb_as_users_type_them():
+    """`service dumpstate --id 1 --json` (the docstring's form) and `--check` after the verb."""
+    l4lbctl("service", "update", f"--frontend={VIP}:80", f"--backends={BE_IP}:80", "--id=1", check=True)
+    out = json.loads(l4lbctl("service", "dumpstate", "--id", "1", "--json", check=True).stdout)
+    assert "connections" in out and out["changed"] is False
+    p = l4lbctl("service", "update", f"--frontend={VIP}:8081", f"--backends={BE_IP}:8081", "--id=3",
+                "--check", "--json", check=True)
+    out = json.loads(p.stdout)
+    assert out["changed"] is True and out["diff"]["after"]["3"]["port"] == 8081
+    listing = json.loads(l4lbctl("service", "list", "--json", check=True).stdout)
+    assert all(s["id"] != 3 for s in listing["services"]), "--check after the verb changed the maps"
+    # a flag given before the verb is not reset by the verb's parser
+    out = json.loads(l4lbctl("--json", "service", "list", check=True).stdout)
+    assert "services" in out
+
+
 def test_dumpstate_table_has_the_seed_columns():
     l4lbctl("service", "update", f"--frontend={VIP}:80", f"--backends={BE_IP}:80", "--id=1", check=True)
     make_ct_entries(PIN_DIR, [42001])

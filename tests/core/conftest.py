@@ -1,9 +1,9 @@
 """Fixtures for the control-plane core tests.
 
 Real-kernel maps: the LB object (bpf/lb_xdp.c) is compiled once per session and loaded once per
-test with its own pin root, so the maps come from the program itself (pinned by name). If the
-object cannot be compiled (no clang), the maps are created directly from the sizes in
-l4lb.structs (FALLBACK, marked in the test report).
+test with its own pin root, so the maps come from the program itself (pinned by name). An object
+that does not compile fails every test that needs the maps: the maps' sizes are what
+test_core_structs compares l4lb.structs with, so they must come from the program.
 
 Pins live under /sys/fs/bpf/l4lbt3c-<pid>/ only (leftovers of dead runs are swept first).
 """
@@ -22,8 +22,8 @@ MODULE_UTILS = os.path.join(REPO, "module_utils")
 if MODULE_UTILS not in sys.path:
     sys.path.insert(0, MODULE_UTILS)
 
-from l4lb import libbpf, structs  # noqa: E402
-from l4lb.reconcile import MAGLEV, LBMaps  # noqa: E402
+from l4lb import libbpf  # noqa: E402
+from l4lb.reconcile import LBMaps  # noqa: E402
 from core_helpers import dump_all  # noqa: E402,F401  (unique module name: tests/ has several conftests)
 
 BPFFS = "/sys/fs/bpf"
@@ -56,45 +56,26 @@ def pin_root():
 
 @pytest.fixture(scope="session")
 def lb_object(tmp_path_factory):
-    """Path of the compiled LB object, or None (fallback to directly created maps)."""
+    """Path of the compiled LB object; a compile failure fails the tests that need it."""
+    from l4lb import build
+    cfg = build.BuildConfig(lb_ip="20.1.1.1", lb_mac="02:00:14:01:01:01", ifindex=1, mode="snat")
+    out = tmp_path_factory.mktemp("obj") / "lb_xdp.o"
     try:
-        from l4lb import build
-        cfg = build.BuildConfig(lb_ip="20.1.1.1", lb_mac="02:00:14:01:01:01", ifindex=1, mode="snat")
-        out = tmp_path_factory.mktemp("obj") / "lb_xdp.o"
         build.compile_lb(cfg, out)
-        return str(out)
-    except Exception as exc:  # noqa: BLE001 - fallback is reported, not hidden
-        print(f"FALLBACK: cannot compile the LB object ({exc}); creating maps directly")
-        return None
+    except Exception as exc:  # noqa: BLE001 - reported as the failure
+        pytest.fail(f"cannot compile the LB object bpf/lb_xdp.c: {exc}", pytrace=False)
+    return str(out)
 
 
-def _create_maps(pin_dir: str, maglev_size: int) -> None:
-    """FALLBACK: the maps created from l4lb.structs sizes (no program)."""
-    specs = structs.map_specs(maglev_size)
-    for name, (mtype, ksize, vsize, maxe) in specs.items():
-        inner = 0
-        if name == MAGLEV:
-            inner = libbpf.map_create(libbpf.BPF_MAP_TYPE_ARRAY, "maglev_tmpl", 4, 4 * maglev_size, 1)
-        flags = 1 if mtype == libbpf.BPF_MAP_TYPE_HASH else 0   # BPF_F_NO_PREALLOC like maps.h
-        fd = libbpf.map_create(mtype, name, ksize, vsize, maxe, inner_map_fd=inner, map_flags=flags)
-        libbpf.obj_pin(fd, os.path.join(pin_dir, name))
-        os.close(fd)
-        if inner:
-            os.close(inner)
-
-
-def make_maps_dir(pin_root: str, lb_object: str | None) -> str:
+def make_maps_dir(pin_root: str, lb_object: str) -> str:
     _counter[0] += 1
     d = os.path.join(pin_root, f"t{_counter[0]}")
     os.makedirs(d)
-    if lb_object:
-        obj = libbpf.BpfObject(lb_object, pin_root_path=d)
-        try:
-            obj.load()
-        finally:
-            obj.close()
-    else:
-        _create_maps(d, structs.LB_MAGLEV_LUT_SIZE)
+    obj = libbpf.BpfObject(lb_object, pin_root_path=d)
+    try:
+        obj.load()
+    finally:
+        obj.close()
     return d
 
 

@@ -133,11 +133,47 @@ def test_build_bytes_uses_ids():
     assert len(ids) == 251 and set(ids) == {7, 11}
 
 
-def test_permutation_is_stable():
-    # pinned values: a change here changes every table in a running lab
-    assert maglev.permutation("20.1.1.10:80", 2039) == maglev.permutation("20.1.1.10:80", 2039)
-    o, s = maglev.permutation("20.1.1.10:80", 2039)
-    assert 0 <= o < 2039 and 1 <= s < 2039
+# Pinned values, computed outside this module: `printf %s 20.1.1.10:80 | sha256sum` gives
+# db1477eeaf0dcfea 59ec9e9c176d62cd...; offset = bytes 0..7 read little-endian mod M, skip =
+# bytes 8..15 little-endian mod (M - 1) + 1 (the module docstring's definition). A change here
+# changes every table in a running lab.
+SHA256_PREFIX = {
+    "20.1.1.10:80": "db1477eeaf0dcfea59ec9e9c176d62cd",
+    "20.1.1.20:80": "58b2b70c59f6e44638898c6ea332dde7",
+    "20.1.1.30:80": "311d869858e58f892521447854ae649c",
+}
+PINNED = {  # (name, M) -> (offset, skip)
+    ("20.1.1.10:80", 2039): (684, 542), ("20.1.1.20:80", 2039): (285, 1549),
+    ("20.1.1.30:80", 2039): (1110, 660),
+    ("20.1.1.10:80", 7): (5, 4), ("20.1.1.20:80", 7): (0, 5), ("20.1.1.30:80", 7): (0, 2),
+}
+
+
+@pytest.mark.parametrize("name,m", sorted(PINNED))
+def test_permutation_pinned(name, m):
+    assert maglev.permutation(name, m) == PINNED[(name, m)]
+
+
+def test_pinned_values_follow_the_definition():
+    """The pinned numbers are the definition applied to sha256sum's output (guards the pins)."""
+    for (name, m), (offset, skip) in PINNED.items():
+        h = bytes.fromhex(SHA256_PREFIX[name])
+        assert int.from_bytes(h[0:8], "little") % m == offset
+        assert int.from_bytes(h[8:16], "little") % (m - 1) + 1 == skip
+
+
+def test_table_by_hand_m7():
+    """M = 7, three backends, worked by hand from the paper's population loop.
+
+    Preference lists (offset + j * skip) mod 7:  .10: 5 2 6 3 0 4 1;  .20: 0 5 3 1 6 4 2;
+    .30: 0 2 4 6 1 3 5. Turns in sorted order: round 1: .10 takes 5, .20 takes 0, .30 takes 2
+    (0 is taken); round 2: .10 takes 6 (2 taken), .20 takes 3 (5 taken), .30 takes 4; round 3:
+    .10 takes 1 (3, 0, 4 taken). Slots 0..6: .20 .10 .30 .20 .30 .10 .10.
+    """
+    backends = [("20.1.1.10:80", 1), ("20.1.1.20:80", 1), ("20.1.1.30:80", 1)]
+    assert maglev.build(backends, 7) == [1, 0, 2, 1, 2, 0, 0]
+    # input order does not matter: the same slots, as indices into the reversed list
+    assert maglev.build(backends[::-1], 7) == [1, 2, 0, 1, 0, 2, 2]
 
 
 @pytest.mark.parametrize("m", [0, 1, 4, 2040, 131072, 262139, "2039", True])

@@ -62,7 +62,7 @@ def test_ctypes_and_codecs_agree():
 
 
 def test_map_specs_match_the_object(lbmaps):
-    """The sizes of the maps the program created equal the mirrors' (fallback fixture aside)."""
+    """The sizes of the maps the program created (conftest: always from bpf/lb_xdp.c) equal the mirrors'."""
     for name, (mtype, ksize, vsize, maxe) in S.map_specs().items():
         m = lbmaps[name]
         assert (m.type, m.key_size, m.value_size) == (mtype, ksize, vsize), name

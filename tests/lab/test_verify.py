@@ -3,6 +3,8 @@
 Brings up the topology, the backends and the client (this suite's roles), the LB node and the
 seed's service (lb_node / lb_service via playbooks/mode.yml and service.yml), then runs
 playbooks/verify.yml. Prefix $L4LB_VERIFY_TEST_PREFIX (default l4lbt5v); teardown first and last.
+The lab is shared (module fixture), state between tests is not: each test sets the mode it needs
+(mode.yml changes nothing when the LB already runs it) and measures what it compares.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ def lab():
     r = run_playbook("service.yml", EV)
     assert r.rc == 0, r.output
     try:
-        yield {}
+        yield PREFIX
     finally:
         teardown(PREFIX)
 
@@ -52,6 +54,7 @@ def _all_pass(checks):
 
 
 def test_snat_every_backend_answers_and_replies_pass_the_lb(lab):
+    lb("snat")
     r, checks, dist, secs = verify("snat")
     print(f"\nverify snat: {secs}s, distribution {dist}")
     assert r.rc == 0, r.output
@@ -59,17 +62,20 @@ def test_snat_every_backend_answers_and_replies_pass_the_lb(lab):
     assert set(dist) == set(BACKENDS) and sum(dist.values()) == 40
     res, detail = checks["replies through the LB (SNAT)"]
     assert res == "PASS" and int(detail.split()[0]) > 0
-    lab["snat_dist"] = dist
 
 
 def test_fixed_source_ports_give_the_same_distribution(lab):
-    r, checks, dist, _ = verify("snat")
-    assert r.rc == 0, r.output
-    assert dist == lab["snat_dist"]
+    lb("snat")
+    r1, _, first, _ = verify("snat")
+    assert r1.rc == 0, r1.output
+    r2, _, second, _ = verify("snat")
+    assert r2.rc == 0, r2.output
+    assert set(first) == set(BACKENDS) and second == first
 
 
 def test_wrong_mode_is_reported_and_fails(lab):
     """The LB runs SNAT; judging it as DSR must fail, with a readable report."""
+    lb("snat")
     r, checks, _, _ = verify("dsr")
     assert r.rc != 0
     assert checks["replies bypass the LB (DSR)"][0] == "FAIL"
@@ -79,6 +85,9 @@ def test_wrong_mode_is_reported_and_fails(lab):
 
 
 def test_dsr_replies_bypass_the_lb(lab):
+    lb("snat")
+    r, _, snat_dist, _ = verify("snat")
+    assert r.rc == 0, r.output
     lb("dsr")
     r, checks, dist, secs = verify("dsr")
     print(f"\nverify dsr: {secs}s, distribution {dist}")
@@ -86,10 +95,11 @@ def test_dsr_replies_bypass_the_lb(lab):
     assert not _all_pass(checks), checks
     assert checks["replies bypass the LB (DSR)"][1].startswith("0 frames")
     # The same flows, the same Maglev table: DSR picks the same backends as SNAT did.
-    assert dist == lab["snat_dist"]
+    assert dist == snat_dist
 
 
 def test_a_backend_down_fails_the_check(lab):
+    lb("dsr")
     r = backends(PREFIX, {"backend_linux_state": "absent"}, args=["--limit", "win1"])
     assert r.rc == 0, r.output
     try:

@@ -68,6 +68,15 @@ def service(backends):
 ALL = [f"{ip}:80" for ip in BACKENDS.values()]
 
 
+def attached_program():
+    """Name of the XDP program on the LB node's eth0, read from the kernel."""
+    out = subprocess.run(["ip", "-n", f"{PREFIX}-lb", "-j", "-d", "link", "show", "dev", "eth0"],
+                         capture_output=True, text=True, check=True).stdout
+    xdp = json.loads(out)[0].get("xdp", {})
+    prog = xdp.get("prog") or (xdp.get("attached") or [{}])[0].get("prog", {})
+    return prog.get("name")
+
+
 @pytest.fixture(scope="module")
 def lab():
     play("teardown.yml")
@@ -85,10 +94,13 @@ def test_site_twice_is_idempotent(lab):
 
 def test_mode_switch_under_load_loses_no_request(lab):
     load = Background("load", "--count", "500", "--rate", "50")
+    assert attached_program() == "lb_xdp_snat"
     time.sleep(2)
-    play("mode.yml", {"lb_mode": "dsr"})
+    r = play("mode.yml", {"lb_mode": "dsr"})
+    assert r.changed > 0 and attached_program() == "lb_xdp_dsr", "mode.yml did not switch to DSR"
     time.sleep(2)
-    play("mode.yml", {"lb_mode": "snat"})
+    r = play("mode.yml", {"lb_mode": "snat"})
+    assert r.changed > 0 and attached_program() == "lb_xdp_snat", "mode.yml did not switch back to SNAT"
     res = load.join()
     assert res["failures"] == [], res["failures"][:5]
     assert sum(res["counts"].values()) == 500

@@ -1,5 +1,7 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
+# Copyright: (c) 2026, L4LB lab toolkit contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Ansible module: the Debian 12 base image VM providers boot their nodes from."""
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ description:
     and C(qemu-img info), not from a marker.
   - Runs on the host that runs the VMs (C(lab_hosts)).
 version_added: "0.1.0"
-author: L4LB lab toolkit
+author: L4LB lab toolkit maintainers (@l4lb-lab)
 options:
   cache_dir:
     description: Directory holding the images (one C(debian12-<key>) directory each); kept across labs.
@@ -44,8 +46,6 @@ options:
 notes:
   - Supports check mode and diff. Needs root, C(mmdebstrap), C(mkfs.ext4) and C(qemu-img)
     (scripts/setup.sh installs them); a build takes about a minute on 2 cores.
-seealso:
-  - module: lab_netns
 """
 
 EXAMPLES = r"""

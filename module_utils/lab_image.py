@@ -1,4 +1,6 @@
 # -*- coding: utf-8 -*-
+# Copyright: (c) 2026, L4LB lab toolkit contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Guest images for VM providers (issue 8): a Debian 12 base image built from Debian's packages,
 cached by content.
 

@@ -1,4 +1,6 @@
 # -*- coding: utf-8 -*-
+# Copyright: (c) 2026, L4LB lab toolkit contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The lab's topology: model -> validate -> provider (netlab's shape).
 
 * ``model``: the provider-neutral model and :func:`build_topology` (validation naming every bad

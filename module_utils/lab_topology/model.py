@@ -1,4 +1,6 @@
 # -*- coding: utf-8 -*-
+# Copyright: (c) 2026, L4LB lab toolkit contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The lab's topology model, provider-neutral: nodes (name, address, role, decap method, MTU),
 the switch (a subnet, the bridge name, each node's switch port), the VIP and the client's route
 to it through the LB node. :func:`build_topology` validates a plain dict (what the
@@ -238,5 +240,3 @@ def build_topology(spec):
         raise TopologyError(problems)
     return Topology(prefix, subnet, vip, nodes, bridge=bridge, node_iface=node_iface,
                     state_dir=state_dir, bpffs_dir=bpffs_dir, xdp_pass_src=spec.get("xdp_pass_src"))
-
-

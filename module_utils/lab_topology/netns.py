@@ -1,4 +1,6 @@
 # -*- coding: utf-8 -*-
+# Copyright: (c) 2026, L4LB lab toolkit contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The ``netns`` provider: the lab as network namespaces, a Linux bridge and veth pairs on this
 machine (the embedded default). Every link is created with ``ip -n <namespace>``: nothing is
 ever added to the root namespace.
@@ -30,7 +32,7 @@ def is_bpffs(path):
     """True when ``path`` (or its nearest existing parent) lies on a mounted bpffs."""
     path = os.path.realpath(path)
     best = ("", "")
-    for _, mnt, fstype in _mounts():
+    for _dev, mnt, fstype in _mounts():
         mnt = mnt.replace("\\040", " ")
         if (path == mnt or path.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best[0]):
             best = (mnt, fstype)
@@ -156,7 +158,7 @@ class NetnsProvider(TopologyProvider):
                     return f"cannot compile the XDP_PASS program: {e}"
                 script += f"ip link set dev p0 xdpdrv obj {obj} sec xdp"
             p = run([self.bin["unshare"], "--net", "--mount", "--propagation", "private",
-                      "/bin/sh", "-c", script], check=False)
+                     "/bin/sh", "-c", script], check=False)
             if p.returncode != 0:
                 return ("cannot create a veth pair, a bridge, or attach native XDP to a veth in a "
                         f"network namespace: {p.stderr.strip()}")
@@ -181,7 +183,7 @@ class NetnsProvider(TopologyProvider):
 
     def _offload(self, ns, dev):
         p = run([self.bin.get("nsenter", "nsenter"), f"--net={os.path.join(self.netns_dir, ns)}",
-                  "--", self.bin.get("ethtool", "ethtool"), "-k", dev], check=False)
+                 "--", self.bin.get("ethtool", "ethtool"), "-k", dev], check=False)
         out = {}
         for line in p.stdout.splitlines():
             if ":" in line and not line.startswith(("\t", " ")):
@@ -212,7 +214,7 @@ class NetnsProvider(TopologyProvider):
         if not os.path.exists(self.xdp_pass_pin):
             return None
         p = run([self.bin.get("bpftool", "bpftool"), "-j", "prog", "show", "pinned",
-                  self.xdp_pass_pin], check=False)
+                 self.xdp_pass_pin], check=False)
         try:
             return json.loads(p.stdout).get("id") if p.returncode == 0 else None
         except ValueError:
@@ -224,7 +226,7 @@ class NetnsProvider(TopologyProvider):
             os.unlink(pin)
         os.makedirs(os.path.dirname(pin), exist_ok=True)
         run([self.bin.get("bpftool", "bpftool"), "prog", "load", self.xdp_pass_obj, pin,
-              "type", "xdp"])
+             "type", "xdp"])
 
     def _src_digest(self):
         with open(self.t.xdp_pass_src, "rb") as f:
@@ -490,4 +492,3 @@ def _alive(pid):
             return f.read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return False
-

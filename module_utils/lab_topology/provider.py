@@ -1,4 +1,6 @@
 # -*- coding: utf-8 -*-
+# Copyright: (c) 2026, L4LB lab toolkit contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The provider seam: how a validated :class:`~.model.Topology` becomes real.
 
 A provider realises the model on something (``netns``: namespaces, a bridge and veth pairs on

@@ -16,7 +16,7 @@ The one change made to the copies: the project's own imports, `ansible.module_ut
 `ansible.module_utils.lab_topology`, are rewritten to the collection's
 `ansible_collections.l4lb.lab.plugins.module_utils...` (what ansible-test's import and
 validate-modules tests resolve). Every other byte is the project's, so a finding names a real line.
-The ignore file is tests/sanity/ignore-2.19.txt (every entry justified by a comment above it).
+The ignores are tests/sanity/ignores.txt (every entry justified by a comment beside it).
 
 No downloads: ansible-test builds one virtualenv per test and pip-installs its pinned requirements
 there. scripts/setup.sh downloads those wheels from PyPI once (tests/sanity/requirements.txt) into
@@ -97,8 +97,10 @@ def generate():
     with open(os.path.join(COLLECTION, 'meta', 'runtime.yml'), 'w', encoding='utf-8') as f:
         f.write("---\nrequires_ansible: '>=2.19.0'\n")
     os.makedirs(os.path.join(COLLECTION, 'tests', 'sanity'))
-    shutil.copy(os.path.join(ROOT, 'tests', 'sanity', 'ignore-2.19.txt'),
-                os.path.join(COLLECTION, 'tests', 'sanity', 'ignore-2.19.txt'))
+    with open(os.path.join(ROOT, 'tests', 'sanity', 'ignores.txt'), encoding='utf-8') as f:
+        entries = [line for line in f if line.strip() and not line.startswith('#')]
+    with open(os.path.join(COLLECTION, 'tests', 'sanity', 'ignore-2.19.txt'), 'w', encoding='utf-8') as f:
+        f.writelines(entries)
     # build/ is ignored by the project's git, and ansible-test skips ignored files: the
     # collection gets a repository of its own, which ansible-test then lists the files from.
     git = ['git', '-C', COLLECTION, '-c', 'user.name=sanity', '-c', 'user.email=sanity@localhost']

@@ -115,6 +115,7 @@ import subprocess
 import time
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.l4lb.procs import spawn_detached
 
 
 def _cmdline(pid):
@@ -172,9 +173,9 @@ def start(module, p):
     if p["filter"]:
         argv.append(p["filter"])
     log_path = p["pcap"] + ".log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                start_new_session=True, close_fds=True)
+    with open(log_path, "wb"):
+        pass  # a fresh log: "listening on" below must be this tcpdump's
+    proc = spawn_detached(argv, log_path)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         with open(log_path, "rb") as f:

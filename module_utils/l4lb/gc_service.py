@@ -15,11 +15,11 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import time
 
 from .errors import L4LBError
 from .lifetimes import CtTimeouts
+from .procs import spawn_detached
 
 
 def _netns_ino(pid="self"):
@@ -112,9 +112,7 @@ def ensure(pin_dir: str, state: str = "started", timeouts=None, every_s: float =
         if not os.path.isdir(os.path.join(pin_dir, "maps")):
             raise L4LBError(f"no load balancer is loaded: {pin_dir}/maps does not exist")
         os.makedirs(os.path.dirname(log) or ".", exist_ok=True)
-        with open(log, "ab") as out:
-            proc = subprocess.Popen(want, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                    close_fds=True, start_new_session=True)
+        proc = spawn_detached(want, log)
         time.sleep(0.3)
         if proc.poll() is not None:
             raise L4LBError(f"GC loop exited at once (exit {proc.returncode}); see {log}")

@@ -47,7 +47,11 @@ LAYOUT = (
     ('module_utils', 'plugins/module_utils'),
     ('connection_plugins', 'plugins/connection'),
 )
-IMPORT_RE = re.compile(r'\bansible\.module_utils\.(l4lb|lab_topology)\b')
+# The project's own module_utils: every package and module directly in module_utils/.
+OWN_UTILS = sorted(os.path.splitext(n)[0] for n in os.listdir(os.path.join(ROOT, 'module_utils'))
+                   if not n.startswith(('.', '_')) and (n.endswith('.py') or
+                                                        os.path.isdir(os.path.join(ROOT, 'module_utils', n))))
+IMPORT_RE = re.compile(r'\bansible\.module_utils\.(%s)\b' % '|'.join(map(re.escape, OWN_UTILS)))
 
 
 def rewrite_imports(text):

@@ -253,7 +253,8 @@ def gc(maps: LBMaps, timeouts: CtTimeouts | dict | None = None, now_ns: int | No
     deleted only when it was already so in the previous pass (``suspects``, as returned): the
     datapath writes a new flow's SNAT entry just before its CT entry, and a single look could
     fall between the two. An entry judged over is re-read just before its delete, so a flow
-    that spoke meanwhile is kept. ``dry_run`` counts what would go and deletes nothing.
+    that spoke meanwhile is kept, and a SNAT entry is re-read too (the datapath may have handed
+    the port to a new flow). ``dry_run`` counts what would go and deletes nothing.
     Returns counts and the ``suspects`` for the next pass."""
     t = CtTimeouts.parse(timeouts)
     now = monotonic_ns() if now_ns is None else now_ns
@@ -272,7 +273,8 @@ def gc(maps: LBMaps, timeouts: CtTimeouts | dict | None = None, now_ns: int | No
     for k, v in snat_map.items_list():
         owner = _owner_key(k, v)
         if owner in over:
-            if not dry_run:
+            # re-read: the datapath may have given the port to a new flow meanwhile
+            if not dry_run and snat_map.lookup(k) == v:
                 snat_map.delete(k)
             snat_deleted += 1
             continue
@@ -282,7 +284,7 @@ def gc(maps: LBMaps, timeouts: CtTimeouts | dict | None = None, now_ns: int | No
             snat_left += 1
             continue
         if prev.get(k) == v:
-            if not dry_run:
+            if not dry_run and snat_map.lookup(k) == v:
                 snat_map.delete(k)
             snat_deleted += 1
         else:

@@ -173,7 +173,7 @@ def service_list(pin_dir: str) -> dict:
 def running_mode(device: str, pin_dir: str) -> str | None:
     """snat | dsr | None: the mode the kernel runs on ``device``, from the attached program's
     name (lb_xdp_snat / lb_xdp_dsr), never from a file or the inventory."""
-    return program.status(device, pin_dir).attached.mode
+    return program.lb_mode(program.status(device, pin_dir).attached.name)
 
 
 def mode_update(desired: program.Desired, check_mode: bool = False) -> dict:

@@ -9,50 +9,32 @@ pinned by name by libbpf, so a reload or mode switch keeps services and connecti
 
 from __future__ import annotations
 
-import errno
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
 
-from . import libbpf
+from . import libbpf, xdp
 from .build import BuildConfig, compile_lb
 from .errors import BpfError, InvalidConfig, L4LBError
 from .netdev import device as device_info
 from .netdev import ifindex as device_ifindex
 
-ATTACH_MODES = ("native", "generic")
-_MODE_FLAGS = {"native": libbpf.XDP_FLAGS_DRV_MODE, "generic": libbpf.XDP_FLAGS_SKB_MODE}
-_ATTACHED_NAMES = {libbpf.XDP_ATTACHED_DRV: "native", libbpf.XDP_ATTACHED_SKB: "generic",
-                   libbpf.XDP_ATTACHED_HW: "offload", libbpf.XDP_ATTACHED_MULTI: "multi"}
+ATTACH_MODES = xdp.ATTACH_MODES
 VERIFIER_LOG_LINES = 30
 
 
-@dataclass
-class Attached:
-    """What the kernel has on the device right now."""
-
-    prog_id: int = 0
-    tag: str = ""
-    name: str = ""
-    attach_mode: str = ""   # native | generic | "" (none)
-
-    @property
-    def mode(self) -> str | None:
-        """snat | dsr, from the program's name (bpf/lb_xdp.c names it lb_xdp_<mode>)."""
-        prefix = "lb_xdp_"
-        return self.name[len(prefix):] if self.name.startswith(prefix) else None
-
-    @property
-    def present(self) -> bool:
-        return self.prog_id != 0
+def lb_mode(name: str) -> str | None:
+    """snat | dsr, from the program's name (bpf/lb_xdp.c names it lb_xdp_<mode>)."""
+    prefix = "lb_xdp_"
+    return name[len(prefix):] if name.startswith(prefix) else None
 
 
 @dataclass
 class ProgramStatus:
     device: str
     ifindex: int
-    attached: Attached = field(default_factory=Attached)
+    attached: xdp.Attached = field(default_factory=xdp.Attached)
     pinned_prog_id: int = 0
     maps_pinned: list[str] = field(default_factory=list)
 
@@ -62,7 +44,7 @@ class ProgramStatus:
             "prog_id": self.attached.prog_id,
             "tag": self.attached.tag,
             "name": self.attached.name,
-            "mode": self.attached.mode,
+            "mode": lb_mode(self.attached.name),
             "attach_mode": self.attached.attach_mode or None,
             "pinned_prog_id": self.pinned_prog_id,
             "maps_pinned": self.maps_pinned,
@@ -77,29 +59,10 @@ def maps_pin_dir(pin_dir: str) -> str:
     return os.path.join(pin_dir, "maps")
 
 
-def _prog_summary(fd: int) -> tuple[int, str, str]:
-    info = libbpf.prog_info(fd)
-    return info.id, bytes(info.tag).hex(), info.name.decode(errors="replace")
-
-
 def status(device: str, pin_dir: str) -> ProgramStatus:
     ifindex = device_ifindex(device)
-    st = ProgramStatus(device=device, ifindex=ifindex)
-    q = libbpf.xdp_query(ifindex)
-    if q.prog_id:
-        fd = libbpf.prog_fd_by_id(q.prog_id)
-        try:
-            pid, tag, name = _prog_summary(fd)
-        finally:
-            os.close(fd)
-        st.attached = Attached(pid, tag, name, _ATTACHED_NAMES.get(q.attach_mode, str(q.attach_mode)))
-    pin = prog_pin_path(pin_dir)
-    if os.path.exists(pin):
-        fd = libbpf.obj_get(pin)
-        try:
-            st.pinned_prog_id = libbpf.prog_info(fd).id
-        finally:
-            os.close(fd)
+    st = ProgramStatus(device=device, ifindex=ifindex, attached=xdp.attached(ifindex),
+                       pinned_prog_id=xdp.pinned_prog_id(prog_pin_path(pin_dir)))
     mdir = maps_pin_dir(pin_dir)
     if os.path.isdir(mdir):
         st.maps_pinned = sorted(os.listdir(mdir))
@@ -149,7 +112,9 @@ def _build(desired: Desired, dev, out_dir: str):
     return compile_lb(config, os.path.join(out_dir, f"lb_xdp_{desired.mode}.o"), src_dir=desired.src_dir)
 
 
-def _load(obj_path: str, pin_root: str | None) -> libbpf.BpfObject:
+def load_object(obj_path: str, pin_root: str | None = None) -> libbpf.BpfObject:
+    """Open and load a compiled object (its maps reused from or pinned under ``pin_root``);
+    a refusal raises L4LBError with the tail of the verifier log."""
     obj = libbpf.BpfObject(obj_path, pin_root_path=pin_root)
     try:
         obj.load()
@@ -183,39 +148,34 @@ def ensure_present(desired: Desired, check_mode: bool = False) -> dict:
             os.makedirs(maps_dir, exist_ok=True)
             load_root = maps_dir
         try:
-            obj = _load(build.path, load_root)
+            obj = load_object(build.path, load_root)
         finally:
             if check_mode:
                 shutil.rmtree(load_root, ignore_errors=True)
         try:
             prog = obj.program()
-            cand_id, cand_tag, cand_name = _prog_summary(prog.fd)
-            same_prog = before.attached.present and before.attached.tag == cand_tag
-            # "native" running as generic means native was refused when it was attached (we
-            # fall back only on refusal): accept it rather than flap; force=true retries native.
-            same_mode = before.attached.attach_mode == desired.attach_mode or (
-                desired.attach_mode == "native" and before.attached.attach_mode == "generic")
+            cand = xdp.prog_summary(prog.fd)
+            # A pin missing or pointing elsewhere: the running program may use other maps than
+            # the pinned ones, so reattach the candidate (loaded on the pinned maps).
             pinned_ok = before.pinned_prog_id == before.attached.prog_id and before.pinned_prog_id != 0
-            changed = desired.force or not (same_prog and same_mode and pinned_ok)
+            done = xdp.ensure(desired.device, dev.ifindex, prog.fd, prog_pin_path(desired.pin_dir),
+                              desired.attach_mode, check_mode=check_mode, force=desired.force or not pinned_ok)
             result = {
-                "changed": changed,
+                "changed": done.changed,
                 "diff": {
                     "before": _diff_view(before),
-                    "after": {"mode": desired.mode, "prog_tag": cand_tag, "prog_name": cand_name,
+                    "after": {"mode": desired.mode, "prog_tag": cand.tag, "prog_name": cand.name,
                               "attach_mode": desired.attach_mode, "device": desired.device},
                 },
                 "build": {"object": build.path, "defines": build.defines, "clang": build.clang_version},
             }
-            if not changed or check_mode:
-                after = before
-                if check_mode and changed:
+            if not done.changed or check_mode:
+                if check_mode and done.changed:
                     result["diff"]["after"]["prog_id"] = None
-                result.update(status=after.as_dict(), prog_id=after.attached.prog_id or None,
-                              tag=cand_tag, attach_mode=desired.attach_mode,
+                result.update(status=before.as_dict(), prog_id=before.attached.prog_id or None,
+                              tag=cand.tag, attach_mode=desired.attach_mode,
                               pins={"prog": prog_pin_path(desired.pin_dir), "maps": maps_dir})
                 return result
-            mode_used = _attach(dev.ifindex, prog.fd, desired.attach_mode, before)
-            _repin(prog, desired.pin_dir)
             # Keep the object on disk beside the pins for inspection (bpftool, tests).
             final_obj = os.path.join(desired.build_dir, os.path.basename(build.path))
             shutil.copyfile(build.path, final_obj)
@@ -223,57 +183,17 @@ def ensure_present(desired: Desired, check_mode: bool = False) -> dict:
         finally:
             obj.close()
         after = status(desired.device, desired.pin_dir)
-        result["diff"]["after"]["attach_mode"] = mode_used
+        result["diff"]["after"]["attach_mode"] = done.attach_mode
         result.update(status=after.as_dict(), prog_id=after.attached.prog_id, tag=after.attached.tag,
-                      attach_mode=mode_used, pins={"prog": prog_pin_path(desired.pin_dir), "maps": maps_dir})
-        if mode_used != desired.attach_mode:
-            result["warnings"] = [f"{desired.device} has no native XDP support; attached in generic mode"]
+                      attach_mode=done.attach_mode, pins={"prog": prog_pin_path(desired.pin_dir), "maps": maps_dir},
+                      warnings=done.warnings)
         return result
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _attach(ifindex: int, prog_fd: int, attach_mode: str, before: ProgramStatus) -> str:
-    """Attach or replace. Same mode: one atomic netlink replace (no window without a program)."""
-    cur = before.attached
-    attached_mode = cur.attach_mode if cur.present else ""
-    order = [attach_mode] if attach_mode == "generic" else ["native", "generic"]
-    last_exc = None
-    for mode in order:
-        flags = _MODE_FLAGS[mode]
-        try:
-            if attached_mode == mode:
-                old_fd = libbpf.prog_fd_by_id(cur.prog_id)
-                try:
-                    libbpf.xdp_attach(ifindex, prog_fd, flags, old_prog_fd=old_fd)
-                finally:
-                    os.close(old_fd)
-            else:
-                if attached_mode:
-                    # Changing native <-> generic cannot be atomic: the kernel keeps one per mode.
-                    libbpf.xdp_detach(ifindex, _MODE_FLAGS.get(attached_mode, 0))
-                    attached_mode = ""
-                libbpf.xdp_attach(ifindex, prog_fd, flags)
-            return mode
-        except BpfError as exc:
-            last_exc = exc
-            if mode == "native" and exc.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOTSUP):
-                continue
-            raise L4LBError(f"attaching XDP ({mode}) failed: {exc}") from exc
-    raise L4LBError(f"attaching XDP failed: {last_exc}")
-
-
-def _repin(prog: libbpf.Program, pin_dir: str) -> None:
-    pin = prog_pin_path(pin_dir)
-    tmp = pin + "_next"  # bpffs refuses names with dots
-    if os.path.exists(tmp):
-        os.unlink(tmp)
-    prog.pin(tmp)
-    os.replace(tmp, pin)
-
-
 def _diff_view(st: ProgramStatus) -> dict:
-    return {"mode": st.attached.mode, "prog_tag": st.attached.tag or None, "prog_name": st.attached.name or None,
+    return {"mode": lb_mode(st.attached.name), "prog_tag": st.attached.tag or None, "prog_name": st.attached.name or None,
             "attach_mode": st.attached.attach_mode or None, "device": st.device}
 
 
@@ -293,7 +213,7 @@ def ensure_absent(device: str, pin_dir: str, check_mode: bool = False) -> dict:
     if check_mode or not changed:
         return result
     if ours:
-        libbpf.xdp_detach(before.ifindex, _MODE_FLAGS.get(before.attached.attach_mode, 0))
+        xdp.detach(before.ifindex, before.attached.attach_mode)
     if has_pins:
         shutil.rmtree(pin_dir)
     return result

@@ -26,11 +26,10 @@ from pathlib import Path
 
 from .errors import InvalidConfig, L4LBError
 from .lifetimes import CtTimeouts
-from .maglev import is_prime
+from .maglev import DEFAULT_SIZE as DEFAULT_MAGLEV_SIZE
+from .maglev import check_size as check_maglev_size
 
 MODES = ("snat", "dsr")
-DEFAULT_MAGLEV_SIZE = 2039
-MAGLEV_SIZE_MAX = 131071  # Cilium's largest; inner map value = 4 * M bytes
 LINUX_EPHEMERAL_DEFAULT = (32768, 60999)
 
 
@@ -97,9 +96,7 @@ class BuildConfig:
             raise InvalidConfig(f"ifindex {self.ifindex!r} is not a positive integer")
         if self.mode not in MODES:
             raise InvalidConfig(f"mode {self.mode!r} is not one of {', '.join(MODES)}")
-        m = self.maglev_size
-        if isinstance(m, bool) or not isinstance(m, int) or not 3 <= m <= MAGLEV_SIZE_MAX or not is_prime(m):
-            raise InvalidConfig(f"maglev_size {m!r} is not a prime in 3..{MAGLEV_SIZE_MAX}")
+        check_maglev_size(self.maglev_size)
         lo, hi = self.snat_port_min, self.snat_port_max
         for name, v in (("snat_port_min", lo), ("snat_port_max", hi)):
             if isinstance(v, bool) or not isinstance(v, int) or not 1024 <= v <= 65535:

@@ -22,12 +22,14 @@ import socket
 import struct
 import sys
 
+from .maglev import DEFAULT_SIZE
+
 IPPROTO_TCP = 6
 IPPROTO_UDP = 17
 PROTOCOLS = {"tcp": IPPROTO_TCP, "udp": IPPROTO_UDP}
 PROTO_NAMES = {v: k for k, v in PROTOCOLS.items()}
 
-LB_MAGLEV_LUT_SIZE = 2039          # default compile-time macro of the datapath
+LB_MAGLEV_LUT_SIZE = DEFAULT_SIZE  # default compile-time macro of the datapath
 MAX_SERVICES_ENTRIES = 65536       # lb4_services_v2 max_entries
 MAX_BACKENDS_ENTRIES = 65536       # lb4_backends max_entries
 MAX_REVNAT_ENTRIES = 65536

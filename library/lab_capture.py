@@ -115,23 +115,7 @@ import subprocess
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.l4lb.procs import spawn_detached
-
-
-def _cmdline(pid):
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def _alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+from ansible.module_utils.l4lb import procs
 
 
 def count_frames(path):
@@ -175,7 +159,7 @@ def start(module, p):
     log_path = p["pcap"] + ".log"
     with open(log_path, "wb"):
         pass  # a fresh log: "listening on" below must be this tcpdump's
-    proc = spawn_detached(argv, log_path)
+    proc = procs.spawn_detached(argv, log_path)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         with open(log_path, "rb") as f:
@@ -193,15 +177,10 @@ def start(module, p):
 def stop(module, p):
     stopped = False
     pid = p["pid"]
-    if pid and _alive(pid) and p["pcap"] in _cmdline(pid):
+    if pid and procs.alive(pid) and p["pcap"] in procs.cmdline(pid):
         # pid is `timeout` (nsenter execs it); SIGINT is passed on to tcpdump, which flushes.
-        os.kill(pid, signal.SIGINT)
+        procs.terminate([pid], ((signal.SIGINT, 10), (signal.SIGKILL, 0)))
         stopped = True
-        deadline = time.monotonic() + 10
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if _alive(pid):
-            os.kill(pid, signal.SIGKILL)
     try:
         os.waitpid(pid, os.WNOHANG) if pid else None
     except ChildProcessError:

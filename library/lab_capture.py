@@ -108,10 +108,8 @@ stopped:
 """
 
 import os
-import shutil
 import signal
 import struct
-import subprocess
 import time
 
 from ansible.module_utils.basic import AnsibleModule
@@ -138,9 +136,8 @@ def count_frames(path):
 
 
 def start(module, p):
-    for tool in ("nsenter", "timeout", "tcpdump"):
-        if not shutil.which(tool):
-            module.fail_json(msg=f"{tool} is not installed")
+    nsenter, timeout, tcpdump = (module.get_bin_path(tool, required=True)
+                                 for tool in ("nsenter", "timeout", "tcpdump"))
     for opt in ("netns", "interface"):
         if not p[opt]:
             module.fail_json(msg=f"{opt} is required with state=started")
@@ -151,8 +148,8 @@ def start(module, p):
     for path in (p["pcap"], p["pcap"] + ".log"):
         if os.path.exists(path):
             os.unlink(path)
-    argv = ["nsenter", f"--net={ns_path}", "--", "timeout", "--signal=INT", "--kill-after=5",
-            str(p["max_seconds"]), "tcpdump", "--immediate-mode", "-i", p["interface"], "-n", "-U", "-Q", p["direction"],
+    argv = [nsenter, f"--net={ns_path}", "--", timeout, "--signal=INT", "--kill-after=5",
+            str(p["max_seconds"]), tcpdump, "--immediate-mode", "-i", p["interface"], "-n", "-U", "-Q", p["direction"],
             "-c", str(p["max_packets"]), "-w", p["pcap"]]
     if p["filter"]:
         argv.append(p["filter"])
@@ -190,9 +187,9 @@ def stop(module, p):
     frames = count_frames(p["pcap"])
     summary = []
     if frames and p["summary_lines"] > 0:
-        r = subprocess.run(["tcpdump", "-n", "-r", p["pcap"], "-c", str(p["summary_lines"])],
-                           capture_output=True, text=True, check=False)
-        summary = r.stdout.splitlines()
+        tcpdump = module.get_bin_path("tcpdump", required=True)
+        _rc, out, _err = module.run_command([tcpdump, "-n", "-r", p["pcap"], "-c", str(p["summary_lines"])])
+        summary = out.splitlines()
     return frames, summary, stopped
 
 

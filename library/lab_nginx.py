@@ -92,8 +92,6 @@ action:
 
 import os
 import signal
-import subprocess
-import tempfile
 import time
 
 from ansible.module_utils.basic import AnsibleModule
@@ -142,22 +140,20 @@ class Instance:
         # btime is whole seconds: allow for its rounding.
         return os.stat(self.conf).st_mtime > newest + 1.5
 
+    def bin(self, module):
+        """The nginx executable, found as Ansible finds one (fails the task when missing)."""
+        return module.get_bin_path(self.binary, required=True)
+
     def test(self, module):
-        rc, out, err = module.run_command([self.binary, "-t", "-q", "-c", self.conf, "-p", self.prefix])
+        rc, out, err = module.run_command([self.bin(module), "-t", "-q", "-c", self.conf, "-p", self.prefix])
         if rc != 0:
             module.fail_json(msg=f"nginx -t rejects {self.conf}: {err.strip() or out.strip()}")
 
     def start(self, module):
         self.test(module)
-        # nginx daemonises; its output goes to a file, never to our pipes (the connection waits
-        # for them to close).
-        with tempfile.TemporaryFile() as log:
-            proc = subprocess.run([self.binary, "-c", self.conf, "-p", self.prefix],
-                                  stdin=subprocess.DEVNULL, stdout=log, stderr=log, close_fds=True, check=False)
-            log.seek(0)
-            text = log.read().decode(errors="replace").strip()
-        if proc.returncode != 0:
-            module.fail_json(msg=f"nginx -c {self.conf} failed (exit {proc.returncode}): {text}")
+        rc, text = procs.run_daemonizing([self.bin(module), "-c", self.conf, "-p", self.prefix], self.timeout)
+        if rc != 0:
+            module.fail_json(msg=f"nginx -c {self.conf} failed (exit {rc}): {text}")
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
             pid = self.master()

@@ -21,7 +21,7 @@ import os
 import sys
 import threading
 
-from .errors import BpfError
+from .errors import BpfError, L4LBError
 
 # --- constants (uapi/linux/bpf.h, if_link.h) -------------------------------------------
 
@@ -215,7 +215,12 @@ def _library_name() -> str:
 
 
 def _load():
-    lib = ctypes.CDLL(_library_name(), use_errno=True)
+    name = _library_name()
+    try:
+        lib = ctypes.CDLL(name, use_errno=True)
+    except OSError as exc:
+        hint = "install eBPF for Windows" if sys.platform == "win32" else "apt-get install libbpf1"
+        raise L4LBError(f"cannot load {name} ({exc}); libbpf 1.x is needed on this node: {hint}") from exc
     vp, cp, i, u32, sz = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_uint32, ctypes.c_size_t
     sigs = {
         "bpf_object__open_file": (vp, [cp, ctypes.POINTER(ObjectOpenOpts)]),
@@ -267,7 +272,22 @@ def _load():
     return lib
 
 
-_lib = _load()
+class _LazyLib:
+    """libbpf, loaded on first use: importing this module works without it (a module can then
+    report a missing libbpf as a task failure), and each function is looked up once."""
+
+    def __getattr__(self, name):
+        lib = self.__dict__.get("cdll")
+        if lib is None:
+            lib = self.__dict__["cdll"] = _load()
+            if hasattr(lib, "libbpf_set_print"):
+                lib.libbpf_set_print(_print_hook)
+        fn = getattr(lib, name)
+        setattr(self, name, fn)
+        return fn
+
+
+_lib = _LazyLib()
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True) if sys.platform != "win32" else None
 
 
@@ -283,10 +303,6 @@ def _print_hook(level, fmt, va_list):
         if level <= LIBBPF_INFO:
             _log_lines.append(buf.value.decode(errors="replace"))
     return 0
-
-
-if hasattr(_lib, "libbpf_set_print"):
-    _lib.libbpf_set_print(_print_hook)
 
 
 def take_log() -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import tempfile
 import time
 from collections import namedtuple
 
@@ -30,6 +31,22 @@ def spawn_detached(argv, log_path):
         return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                 close_fds=True, start_new_session=True)
 
+
+
+def run_daemonizing(argv, timeout):
+    """Run a command that daemonises (nginx): returns (exit code, its output). The daemon keeps
+    the launcher's stdout and stderr, so they go to a file, never to a pipe (run_command's, or
+    the module's, which the connection waits on). Killed after ``timeout`` seconds."""
+    with tempfile.TemporaryDirectory() as tmp:
+        log = os.path.join(tmp, "output.log")
+        proc = spawn_detached(argv, log)
+        try:
+            rc = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            rc = proc.wait()
+        with open(log, "rb") as f:
+            return rc, f.read().decode(errors="replace").strip()
 
 def pids():
     """Every pid in /proc (this pid namespace's view)."""

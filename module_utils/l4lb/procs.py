@@ -32,7 +32,6 @@ def spawn_detached(argv, log_path):
                                 close_fds=True, start_new_session=True)
 
 
-
 def run_daemonizing(argv, timeout):
     """Run a command that daemonises (nginx): returns (exit code, its output). The daemon keeps
     the launcher's stdout and stderr, so they go to a file, never to a pipe (run_command's, or
@@ -47,6 +46,7 @@ def run_daemonizing(argv, timeout):
             rc = proc.wait()
         with open(log, "rb") as f:
             return rc, f.read().decode(errors="replace").strip()
+
 
 def pids():
     """Every pid in /proc (this pid namespace's view)."""

@@ -26,7 +26,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "module_utils"))
 
-from l4lb import build, libbpf, reconcile  # noqa: E402
+from l4lb import build, libbpf, maglev, reconcile  # noqa: E402
 from l4lb.model import Service  # noqa: E402
 
 TITLE = "Datapath: ns per packet"
@@ -121,7 +121,7 @@ class Loaded:
 
 
 def program_services(pin_root: str) -> None:
-    maps = reconcile.LBMaps.open(pin_root, maglev_size=build.DEFAULT_MAGLEV_SIZE)
+    maps = reconcile.LBMaps.open(pin_root, maglev_size=maglev.DEFAULT_SIZE)
     try:
         svc = Service.parse(id=1, frontend=f"{VIP}:{VPORT}", backends=",".join(f"{b}:80" for b in BACKENDS))
         reconcile.reconcile(maps, [svc], neighbors=NEIGHBORS)

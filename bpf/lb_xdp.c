@@ -28,6 +28,7 @@
 #include "include/ct.h"
 #include "include/nat.h"
 #include "include/encap.h"
+#include "include/bench.h"
 
 #ifdef MODE_SNAT
 #define LB_NEW_FLOWS_SNAT 1
@@ -54,9 +55,6 @@ static __always_inline int lb_unforwardable(const struct lb_pkt *p)
 	return -1;
 }
 
-/* Benchmark-only knob (bench/datapath.py measures what it costs; never set in builds):
- * LB_BENCH_NO_CT_TIME (no CT timestamp or expiry on the established path). */
-
 /* A client -> service packet of a tracked flow: counters, the clock at most once per tick
  * (`now` is the clock when the caller read it this tick, else 0), and the flow's TCP life. */
 static __always_inline void lb_ct_touch(struct ct_entry *ct, __u64 bytes, __u8 tcp_flags, __u32 tick, __u64 now)
@@ -65,12 +63,7 @@ static __always_inline void lb_ct_touch(struct ct_entry *ct, __u64 bytes, __u8 t
 
 	ct->rx_packets += 1;
 	ct->rx_bytes += bytes;
-#ifndef LB_BENCH_NO_CT_TIME
-	if (ct->last_tick != tick) {
-		ct->last_tick = tick;
-		ct->last_seen_ns = now ? now : LB_NOW_NS();
-	}
-#endif
+	lb_bench_ct_stamp(ct, tick, now);
 	ct->tcp_flags_seen |= tcp_flags;
 	ct_flags = lb_ct_client_flags(ct->ct_flags, tcp_flags);
 	if (ct_flags != ct->ct_flags)
@@ -86,14 +79,7 @@ static __always_inline int lb_ct_continues(const struct ct_entry *ct, const stru
 	if ((p->tcp_flags & (LB_TCP_SYN | LB_TCP_ACK)) == LB_TCP_SYN &&
 	    (ct->tcp_flags_seen & (LB_TCP_FIN | LB_TCP_RST)))
 		return 0;
-#ifndef LB_BENCH_NO_CT_TIME
-	if (ct->last_tick != tick) {
-		*now = LB_NOW_NS();
-		if (lb_ct_expired(ct, p->proto, *now))
-			return 0;
-	}
-#endif
-	return 1;
+	return !lb_bench_ct_expired(ct, p->proto, tick, now);
 }
 
 static __always_inline int lb_service(lb_xdp_ctx *ctx, struct lb_pkt *p, const struct lb4_service *svc,
@@ -208,9 +194,7 @@ static __always_inline int lb_service(lb_xdp_ctx *ctx, struct lb_pkt *p, const s
 	}
 
 	lb_count_service(rev_nat_index, len);
-#ifndef LB_BENCH_NO_BACKEND_STATS
-	lb_count_backend(backend_id, len);
-#endif
+	lb_bench_count_backend(backend_id, len);
 
 	if (snat) {
 		lb_rewrite4(p, data_end, LB_IP, be_addr, nat_port, be_port);
@@ -253,10 +237,7 @@ static __always_inline int lb_snat_reply(lb_xdp_ctx *ctx, struct lb_pkt *p, cons
 
 		ct->tx_packets += 1;
 		ct->tx_bytes += len;
-		if (ct->last_tick != tick) {
-			ct->last_tick = tick;
-			ct->last_seen_ns = LB_NOW_NS();
-		}
+		lb_ct_stamp(ct, tick, 0);
 		ct->tcp_flags_seen |= p->tcp_flags;
 		ct_flags = lb_ct_backend_flags(ct->ct_flags, p->tcp_flags);
 		if (ct_flags != ct->ct_flags)

@@ -108,30 +108,12 @@ stopped:
 """
 
 import os
-import shutil
 import signal
 import struct
-import subprocess
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.l4lb.procs import spawn_detached
-
-
-def _cmdline(pid):
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def _alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+from ansible.module_utils.l4lb import procs
 
 
 def count_frames(path):
@@ -154,9 +136,8 @@ def count_frames(path):
 
 
 def start(module, p):
-    for tool in ("nsenter", "timeout", "tcpdump"):
-        if not shutil.which(tool):
-            module.fail_json(msg=f"{tool} is not installed")
+    nsenter, timeout, tcpdump = (module.get_bin_path(tool, required=True)
+                                 for tool in ("nsenter", "timeout", "tcpdump"))
     for opt in ("netns", "interface"):
         if not p[opt]:
             module.fail_json(msg=f"{opt} is required with state=started")
@@ -167,15 +148,15 @@ def start(module, p):
     for path in (p["pcap"], p["pcap"] + ".log"):
         if os.path.exists(path):
             os.unlink(path)
-    argv = ["nsenter", f"--net={ns_path}", "--", "timeout", "--signal=INT", "--kill-after=5",
-            str(p["max_seconds"]), "tcpdump", "--immediate-mode", "-i", p["interface"], "-n", "-U", "-Q", p["direction"],
+    argv = [nsenter, f"--net={ns_path}", "--", timeout, "--signal=INT", "--kill-after=5",
+            str(p["max_seconds"]), tcpdump, "--immediate-mode", "-i", p["interface"], "-n", "-U", "-Q", p["direction"],
             "-c", str(p["max_packets"]), "-w", p["pcap"]]
     if p["filter"]:
         argv.append(p["filter"])
     log_path = p["pcap"] + ".log"
     with open(log_path, "wb"):
         pass  # a fresh log: "listening on" below must be this tcpdump's
-    proc = spawn_detached(argv, log_path)
+    proc = procs.spawn_detached(argv, log_path)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         with open(log_path, "rb") as f:
@@ -193,15 +174,10 @@ def start(module, p):
 def stop(module, p):
     stopped = False
     pid = p["pid"]
-    if pid and _alive(pid) and p["pcap"] in _cmdline(pid):
+    if pid and procs.alive(pid) and p["pcap"] in procs.cmdline(pid):
         # pid is `timeout` (nsenter execs it); SIGINT is passed on to tcpdump, which flushes.
-        os.kill(pid, signal.SIGINT)
+        procs.terminate([pid], ((signal.SIGINT, 10), (signal.SIGKILL, 0)))
         stopped = True
-        deadline = time.monotonic() + 10
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if _alive(pid):
-            os.kill(pid, signal.SIGKILL)
     try:
         os.waitpid(pid, os.WNOHANG) if pid else None
     except ChildProcessError:
@@ -211,9 +187,9 @@ def stop(module, p):
     frames = count_frames(p["pcap"])
     summary = []
     if frames and p["summary_lines"] > 0:
-        r = subprocess.run(["tcpdump", "-n", "-r", p["pcap"], "-c", str(p["summary_lines"])],
-                           capture_output=True, text=True, check=False)
-        summary = r.stdout.splitlines()
+        tcpdump = module.get_bin_path("tcpdump", required=True)
+        _rc, out, _err = module.run_command([tcpdump, "-n", "-r", p["pcap"], "-c", str(p["summary_lines"])])
+        summary = out.splitlines()
     return frames, summary, stopped
 
 

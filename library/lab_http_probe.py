@@ -193,6 +193,17 @@ def _parse_head(head):
     return int(parts[1]), headers
 
 
+def _close(s, clean):
+    """Close a connection: with FIN when the exchange ended cleanly, else with a reset (no
+    TIME_WAIT then holds a fixed source port for the next run)."""
+    if not clean:
+        try:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+    s.close()
+
+
 def one_request(vip, port, sport, bind_address, request, timeout):
     """One connection from sport; returns (status, headers) or raises OSError/ValueError."""
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -226,13 +237,7 @@ def one_request(vip, port, sport, bind_address, request, timeout):
         clean = True
         return status, headers
     finally:
-        if not clean:
-            # Reset instead of FIN: no TIME_WAIT holds the fixed port for the next run.
-            try:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            except OSError:
-                pass
-        s.close()
+        _close(s, clean)
 
 
 def known_content(size):
@@ -276,12 +281,7 @@ def _transfer(vip, port, request, body, timeout, total_timeout):
     except OSError as exc:
         out["error"] = str(exc) or type(exc).__name__
     finally:
-        if not clean:
-            try:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            except OSError:
-                pass
-        s.close()
+        _close(s, clean)
     out["ms"] = round((time.monotonic() - t0) * 1000, 1)
     head, sep, rest = data.partition(b"\r\n\r\n")
     if sep:

@@ -92,44 +92,10 @@ action:
 
 import os
 import signal
-import subprocess
-import tempfile
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-
-
-def _netns_ino(pid="self"):
-    try:
-        return os.stat(f"/proc/{pid}/ns/net").st_ino
-    except OSError:
-        return None
-
-
-def _cmdline(pid):
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
-    except OSError:
-        return []
-
-
-def _stat(pid):
-    """(ppid, starttime in clock ticks) from /proc/<pid>/stat, or None."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            rest = f.read().rsplit(")", 1)[1].split()
-        return int(rest[1]), int(rest[19])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def _boot_time():
-    with open("/proc/stat") as f:
-        for line in f:
-            if line.startswith("btime "):
-                return int(line.split()[1])
-    return 0
+from ansible.module_utils.l4lb import procs
 
 
 class Instance:
@@ -139,7 +105,7 @@ class Instance:
         self.pid_file = p["pid_file"]
         self.binary = p["binary"]
         self.timeout = p["timeout"]
-        self.netns = _netns_ino()
+        self.netns = procs.netns_ino()
 
     def master(self):
         """The master's pid when our instance runs in this namespace, else None."""
@@ -149,20 +115,19 @@ class Instance:
         except (OSError, ValueError):
             return None
         # nginx rewrites its title: "nginx: master process nginx -c <conf> -p <prefix>".
-        text = " ".join(_cmdline(pid))
+        text = " ".join(procs.cmdline(pid))
         if "nginx: master process" not in text or f" {self.conf} " not in f"{text} ":
             return None
-        if _netns_ino(pid) != self.netns:
+        if procs.netns_ino(pid) != self.netns:
             return None
         return pid
 
     def workers(self, master):
         out = []
-        for d in os.listdir("/proc"):
-            if d.isdigit():
-                st = _stat(d)
-                if st and st[0] == master and "worker process" in " ".join(_cmdline(d)):
-                    out.append((st[1], int(d)))
+        for pid in procs.pids():
+            st = procs.stat(pid)
+            if st and st.ppid == master and "worker process" in " ".join(procs.cmdline(pid)):
+                out.append((st.starttime, pid))
         return sorted(out)
 
     def stale(self, master):
@@ -171,26 +136,24 @@ class Instance:
         if not ws:
             return False
         hz = os.sysconf("SC_CLK_TCK")
-        newest = _boot_time() + ws[-1][0] / hz
+        newest = procs.boot_time() + ws[-1][0] / hz
         # btime is whole seconds: allow for its rounding.
         return os.stat(self.conf).st_mtime > newest + 1.5
 
+    def bin(self, module):
+        """The nginx executable, found as Ansible finds one (fails the task when missing)."""
+        return module.get_bin_path(self.binary, required=True)
+
     def test(self, module):
-        rc, out, err = module.run_command([self.binary, "-t", "-q", "-c", self.conf, "-p", self.prefix])
+        rc, out, err = module.run_command([self.bin(module), "-t", "-q", "-c", self.conf, "-p", self.prefix])
         if rc != 0:
             module.fail_json(msg=f"nginx -t rejects {self.conf}: {err.strip() or out.strip()}")
 
     def start(self, module):
         self.test(module)
-        # nginx daemonises; its output goes to a file, never to our pipes (the connection waits
-        # for them to close).
-        with tempfile.TemporaryFile() as log:
-            proc = subprocess.run([self.binary, "-c", self.conf, "-p", self.prefix],
-                                  stdin=subprocess.DEVNULL, stdout=log, stderr=log, close_fds=True, check=False)
-            log.seek(0)
-            text = log.read().decode(errors="replace").strip()
-        if proc.returncode != 0:
-            module.fail_json(msg=f"nginx -c {self.conf} failed (exit {proc.returncode}): {text}")
+        rc, text = procs.run_daemonizing([self.bin(module), "-c", self.conf, "-p", self.prefix], self.timeout)
+        if rc != 0:
+            module.fail_json(msg=f"nginx -c {self.conf} failed (exit {rc}): {text}")
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
             pid = self.master()
@@ -212,17 +175,9 @@ class Instance:
         module.fail_json(msg=f"nginx (pid {pid}) did not start new workers within {self.timeout}s after SIGHUP")
 
     def stop(self, module, pid):
-        for sig, wait in ((signal.SIGQUIT, self.timeout), (signal.SIGTERM, 2.0), (signal.SIGKILL, 2.0)):
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                return
-            deadline = time.monotonic() + wait
-            while time.monotonic() < deadline:
-                if not os.path.exists(f"/proc/{pid}") or _stat(pid) is None:
-                    return
-                time.sleep(0.05)
-        module.fail_json(msg=f"nginx (pid {pid}) did not stop")
+        steps = ((signal.SIGQUIT, self.timeout), (signal.SIGTERM, 2.0), (signal.SIGKILL, 2.0))
+        if procs.terminate([pid], steps):
+            module.fail_json(msg=f"nginx (pid {pid}) did not stop")
 
 
 def main():

@@ -167,7 +167,7 @@ status:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible.module_utils.l4lb import agent, program
+from ansible.module_utils.l4lb import agent, maglev, program
 from ansible.module_utils.l4lb.module_shell import run_module
 
 
@@ -180,7 +180,7 @@ def main():
             pin_dir=dict(type="path", required=True),
             mode=dict(type="str", choices=["snat", "dsr"], default="snat"),
             attach_mode=dict(type="str", choices=["native", "generic"], default="native"),
-            maglev_size=dict(type="int", default=2039),
+            maglev_size=dict(type="int", default=maglev.DEFAULT_SIZE),
             snat_port_min=dict(type="int", default=61000),
             snat_port_max=dict(type="int", default=65535),
             ct_timeouts=dict(type="dict", default={}),

@@ -17,6 +17,8 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 
+import ansible.module_utils
+
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV_BIN = os.path.join(REPO, ".venv", "bin")
@@ -25,6 +27,10 @@ ANSIBLE = os.path.join(VENV_BIN, "ansible")
 MODULE_UTILS = os.path.join(REPO, "module_utils")
 if MODULE_UTILS not in sys.path:
     sys.path.insert(0, MODULE_UTILS)
+# lab_topology imports l4lb relatively (..l4lb), as a package of ansible.module_utils, the way
+# AnsiballZ ships them: tests import it as ansible.module_utils.lab_topology.
+if MODULE_UTILS not in ansible.module_utils.__path__:
+    ansible.module_utils.__path__.append(MODULE_UTILS)
 
 _RECAP_RE = re.compile(r"^(\S+)\s+:\s+((?:\w+=\d+\s*)+)$")
 

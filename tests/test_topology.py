@@ -250,7 +250,7 @@ def test_not_root_fails_before_any_change(tmp_path, clean_bad_prefix):
 
 def test_missing_kernel_feature_fails_before_any_change(monkeypatch):
     """A failing feature probe stops the module before it touches anything."""
-    import lab_topology as lt
+    from ansible.module_utils import lab_topology as lt
 
     spec = {"prefix": BAD_PREFIX, "subnet": "20.1.1.0/24", "vip": "40.1.1.1",
             "state_dir": f"/run/{BAD_PREFIX}", "bpffs_dir": f"/sys/fs/bpf/{BAD_PREFIX}",

@@ -4,15 +4,12 @@
 from __future__ import annotations
 
 import inspect
-import sys
 
 import pytest
 
-from labtest import MODULE_UTILS
-
-sys.path.insert(0, MODULE_UTILS)
-import lab_topology as lt  # noqa: E402
-from lab_topology import model  # noqa: E402
+import labtest  # noqa: F401  (puts module_utils on ansible.module_utils' path)
+from ansible.module_utils import lab_topology as lt
+from ansible.module_utils.lab_topology import model
 
 SPEC = {"prefix": "m", "subnet": "20.1.1.0/24", "vip": "40.1.1.1", "state_dir": "/run/m",
         "bpffs_dir": "/sys/fs/bpf/m",

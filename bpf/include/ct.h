@@ -43,6 +43,16 @@ static __always_inline int lb_ct_expired(const struct ct_entry *ct, __u8 proto, 
 	return lb_ct_quiet_for(ct, now, lb_ct_lifetime_ns(ct, proto));
 }
 
+/* The entry's clock, stamped at most once per tick (last_seen_ns is at tick resolution anyway):
+ * `now` is the clock when the caller read it this tick, else 0 (then it is read here). */
+static __always_inline void lb_ct_stamp(struct ct_entry *ct, __u32 tick, __u64 now)
+{
+	if (ct->last_tick != tick) {
+		ct->last_tick = tick;
+		ct->last_seen_ns = now ? now : LB_NOW_NS();
+	}
+}
+
 /* ct_flags after a client -> service packet with these TCP flags (0 for UDP). */
 static __always_inline __u8 lb_ct_client_flags(__u8 ct_flags, __u8 tcp_flags)
 {

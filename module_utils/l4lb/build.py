@@ -19,18 +19,17 @@ import dataclasses
 import ipaddress
 import os
 import platform
-import re
 import shutil
 import subprocess
 from pathlib import Path
 
 from .errors import InvalidConfig, L4LBError
 from .lifetimes import CtTimeouts
-from .maglev import is_prime
+from .maglev import DEFAULT_SIZE as DEFAULT_MAGLEV_SIZE
+from .maglev import check_size as check_maglev_size
+from .structs import bytes_to_mac, mac_to_bytes
 
 MODES = ("snat", "dsr")
-DEFAULT_MAGLEV_SIZE = 2039
-MAGLEV_SIZE_MAX = 131071  # Cilium's largest; inner map value = 4 * M bytes
 LINUX_EPHEMERAL_DEFAULT = (32768, 60999)
 
 
@@ -42,16 +41,6 @@ def _bpf_dir() -> Path | None:
         if cand.is_file():
             return cand.parent
     return None
-
-
-def parse_mac(mac: str | bytes) -> bytes:
-    if isinstance(mac, (bytes, bytearray)):
-        if len(mac) != 6:
-            raise InvalidConfig(f"MAC {bytes(mac).hex()!r} is not 6 bytes")
-        return bytes(mac)
-    if not isinstance(mac, str) or not re.fullmatch(r"[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}", mac.strip()):
-        raise InvalidConfig(f"MAC {mac!r} is not of the form aa:bb:cc:dd:ee:ff")
-    return bytes(int(x, 16) for x in re.split("[:-]", mac.strip()))
 
 
 def local_ephemeral_range(path: str = "/proc/sys/net/ipv4/ip_local_port_range") -> tuple[int, int]:
@@ -89,17 +78,15 @@ class BuildConfig:
         if ip.is_unspecified or ip.is_multicast or ip == ipaddress.IPv4Address("255.255.255.255"):
             raise InvalidConfig(f"lb_ip {self.lb_ip!r} is not a unicast address")
         object.__setattr__(self, "lb_ip", str(ip))
-        mac = parse_mac(self.lb_mac)
+        mac = mac_to_bytes(self.lb_mac, "lb_mac")
         if mac[0] & 1 or mac == b"\x00" * 6:
             raise InvalidConfig(f"lb_mac {self.lb_mac!r} is not a unicast MAC")
-        object.__setattr__(self, "lb_mac", ":".join(f"{b:02x}" for b in mac))
+        object.__setattr__(self, "lb_mac", bytes_to_mac(mac))
         if isinstance(self.ifindex, bool) or not isinstance(self.ifindex, int) or not 1 <= self.ifindex <= 0x7FFFFFFF:
             raise InvalidConfig(f"ifindex {self.ifindex!r} is not a positive integer")
         if self.mode not in MODES:
             raise InvalidConfig(f"mode {self.mode!r} is not one of {', '.join(MODES)}")
-        m = self.maglev_size
-        if isinstance(m, bool) or not isinstance(m, int) or not 3 <= m <= MAGLEV_SIZE_MAX or not is_prime(m):
-            raise InvalidConfig(f"maglev_size {m!r} is not a prime in 3..{MAGLEV_SIZE_MAX}")
+        check_maglev_size(self.maglev_size)
         lo, hi = self.snat_port_min, self.snat_port_max
         for name, v in (("snat_port_min", lo), ("snat_port_max", hi)):
             if isinstance(v, bool) or not isinstance(v, int) or not 1024 <= v <= 65535:
@@ -125,7 +112,7 @@ def lb_ip_macro(ip: str) -> int:
 
 def render_defines(cfg: BuildConfig) -> dict[str, str]:
     """The macros for bpf/lb_xdp.c (compiler-independent)."""
-    mac = parse_mac(cfg.lb_mac)
+    mac = mac_to_bytes(cfg.lb_mac, "lb_mac")
     ncpus = cfg.ncpus if cfg.ncpus is not None else (os.cpu_count() or 1)
     return {
         "MODE_SNAT" if cfg.mode == "snat" else "MODE_DSR": "1",

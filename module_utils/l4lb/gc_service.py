@@ -19,22 +19,7 @@ import time
 
 from .errors import L4LBError
 from .lifetimes import CtTimeouts
-from .procs import spawn_detached
-
-
-def _netns_ino(pid="self"):
-    try:
-        return os.stat(f"/proc/{pid}/ns/net").st_ino
-    except OSError:
-        return None
-
-
-def _cmdline(pid) -> list[str]:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
-    except OSError:
-        return []
+from . import procs
 
 
 def command(python: str, l4lbctl: str, pin_dir: str, timeouts, every_s: float) -> list[str]:
@@ -47,38 +32,22 @@ def command(python: str, l4lbctl: str, pin_dir: str, timeouts, every_s: float) -
 
 def running(pin_dir: str) -> dict[int, list[str]]:
     """pid -> argv of every GC loop for ``pin_dir`` in this network namespace."""
-    me = _netns_ino()
+    me = procs.netns_ino()
     out = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        argv = _cmdline(d)
+    for pid in procs.pids():
+        argv = procs.cmdline(pid)
         if len(argv) < 8 or argv[-6:-4] != ["ct", "gc"] or "--every" not in argv:
             continue
         if argv[2:4] != ["--pin-dir", pin_dir]:
             continue
-        if _netns_ino(d) == me:
-            out[int(d)] = argv
+        if procs.netns_ino(pid) == me:
+            out[pid] = argv
     return out
 
 
 def _stop(pid: int, wait_s: float = 3.0) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-                with open(f"/proc/{pid}/stat") as f:
-                    if f.read().rsplit(")", 1)[1].split()[0] == "Z":
-                        return
-            except (ProcessLookupError, FileNotFoundError):
-                return
-            time.sleep(0.05)
-    raise L4LBError(f"GC loop pid {pid} did not stop")
+    if procs.terminate([pid], ((signal.SIGTERM, wait_s), (signal.SIGKILL, wait_s))):
+        raise L4LBError(f"GC loop pid {pid} did not stop")
 
 
 def ensure(pin_dir: str, state: str = "started", timeouts=None, every_s: float = 5.0, l4lbctl: str = "",
@@ -112,7 +81,7 @@ def ensure(pin_dir: str, state: str = "started", timeouts=None, every_s: float =
         if not os.path.isdir(os.path.join(pin_dir, "maps")):
             raise L4LBError(f"no load balancer is loaded: {pin_dir}/maps does not exist")
         os.makedirs(os.path.dirname(log) or ".", exist_ok=True)
-        proc = spawn_detached(want, log)
+        proc = procs.spawn_detached(want, log)
         time.sleep(0.3)
         if proc.poll() is not None:
             raise L4LBError(f"GC loop exited at once (exit {proc.returncode}); see {log}")

@@ -21,7 +21,7 @@ import os
 import sys
 import threading
 
-from .errors import BpfError
+from .errors import BpfError, L4LBError
 
 # --- constants (uapi/linux/bpf.h, if_link.h) -------------------------------------------
 
@@ -215,7 +215,12 @@ def _library_name() -> str:
 
 
 def _load():
-    lib = ctypes.CDLL(_library_name(), use_errno=True)
+    name = _library_name()
+    try:
+        lib = ctypes.CDLL(name, use_errno=True)
+    except OSError as exc:
+        hint = "install eBPF for Windows" if sys.platform == "win32" else "apt-get install libbpf1"
+        raise L4LBError(f"cannot load {name} ({exc}); libbpf 1.x is needed on this node: {hint}") from exc
     vp, cp, i, u32, sz = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_uint32, ctypes.c_size_t
     sigs = {
         "bpf_object__open_file": (vp, [cp, ctypes.POINTER(ObjectOpenOpts)]),
@@ -267,7 +272,22 @@ def _load():
     return lib
 
 
-_lib = _load()
+class _LazyLib:
+    """libbpf, loaded on first use: importing this module works without it (a module can then
+    report a missing libbpf as a task failure), and each function is looked up once."""
+
+    def __getattr__(self, name):
+        lib = self.__dict__.get("cdll")
+        if lib is None:
+            lib = self.__dict__["cdll"] = _load()
+            if hasattr(lib, "libbpf_set_print"):
+                lib.libbpf_set_print(_print_hook)
+        fn = getattr(lib, name)
+        setattr(self, name, fn)
+        return fn
+
+
+_lib = _LazyLib()
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True) if sys.platform != "win32" else None
 
 
@@ -285,16 +305,16 @@ def _print_hook(level, fmt, va_list):
     return 0
 
 
-if hasattr(_lib, "libbpf_set_print"):
-    _lib.libbpf_set_print(_print_hook)
-
-
 def take_log() -> str:
     """Return and clear what libbpf logged since the last call (warnings, verifier output)."""
     with _log_lock:
         text = "".join(_log_lines)
         _log_lines.clear()
     return text
+
+
+# What a kernel or map type without batch lookups answers (the callers fall back to one by one).
+_BATCH_REFUSED = (_errno.EINVAL, _errno.ENOTSUP, _errno.EOPNOTSUPP, _errno.ENOSYS)
 
 
 def _check(ret: int, op: str, what: str = "") -> int:
@@ -439,52 +459,30 @@ class Map:
             yield key
             prev = ctypes.create_string_buffer(key, len(key))
 
+    def _items_by_key(self):
+        """(key, value) pairs one syscall each: the fallback where batch lookups are refused."""
+        for key in list(self.keys()):
+            value = self.lookup(key)
+            if value is not None:
+                yield key, value
+
     def items(self):
         """All (key, value) pairs. Uses one batch call where the kernel supports it."""
         try:
             yield from self.lookup_batch()
             return
         except BpfError as exc:
-            if exc.errno not in (_errno.EINVAL, _errno.ENOTSUP, _errno.EOPNOTSUPP, _errno.ENOSYS):
+            if exc.errno not in _BATCH_REFUSED:
                 raise
-        for key in list(self.keys()):
-            value = self.lookup(key)
-            if value is not None:
-                yield key, value
+        yield from self._items_by_key()
 
     def percpu_values(self, value: bytes) -> list[bytes]:
         return [value[i * self.stride : i * self.stride + self.value_size] for i in range(self.ncpus)]
 
     # Batch operations (Linux >= 5.6). Hash maps only; the caller falls back on EINVAL.
-    def lookup_batch(self, chunk: int = 4096):
-        count = min(chunk, max(self.max_entries, 1))
-        keys = ctypes.create_string_buffer(self.key_size * count)
-        values = ctypes.create_string_buffer(self.full_value_size * count)
-        in_batch = None
-        out_batch = ctypes.create_string_buffer(max(self.key_size, 8))
-        opts = MapBatchOpts(sz=ctypes.sizeof(MapBatchOpts))
-        while True:
-            n = ctypes.c_uint32(count)
-            ret = _lib.bpf_map_lookup_batch(
-                self.fd, in_batch, out_batch, keys, values, ctypes.byref(n), ctypes.byref(opts)
-            )
-            done = ret == -_errno.ENOENT
-            if ret < 0 and not done:
-                _check(ret, "bpf_map_lookup_batch", self.name)
-            got = n.value
-            if got:
-                # Copy each buffer out once per batch (.raw copies the whole buffer).
-                ks, vs = self.key_size, self.full_value_size
-                kraw, vraw = keys.raw[: ks * got], values.raw[: vs * got]
-                for i in range(got):
-                    yield kraw[i * ks : (i + 1) * ks], vraw[i * vs : (i + 1) * vs]
-            if done:
-                return
-            in_batch = ctypes.create_string_buffer(out_batch.raw, len(out_batch.raw))
-
-    def items_list(self, chunk: int = 8192) -> list:
-        """All (key, value) pairs as a list, like items() but cheaper for big maps: each
-        batch's buffers are copied out once (not once per element). Falls back to items()."""
+    def _lookup_batches(self, chunk: int):
+        """The one bpf_map_lookup_batch loop: yields each batch as a list of (key, value).
+        Each batch's buffers are copied out once (``.raw`` copies the whole buffer)."""
         count = min(chunk, max(self.max_entries, 1))
         ks, vs = self.key_size, self.full_value_size
         keys = ctypes.create_string_buffer(ks * count)
@@ -492,7 +490,6 @@ class Map:
         in_batch = None
         out_batch = ctypes.create_string_buffer(max(ks, 8))
         opts = MapBatchOpts(sz=ctypes.sizeof(MapBatchOpts))
-        out = []
         while True:
             n = ctypes.c_uint32(count)
             ret = _lib.bpf_map_lookup_batch(
@@ -500,18 +497,33 @@ class Map:
             )
             done = ret == -_errno.ENOENT
             if ret < 0 and not done:
-                if not out and -ret in (_errno.EINVAL, _errno.ENOTSUP, _errno.EOPNOTSUPP, _errno.ENOSYS):
-                    return list(self.items())
                 _check(ret, "bpf_map_lookup_batch", self.name)
             got = n.value
             if got:
                 kraw = keys.raw[: ks * got]
                 vraw = values.raw[: vs * got]
-                out.extend(zip([kraw[i:i + ks] for i in range(0, ks * got, ks)],
+                yield list(zip([kraw[i:i + ks] for i in range(0, ks * got, ks)],
                                [vraw[i:i + vs] for i in range(0, vs * got, vs)]))
             if done:
-                return out
+                return
             in_batch = ctypes.create_string_buffer(out_batch.raw, len(out_batch.raw))
+
+    def lookup_batch(self, chunk: int = 4096):
+        """All (key, value) pairs, one batch syscall per ``chunk`` entries (BpfError if refused)."""
+        for batch in self._lookup_batches(chunk):
+            yield from batch
+
+    def items_list(self, chunk: int = 8192) -> list:
+        """All (key, value) pairs as a list, like items() but with bigger batches."""
+        out = []
+        try:
+            for batch in self._lookup_batches(chunk):
+                out.extend(batch)
+        except BpfError as exc:
+            if out or exc.errno not in _BATCH_REFUSED:
+                raise
+            return list(self._items_by_key())
+        return out
 
     def update_batch(self, pairs, flags: int = BPF_ANY) -> None:
         """Write many (key, value) pairs in one syscall; falls back to single updates."""

@@ -28,6 +28,7 @@ import re
 from dataclasses import dataclass, field
 
 from .errors import InvalidConfig
+from .structs import bytes_to_mac, mac_to_bytes
 
 MAX_BACKENDS = 1024
 MAX_WEIGHT = 65535
@@ -268,14 +269,10 @@ def parse_neighbors(value, field_name: str = "neighbors") -> dict:
 
 
 def parse_mac(value, field_name: str = "mac") -> str:
-    if isinstance(value, str):
-        parts = value.strip().replace("-", ":").split(":")
-        if len(parts) == 6 and all(len(p) == 2 for p in parts):
-            try:
-                return ":".join(f"{int(p, 16):02x}" for p in parts)
-            except ValueError:
-                pass
-    raise InvalidConfig(f"{field_name}: {value!r} is not a MAC address (aa:bb:cc:dd:ee:ff)")
+    """A MAC in its canonical text form (lower case, ':'), parsed by structs.mac_to_bytes."""
+    if not isinstance(value, str):
+        raise InvalidConfig(f"{field_name}: {value!r} is not a MAC address (aa:bb:cc:dd:ee:ff)")
+    return bytes_to_mac(mac_to_bytes(value, field_name))
 
 
 def check_unique(services) -> None:

@@ -1,16 +1,27 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, L4LB lab toolkit contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Starting a process that outlives the task that starts it (a capture, the GC loop).
+"""Processes on this node: starting one that outlives the task that starts it (a capture, the GC
+loop), and the /proc readings every module judges processes by (network namespace, command line,
+state), with one way to stop them.
 
 Ansible's ``module.run_command`` waits for its command; these processes must keep running after
 the module returns, in their own session (so the connection's end does not signal them), with
 their output in a log file (never on the module's pipes, which the connection waits on).
+A process is judged by what runs (its command line, its network namespace), never by a pid file.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
+import tempfile
+import time
+from collections import namedtuple
+
+# From /proc/<pid>/stat: state letter ("Z" zombie), parent pid, start time in clock ticks since boot.
+ProcStat = namedtuple("ProcStat", "state ppid starttime")
 
 
 def spawn_detached(argv, log_path):
@@ -19,3 +30,93 @@ def spawn_detached(argv, log_path):
     with open(log_path, "ab") as log:
         return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                 close_fds=True, start_new_session=True)
+
+
+def run_daemonizing(argv, timeout):
+    """Run a command that daemonises (nginx): returns (exit code, its output). The daemon keeps
+    the launcher's stdout and stderr, so they go to a file, never to a pipe (run_command's, or
+    the module's, which the connection waits on). Killed after ``timeout`` seconds."""
+    with tempfile.TemporaryDirectory() as tmp:
+        log = os.path.join(tmp, "output.log")
+        proc = spawn_detached(argv, log)
+        try:
+            rc = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            rc = proc.wait()
+        with open(log, "rb") as f:
+            return rc, f.read().decode(errors="replace").strip()
+
+
+def pids():
+    """Every pid in /proc (this pid namespace's view)."""
+    return [int(d) for d in os.listdir("/proc") if d.isdigit()]
+
+
+def netns_ino(pid="self"):
+    """The inode of ``pid``'s network namespace, or None when it is gone (or not ours to read)."""
+    try:
+        return os.stat(f"/proc/{pid}/ns/net").st_ino
+    except OSError:
+        return None
+
+
+def cmdline(pid) -> list:
+    """``pid``'s argv ([] when it is gone or a kernel thread)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+    except OSError:
+        return []
+
+
+def stat(pid):
+    """ProcStat(state, ppid, starttime) from /proc/<pid>/stat, or None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            rest = f.read().rsplit(")", 1)[1].split()  # the command name may hold blanks and ')'
+        return ProcStat(rest[0], int(rest[1]), int(rest[19]))
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def alive(pid) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    st = stat(pid)
+    return st is not None and st.state != "Z"
+
+
+def boot_time() -> int:
+    """The boot time in seconds since the epoch (``btime`` in /proc/stat); 0 when unknown."""
+    with open("/proc/stat", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("btime "):
+                return int(line.split()[1])
+    return 0
+
+
+def pids_in_netns(inodes) -> set:
+    """Pids (other than this one) whose network namespace inode is one of ``inodes``."""
+    me = os.getpid()
+    return {pid for pid in pids() if pid != me and netns_ino(pid) in inodes}
+
+
+def terminate(pid_list, steps=((signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0))) -> set:
+    """Signal every pid with each step's signal in turn, waiting up to the step's seconds for them
+    to end before the next step; returns the pids still alive after the last step."""
+    left = set(pid_list)
+    for sig, wait_s in steps:
+        for pid in list(left):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                left.discard(pid)
+        deadline = time.monotonic() + wait_s
+        while left:
+            left = {pid for pid in left if alive(pid)}
+            if not left or time.monotonic() >= deadline:
+                break
+            time.sleep(0.05)
+        if not left:
+            break
+    return left

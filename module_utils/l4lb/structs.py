@@ -18,16 +18,20 @@ bottom (``LB4_KEY`` ...) instead of ctypes objects; a unit test checks both enco
 from __future__ import annotations
 
 import ctypes
+import re
 import socket
 import struct
 import sys
+
+from .errors import InvalidConfig
+from .maglev import DEFAULT_SIZE
 
 IPPROTO_TCP = 6
 IPPROTO_UDP = 17
 PROTOCOLS = {"tcp": IPPROTO_TCP, "udp": IPPROTO_UDP}
 PROTO_NAMES = {v: k for k, v in PROTOCOLS.items()}
 
-LB_MAGLEV_LUT_SIZE = 2039          # default compile-time macro of the datapath
+LB_MAGLEV_LUT_SIZE = DEFAULT_SIZE  # default compile-time macro of the datapath
 MAX_SERVICES_ENTRIES = 65536       # lb4_services_v2 max_entries
 MAX_BACKENDS_ENTRIES = 65536       # lb4_backends max_entries
 MAX_REVNAT_ENTRIES = 65536
@@ -72,11 +76,18 @@ def be16_to_port(value: int) -> int:
     return int.from_bytes(value.to_bytes(2, _NATIVE), "big")
 
 
-def mac_to_bytes(mac: str) -> bytes:
-    parts = mac.split(":")
-    if len(parts) != 6:
-        raise ValueError(mac)
-    return bytes(int(p, 16) for p in parts)
+_MAC = re.compile(r"[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}")
+
+
+def mac_to_bytes(mac, field_name: str = "mac") -> bytes:
+    """The one MAC parser: 'aa:bb:cc:dd:ee:ff' (or with '-', any case) or 6 bytes -> 6 bytes.
+
+    Anything else raises InvalidConfig (a ValueError) naming ``field_name``."""
+    if isinstance(mac, (bytes, bytearray)) and len(mac) == 6:
+        return bytes(mac)
+    if isinstance(mac, str) and _MAC.fullmatch(mac.strip()):
+        return bytes(int(x, 16) for x in re.split("[:-]", mac.strip()))
+    raise InvalidConfig(f"{field_name}: {mac!r} is not a MAC address (aa:bb:cc:dd:ee:ff)")
 
 
 def bytes_to_mac(data: bytes) -> str:

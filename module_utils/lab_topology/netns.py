@@ -15,8 +15,8 @@ import os
 import shutil
 import signal
 import tempfile
-import time
 
+from ..l4lb import procs
 from .model import TopologyError
 from .provider import Action, ProviderError, TopologyProvider, register, run
 
@@ -453,42 +453,9 @@ def _rmtree(path):
 
 def lab_pids(inodes):
     """PIDs whose network namespace inode is one of ``inodes`` (robust without pid files)."""
-    me = os.getpid()
-    pids = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == me:
-            continue
-        try:
-            st = os.stat(f"/proc/{entry}/ns/net")
-        except OSError:
-            continue
-        if st.st_ino in inodes:
-            pids.add(int(entry))
-    return pids
+    return procs.pids_in_netns(inodes)
 
 
 def kill_pids(pids, grace=2.0):
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    deadline = time.monotonic() + grace
-    alive = set(pids)
-    while alive and time.monotonic() < deadline:
-        alive = {p for p in alive if _alive(p)}
-        if alive:
-            time.sleep(0.05)
-    for pid in alive:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
-def _alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
+    """SIGTERM, up to ``grace`` seconds, then SIGKILL for the ones left."""
+    procs.terminate(pids, ((signal.SIGTERM, grace), (signal.SIGKILL, 0)))

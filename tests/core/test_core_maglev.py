@@ -188,3 +188,29 @@ def test_size_vs_backends():
     with pytest.raises(InvalidConfig, match="non-zero"):
         maglev.build([("1.1.1.1:80", 0)], 13)
     assert maglev.size_warnings(2039, 64) and not maglev.size_warnings(2039, 20)
+
+
+def test_default_size_literals_agree():
+    """maglev.DEFAULT_SIZE is the one default; the places that must hold a literal (module
+    documentation, role defaults and argument specs, the C macro) hold the same number."""
+    import os
+    import re
+
+    import yaml
+
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+    def read(*parts):
+        with open(os.path.join(repo, *parts), encoding="utf-8") as f:
+            return f.read()
+
+    m = maglev.DEFAULT_SIZE
+    src = read("library", "xdp_program.py")
+    doc = yaml.safe_load(re.search(r'DOCUMENTATION = r"""(.*?)"""', src, re.S).group(1))
+    assert doc["options"]["maglev_size"]["default"] == m
+    assert yaml.safe_load(read("roles", "lb_node", "defaults", "main.yml"))["lb_node_maglev_size"] == m
+    assert f"default({m})" in yaml.safe_load(read("roles", "lb_service", "defaults", "main.yml"))["lb_service_maglev_size"]
+    for role, var in (("lb_node", "lb_node_maglev_size"), ("lb_service", "lb_service_maglev_size")):
+        spec = yaml.safe_load(read("roles", role, "meta", "argument_specs.yml"))
+        assert spec["argument_specs"]["main"]["options"][var]["default"] == m, role
+    assert re.search(rf"#define LB_MAGLEV_LUT_SIZE {m}\b", read("bpf", "include", "consts.h"))

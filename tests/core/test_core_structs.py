@@ -41,6 +41,26 @@ def test_byte_order_boundary():
     assert S.bytes_to_mac(b"\x02\x00\x14\x01\x01\x0a\x00\x00") == "02:00:14:01:01:0a"
 
 
+@pytest.mark.parametrize("good", ["02:00:14:01:01:0A", " 02-00-14-01-01-0a ", b"\x02\x00\x14\x01\x01\x0a"])
+def test_one_mac_parser(good):
+    from l4lb import build, model
+    assert S.mac_to_bytes(good) == b"\x02\x00\x14\x01\x01\x0a"
+    if isinstance(good, str):
+        assert model.parse_mac(good) == "02:00:14:01:01:0a"
+        cfg = build.BuildConfig(lb_ip="20.1.1.1", lb_mac=good, ifindex=3)
+        assert cfg.lb_mac == "02:00:14:01:01:0a"
+
+
+@pytest.mark.parametrize("bad", ["02:00:14:01:01", "02:00:14:01:01:0g", "2:0:14:1:1:a", b"\x02", 7, None])
+def test_one_mac_parser_refuses(bad):
+    from l4lb import model
+    from l4lb.errors import InvalidConfig
+    with pytest.raises(InvalidConfig, match="lb_mac: .* is not a MAC address"):
+        S.mac_to_bytes(bad, "lb_mac")
+    with pytest.raises(InvalidConfig, match="mac: "):
+        model.parse_mac(bad)
+
+
 def test_ctypes_and_codecs_agree():
     k = S.Lb4Key.make("40.1.1.1", 80, 3, S.IPPROTO_TCP)
     assert bytes(k) == S.LB4_KEY.pack(S.ip_to_be32("40.1.1.1"), S.port_to_be16(80), 3, 6, 0)

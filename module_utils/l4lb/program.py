@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from . import libbpf, xdp
 from .build import BuildConfig, compile_lb
 from .errors import BpfError, InvalidConfig, L4LBError
+from .maglev import DEFAULT_SIZE
 from .netdev import device as device_info
 from .netdev import ifindex as device_ifindex
 
@@ -86,7 +87,7 @@ class Desired:
     pin_dir: str
     mode: str = "snat"
     attach_mode: str = "native"
-    maglev_size: int = 2039
+    maglev_size: int = DEFAULT_SIZE
     snat_port_min: int = 61000
     snat_port_max: int = 65535
     ct_timeouts: dict | None = None

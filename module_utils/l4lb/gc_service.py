@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import time
 
 from .errors import L4LBError
@@ -45,8 +44,8 @@ def running(pin_dir: str) -> dict[int, list[str]]:
     return out
 
 
-def _stop(pid: int, wait_s: float = 3.0) -> None:
-    if procs.terminate([pid], ((signal.SIGTERM, wait_s), (signal.SIGKILL, wait_s))):
+def _stop(pid: int) -> None:
+    if procs.terminate([pid]):
         raise L4LBError(f"GC loop pid {pid} did not stop")
 
 

@@ -40,6 +40,19 @@ def tcp(lb, sport, flags, src=H.CLIENT):
     return ret, (Ether(out)[TCP].sport if ret == XDP_TX else None)
 
 
+def established(lb, sport):
+    """A handshake the client completed (SYN, then ACK), holding PORT."""
+    assert tcp(lb, sport, "S") == (XDP_TX, PORT)
+    assert tcp(lb, sport, "A") == (XDP_TX, PORT)
+
+
+def closed_by_backend_first(lb, sport):
+    """An established flow the backend closed first (it holds TIME_WAIT), then the client."""
+    established(lb, sport)
+    reply(lb, "FA")
+    tcp(lb, sport, "FA")
+
+
 def reply(lb, flags, nat_port=PORT):
     p = Ether(dst=H.LB_MAC) / IP(src=BACKEND[0], dst=H.LB_IP) / TCP(sport=BACKEND[1], dport=nat_port, flags=flags)
     ret, _ = lb.run(p)
@@ -75,16 +88,14 @@ def test_syn_only_flow_holds_its_port_for_the_syn_timeout(lb):
 
 
 def test_established_flow_keeps_its_port_past_the_syn_timeout(lb):
-    assert tcp(lb, 30011, "S")[1] == PORT
-    assert tcp(lb, 30011, "A")[1] == PORT
+    established(lb, 30011)
     time.sleep(1.3)
     assert tcp(lb, 30012, "S")[0] == XDP_DROP
     assert gc_would_delete(lb) == 0
 
 
 def test_idle_established_flow_is_over_after_its_lifetime(lb):
-    tcp(lb, 30021, "S")
-    tcp(lb, 30021, "A")
+    established(lb, 30021)
     time.sleep(2.3)
     assert gc_would_delete(lb) == 1
     # Its next packet starts a new flow: counters start again.
@@ -93,10 +104,7 @@ def test_idle_established_flow_is_over_after_its_lifetime(lb):
 
 
 def test_backend_closed_first_guards_the_port_for_other_clients(lb):
-    tcp(lb, 30031, "S")
-    tcp(lb, 30031, "A")
-    reply(lb, "FA")                                      # the backend closes first: TIME_WAIT there
-    tcp(lb, 30031, "FA")
+    closed_by_backend_first(lb, 30031)                   # TIME_WAIT at the backend
     c = lb.ct(H.CLIENT, H.VIP, 30031, 80, H.TCP)
     assert c.ct_flags & H.S.CT_F_BACKEND_TW and c.ct_flags & H.S.CT_F_CLIENT_FIN
     time.sleep(1.3)                                      # past "closed", inside time_wait
@@ -106,18 +114,14 @@ def test_backend_closed_first_guards_the_port_for_other_clients(lb):
 
 
 def test_backend_time_wait_guard_ends(lb):
-    tcp(lb, 30041, "S")
-    tcp(lb, 30041, "A")
-    reply(lb, "FA")
-    tcp(lb, 30041, "FA")
+    closed_by_backend_first(lb, 30041)
     time.sleep(3.3)
     assert gc_would_delete(lb) == 1
     assert tcp(lb, 40001, "S", src=OTHER_CLIENT) == (XDP_TX, PORT)
 
 
 def test_client_closed_first_frees_the_port_after_closed_timeout(lb):
-    tcp(lb, 30051, "S")
-    tcp(lb, 30051, "A")
+    established(lb, 30051)
     tcp(lb, 30051, "FA")                                 # client first: no TIME_WAIT at the backend
     reply(lb, "FA")
     assert not lb.ct(H.CLIENT, H.VIP, 30051, 80, H.TCP).ct_flags & H.S.CT_F_BACKEND_TW
@@ -126,8 +130,7 @@ def test_client_closed_first_frees_the_port_after_closed_timeout(lb):
 
 
 def test_half_closed_flow_lives_for_the_fin_timeout(lb):
-    tcp(lb, 30061, "S")
-    tcp(lb, 30061, "A")
+    established(lb, 30061)
     tcp(lb, 30061, "FA")
     time.sleep(1.3)                                      # past "closed" but one FIN only
     assert tcp(lb, 40003, "S", src=OTHER_CLIENT)[0] == XDP_DROP
@@ -136,8 +139,7 @@ def test_half_closed_flow_lives_for_the_fin_timeout(lb):
 
 
 def test_rst_closes(lb):
-    tcp(lb, 30071, "S")
-    tcp(lb, 30071, "A")
+    established(lb, 30071)
     tcp(lb, 30071, "R")
     time.sleep(1.3)
     assert tcp(lb, 40004, "S", src=OTHER_CLIENT) == (XDP_TX, PORT)
@@ -145,10 +147,7 @@ def test_rst_closes(lb):
 
 def test_fixed_tuple_reconnecting_after_close_gets_its_port_at_once(lb):
     for _ in range(5):
-        assert tcp(lb, 30081, "S") == (XDP_TX, PORT)
-        tcp(lb, 30081, "A")
-        reply(lb, "FA")
-        tcp(lb, 30081, "FA")
+        closed_by_backend_first(lb, 30081)
 
 
 def test_udp_flow_is_over_after_udp_timeout(lb):

@@ -13,8 +13,9 @@ description:
     switch is the bridge O(bridge) in namespace C(<prefix>-switch); every node is joined to it by
     a veth pair whose switch-side end is named after the node.
   - Each switch-side veth carries a trivial native XDP_PASS program (compiled from
-    O(xdp_pass_src) into O(state_dir), loaded once and pinned at C(<bpffs_dir>/switch/xdp_pass),
-    attached with bpftool), so native XDP_TX from a node's interface is not dropped (a veth peer
+    O(xdp_pass_src) into O(state_dir) when the source changed, loaded once and pinned at
+    C(<bpffs_dir>/switch/xdp_pass), attached in the switch's namespace; compiled, loaded, pinned
+    and attached through the control-plane core, C(module_utils/l4lb/)), so native XDP_TX from a node's interface is not dropped (a veth peer
     must be NAPI-ready). Both ends of a node's veth pair carry the node's O(nodes[].mtu). A node
     interface's MAC is C(02:4c:) followed by its four address bytes. Checksum offload (rx, tx) is
     turned off on node interfaces, since XDP rewrites would otherwise leave bad checksums. Client nodes get the route

@@ -123,6 +123,7 @@ def test_drift_is_repaired(lab):
     subprocess.run(["ip", "-n", ns("win2"), "addr", "flush", "dev", "eth0"], check=True)
     subprocess.run(["ip", "-n", ns("switch"), "link", "del", "linux1"], check=True)
     subprocess.run(["ip", "-n", ns("client"), "route", "del", "40.1.1.1/32"], check=True)
+    subprocess.run(["ip", "-n", ns("switch"), "link", "set", "dev", "win1", "xdp", "off"], check=True)
     check = run_playbook("site.yml", EV, args=["--check", "--tags", "lab_topology"])
     assert check.recap["localhost"]["changed"] == 1, check.output
     assert [a for l in ipj(ns("win2"), "-4", "addr", "show", "dev", "eth0")
@@ -132,6 +133,7 @@ def test_drift_is_repaired(lab):
     assert run_playbook("site.yml", EV).changed == 0
     test_client_route_to_vip(lab)
     test_node_addresses_and_switch_ports(lab)
+    test_xdp_pass_on_switch_ports_and_offload_off(lab)
 
 
 def test_teardown_removes_everything_the_lab_made_and_nothing_else(lab):
@@ -270,6 +272,33 @@ def test_missing_kernel_feature_fails_before_any_change(monkeypatch):
     monkeypatch.undo()
     lt.get_provider("netns", topo).preflight("present")
     _assert_nothing_made()
+
+
+def test_in_netns_moves_only_its_own_thread():
+    """procs.in_netns (how the provider attaches XDP in the switch's namespace): the call runs in
+    the named namespace, or in a throwaway one whose links vanish with it; the caller stays put
+    and the call's exception reaches the caller."""
+    from ansible.module_utils.l4lb import procs
+
+    before, mine = root_ns_snapshot(), procs.netns_ino()
+
+    def make_link():
+        subprocess.run(["ip", "link", "add", "name", "l4probe0", "type", "veth", "peer",
+                        "name", "l4probe1"], check=True)
+        return os.stat("/proc/thread-self/ns/net").st_ino
+
+    assert procs.in_netns(make_link) != mine
+    assert procs.netns_ino() == mine and root_ns_snapshot() == before
+    name = f"{PREFIX}i-innetns"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        assert procs.in_netns(make_link, f"/run/netns/{name}") == os.stat(f"/run/netns/{name}").st_ino
+        assert "l4probe0" in {l["ifname"] for l in ipj(name, "link", "show")}
+        with pytest.raises(subprocess.CalledProcessError):  # it exists there now
+            procs.in_netns(make_link, f"/run/netns/{name}")
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=True)
+    assert procs.netns_ino() == mine and root_ns_snapshot() == before
 
 
 def test_check_mode_from_nothing_reports_changes_and_makes_nothing(clean_bad_prefix):

@@ -143,7 +143,8 @@ class CompileResult:
     clang_version: str
 
 
-def _clang() -> str:
+def find_clang() -> str:
+    """The clang compile_object runs: $L4LB_CLANG, else clang on PATH; L4LBError when neither."""
     clang = os.environ.get("L4LB_CLANG") or shutil.which("clang")
     if not clang:
         raise L4LBError("clang not found (install clang or set L4LB_CLANG)")
@@ -154,7 +155,7 @@ _version_cache: dict[str, str] = {}
 
 
 def clang_version(clang: str | None = None) -> str:
-    clang = clang or _clang()
+    clang = clang or find_clang()
     if clang not in _version_cache:
         try:
             out = subprocess.run([clang, "--version"], capture_output=True, text=True, check=True).stdout
@@ -179,7 +180,7 @@ def compile_object(src: str | os.PathLike, out_path: str | os.PathLike, defines:
     out = Path(out_path)
     if not src.is_file():
         raise InvalidConfig(f"source {str(src)!r} does not exist")
-    clang = _clang()
+    clang = find_clang()
     defines = dict(defines or {})
     incs = [f"-I{d}" for d in (include_dirs or [src.parent / "include", src.parent])]
     cmd = [clang, "-O2", "-g", "-target", "bpf", "-Wall", "-Wno-unused-function",

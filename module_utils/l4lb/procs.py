@@ -2,8 +2,8 @@
 # Copyright: (c) 2026, L4LB lab toolkit contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Processes on this node: starting one that outlives the task that starts it (a capture, the GC
-loop), and the /proc readings every module judges processes by (network namespace, command line,
-state), with one way to stop them.
+loop), the /proc readings every module judges processes by (network namespace, command line,
+state), with one way to stop them, and calling code in another network namespace.
 
 Ansible's ``module.run_command`` waits for its command; these processes must keep running after
 the module returns, in their own session (so the connection's end does not signal them), with
@@ -13,12 +13,16 @@ A process is judged by what runs (its command line, its network namespace), neve
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from collections import namedtuple
+
+CLONE_NEWNET = 0x40000000
 
 # From /proc/<pid>/stat: state letter ("Z" zombie), parent pid, start time in clock ticks since boot.
 ProcStat = namedtuple("ProcStat", "state ppid starttime")
@@ -120,3 +124,46 @@ def terminate(pid_list, steps=((signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0))) ->
         if not left:
             break
     return left
+
+
+def _enter_netns(ns_path):
+    """Move the calling thread into the network namespace at ``ns_path``, or into a new one."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if ns_path is None:
+        if libc.unshare(CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"unshare(CLONE_NEWNET): {os.strerror(err)}")
+        return
+    fd = os.open(ns_path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if libc.setns(fd, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns({ns_path}): {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
+def in_netns(func, ns_path=None):
+    """``func()`` called in the network namespace at ``ns_path`` (a ``/run/netns/<name>`` file),
+    or in a new, empty one that vanishes afterwards (with every link made in it) when None; returns
+    what ``func`` returns, raises what it raises.
+
+    ``func`` runs on a thread of its own: setns and unshare move only the calling thread, so this
+    process and its other threads stay where they are, and the thread ends with ``func``. Sockets
+    it opens (netlink: libbpf's XDP attach, ``socket.if_nametoindex``) and commands it starts are
+    in that namespace; the mount namespace is the caller's, so bpffs pins stay visible."""
+    box = {}
+
+    def body():
+        try:
+            _enter_netns(ns_path)
+            box["result"] = func()
+        except BaseException as exc:  # handed to the caller's thread, raised there
+            box["error"] = exc
+
+    thread = threading.Thread(target=body, name="in_netns", daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box.get("result")

@@ -4,6 +4,10 @@
 """The ``netns`` provider: the lab as network namespaces, a Linux bridge and veth pairs on this
 machine (the embedded default). Every link is created with ``ip -n <namespace>``: nothing is
 ever added to the root namespace.
+
+The switch ports' XDP_PASS program goes through the control-plane core like every program of
+ours: compiled by ``build.compile_object``, loaded by ``program.load_object``, pinned, queried and
+attached through ``xdp`` (libbpf), in the switch's namespace by ``procs.in_netns``.
 """
 
 from __future__ import annotations
@@ -16,11 +20,12 @@ import shutil
 import signal
 import tempfile
 
-from ..l4lb import procs
+from ..l4lb import build, libbpf, procs, xdp
+from ..l4lb.errors import L4LBError
+from ..l4lb.netdev import ifindex as device_ifindex
+from ..l4lb.program import load_object
 from .model import TopologyError
 from .provider import Action, ProviderError, TopologyProvider, register, run
-
-XDP_MODE_DRV = 1
 
 
 def _mounts():
@@ -47,14 +52,15 @@ class NetnsProvider(TopologyProvider):
     by the peer veth)."""
 
     name = "netns"
-    TOOLS = ("ip", "nsenter", "ethtool", "clang", "bpftool", "unshare")
+    # clang is found the way build.compile_object finds it (build.find_clang); libbpf is the
+    # core's ctypes adapter (the veth+bridge+xdp probe loads it).
+    TOOLS = ("ip", "nsenter", "ethtool")
 
     def __init__(self, topology, search_path=None, netns_dir="/run/netns"):
         super().__init__(topology)
         self.path = search_path or (os.environ.get("PATH", "") + ":/usr/sbin:/sbin:/usr/bin:/bin")
         self.netns_dir = netns_dir
         self.bin = {}
-        self._compiled_now = False
         self.switch_ns = f"{topology.prefix}-switch"
 
     # -- naming ------------------------------------------------------------------------------
@@ -111,6 +117,11 @@ class NetnsProvider(TopologyProvider):
                 self._which(tool)
             except TopologyError as e:
                 problems.extend(e.problems)
+        if state == "present":
+            try:
+                build.find_clang()
+            except L4LBError as e:
+                problems.append(f"requirement: {e} (run scripts/setup.sh)")
         if problems:
             raise TopologyError(problems)
         if state != "present":
@@ -144,24 +155,31 @@ class NetnsProvider(TopologyProvider):
         return None
 
     def _probe_links(self):
-        """Create a veth pair and a bridge, and attach XDP natively, in throwaway network and
-        mount namespaces (with a private bpffs, so iproute2's loader leaves no pins behind)."""
+        """Create a veth pair and a bridge, and attach XDP natively the way the switch ports get
+        it, in a throwaway network namespace that vanishes with the probe (nothing is pinned: the
+        program lives as long as its object)."""
+        ip = self.bin.get("ip", "ip")
         with tempfile.TemporaryDirectory(prefix="lab-probe-") as tmp:
-            obj = os.path.join(tmp, "xdp_pass.o")
-            script = ("set -e; mount -t bpf bpf /sys/fs/bpf; "
-                      "ip link add name p0 type veth peer name p1; "
-                      "ip link add name b0 type bridge; ")
+            obj = None
             if self.t.xdp_pass_src and os.path.isfile(self.t.xdp_pass_src):
+                obj = os.path.join(tmp, "xdp_pass.o")
                 try:
-                    self._compile(obj)
-                except ProviderError as e:
+                    build.compile_object(self.t.xdp_pass_src, obj)
+                except L4LBError as e:
                     return f"cannot compile the XDP_PASS program: {e}"
-                script += f"ip link set dev p0 xdpdrv obj {obj} sec xdp"
-            p = run([self.bin["unshare"], "--net", "--mount", "--propagation", "private",
-                     "/bin/sh", "-c", script], check=False)
-            if p.returncode != 0:
+
+            def probe():
+                run([ip, "link", "add", "name", "p0", "type", "veth", "peer", "name", "p1"])
+                run([ip, "link", "add", "name", "b0", "type", "bridge"])
+                if obj:
+                    with load_object(obj) as loaded:
+                        attach_native(device_ifindex("p0"), loaded.program().fd, "p0")
+
+            try:
+                procs.in_netns(probe)
+            except (ProviderError, L4LBError, OSError) as e:
                 return ("cannot create a veth pair, a bridge, or attach native XDP to a veth in a "
-                        f"network namespace: {p.stderr.strip()}")
+                        f"network namespace: {e}")
         return None
 
     # -- inspection --------------------------------------------------------------------------
@@ -182,19 +200,21 @@ class NetnsProvider(TopologyProvider):
         return json.loads(p.stdout or "[]")
 
     def _offload(self, ns, dev):
+        """``dev``'s offload features, ``{name: "on" | "off"}``, from ethtool's JSON output.
+        ethtool stays for these (read here, set by the plan's ``ethtool -K``): the core has no
+        adapter for offload features (netdev.py reads iproute2's JSON, which does not carry them)."""
         p = run([self.bin.get("nsenter", "nsenter"), f"--net={os.path.join(self.netns_dir, ns)}",
-                 "--", self.bin.get("ethtool", "ethtool"), "-k", dev], check=False)
-        out = {}
-        for line in p.stdout.splitlines():
-            if ":" in line and not line.startswith(("\t", " ")):
-                k, v = line.split(":", 1)
-                out[k.strip()] = v.strip().split()[0] if v.strip() else ""
-        return out
+                 "--", self.bin.get("ethtool", "ethtool"), "--json", "-k", dev], check=False)
+        try:
+            features = json.loads(p.stdout)[0] if p.returncode == 0 else {}
+        except (ValueError, IndexError):
+            return {}
+        return {k: "on" if v.get("active") else "off" for k, v in features.items() if isinstance(v, dict)}
 
     def current(self):
         """Snapshot of the real state of every namespace the topology names."""
         snap = {"namespaces": {}, "object_fresh": self._object_fresh(),
-                "xdp_pin_id": self._pinned_prog_id()}
+                "xdp_pin_id": xdp.pinned_prog_id(self.xdp_pass_pin) or None}
         for ns in self.namespaces:
             if not self._ns_exists(ns):
                 continue
@@ -210,24 +230,35 @@ class NetnsProvider(TopologyProvider):
 
     # -- xdp_pass object ---------------------------------------------------------------------
 
-    def _pinned_prog_id(self):
-        if not os.path.exists(self.xdp_pass_pin):
-            return None
-        p = run([self.bin.get("bpftool", "bpftool"), "-j", "prog", "show", "pinned",
-                 self.xdp_pass_pin], check=False)
+    def _in_ns(self, ns, func):
+        """``func()`` in the lab namespace ``ns`` (procs.in_netns); core errors as ProviderError."""
         try:
-            return json.loads(p.stdout).get("id") if p.returncode == 0 else None
-        except ValueError:
-            return None
+            return procs.in_netns(func, os.path.join(self.netns_dir, ns))
+        except (L4LBError, OSError) as e:
+            raise ProviderError(str(e)) from e
 
     def _load_pin(self):
-        pin = self.xdp_pass_pin
-        if os.path.lexists(pin):
-            os.unlink(pin)
-        os.makedirs(os.path.dirname(pin), exist_ok=True)
-        run([self.bin.get("bpftool", "bpftool"), "prog", "load", self.xdp_pass_obj, pin,
-             "type", "xdp"])
+        """Load the object and pin its program at xdp_pass_pin (replacing the pin atomically)."""
+        try:
+            with load_object(self.xdp_pass_obj) as loaded:
+                xdp.pin_fd(loaded.program().fd, self.xdp_pass_pin)
+        except L4LBError as e:
+            raise ProviderError(str(e)) from e
 
+    def _attach_xdp_pass(self, port):
+        """Attach the pinned XDP_PASS natively to the switch port (replacing whatever runs there)."""
+        def attach():
+            fd = libbpf.obj_get(self.xdp_pass_pin)
+            try:
+                attach_native(device_ifindex(port), fd, port)
+            finally:
+                os.close(fd)
+
+        self._in_ns(self.switch_ns, attach)
+
+    # The object is rebuilt only when its source changed (the source's sha256 is kept beside
+    # it). build.py has no freshness check: its callers compile every time and judge the result
+    # by the kernel's tag; the lab keeps its one rarely changing object instead.
     def _src_digest(self):
         with open(self.t.xdp_pass_src, "rb") as f:
             return hashlib.sha256(f.read()).hexdigest()
@@ -242,21 +273,15 @@ class NetnsProvider(TopologyProvider):
         except OSError:
             return False
 
-    def _compile(self, out):
-        arch = os.uname().machine
-        argv = [self.bin.get("clang", "clang"), "-O2", "-g", "-target", "bpf",
-                f"-I/usr/include/{arch}-linux-gnu", "-c", self.t.xdp_pass_src, "-o", out]
-        run(argv)
-
     def _build_object(self):
         os.makedirs(self.t.state_dir, mode=0o755, exist_ok=True)
         obj = self.xdp_pass_obj
-        tmp = obj + ".tmp"
-        self._compile(tmp)
-        os.replace(tmp, obj)
+        try:
+            build.compile_object(self.t.xdp_pass_src, obj)  # atomic: temporary file, then rename
+        except L4LBError as e:
+            raise ProviderError(str(e)) from e
         with open(obj + ".sha256", "w", encoding="ascii") as f:
             f.write(self._src_digest() + "\n")
-        self._compiled_now = True
 
     # -- planning ----------------------------------------------------------------------------
 
@@ -327,14 +352,11 @@ class NetnsProvider(TopologyProvider):
         if port.get("master") != t.bridge:
             acts.append(Action(f"{sw}: {n.link} master {t.bridge}",
                                self._ip(sw, "link", "set", n.link, "master", t.bridge)))
-        xdp = port.get("xdp", {})
-        if (reload_pin or xdp.get("mode") != XDP_MODE_DRV
-                or xdp.get("prog", {}).get("id") != snap["xdp_pin_id"]):
+        on_port = port.get("xdp", {})  # iproute2's view: mode 1 is XDP_ATTACHED_DRV (native)
+        if (reload_pin or on_port.get("mode") != libbpf.XDP_ATTACHED_DRV
+                or on_port.get("prog", {}).get("id") != snap["xdp_pin_id"]):
             acts.append(Action(f"{sw}: attach xdp_pass (native) to {n.link}",
-                               [self.bin.get("nsenter", "nsenter"),
-                                f"--net={os.path.join(self.netns_dir, sw)}", "--",
-                                self.bin.get("bpftool", "bpftool"), "net", "attach", "xdpdrv",
-                                "pinned", self.xdp_pass_pin, "dev", n.link, "overwrite"]))
+                               func=lambda port=n.link: self._attach_xdp_pass(port)))
         if "UP" not in port.get("flags", []):
             acts.append(Action(f"{sw}: set {n.link} up", self._ip(sw, "link", "set", n.link, "up")))
         # node side
@@ -442,6 +464,16 @@ class NetnsProvider(TopologyProvider):
             for r in n.routes:
                 lines.append(f"  route {r.dst} via {r.via} dev {t.node_iface}")
         return "\n".join(lines) + "\n"
+
+
+def attach_native(ifindex, prog_fd, dev):
+    """Attach ``prog_fd`` to ``dev`` in native mode through the core's XDP life cycle (atomic
+    replacement of a native program). Native only: a generic program would not make the peer veth
+    NAPI-ready, so xdp.attach's generic fallback is undone and refused."""
+    used, _atomic = xdp.attach(ifindex, prog_fd, "native", xdp.attached(ifindex))
+    if used != "native":
+        xdp.detach(ifindex, used)
+        raise L4LBError(f"{dev} refused native XDP (only generic was accepted)")
 
 
 def _rmtree(path):

@@ -17,8 +17,9 @@ offers now (``apt-cache policy``), the image size and this builder's version. A 
 same key reuses the image (judged by the files and ``qemu-img info``, not by a marker alone);
 a new package version makes a new image under a new key.
 
-Standard library only; imported as ``ansible.module_utils.lab_image`` by ``library/lab_image.py``
-and as ``lab_image`` by tests.
+Standard library and the core's ``procs.run`` (commands); imported as
+``ansible.module_utils.lab_image`` by ``library/lab_image.py`` and as ``lab_image`` by tests
+(which put ``module_utils/`` on ``ansible.module_utils``' path, tests/labtest.py).
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 import time
+
+from ansible.module_utils.l4lb import procs
 
 BUILDER_VERSION = 1
 SUITE = "bookworm"
@@ -48,12 +50,9 @@ class ImageError(Exception):
     """Bad input, a missing tool, or a failed build step (the message names which)."""
 
 
-def _run(argv, **kw):
-    p = subprocess.run(argv, capture_output=True, text=True, check=False, **kw)
-    if p.returncode != 0:
-        raise ImageError(f"{' '.join(argv[:3])} ... failed (rc={p.returncode}): "
-                         f"{(p.stderr or p.stdout).strip()[-2000:]}")
-    return p
+def _run(argv, check=True):
+    """Run a command (procs.run); ImageError naming it when it fails and ``check``."""
+    return procs.run(argv, check=check, error=ImageError)
 
 
 def validate(packages, size_mb, cache_dir) -> list:
@@ -114,8 +113,7 @@ def present(cache_dir: str, key: str) -> bool:
     f = files(cache_dir, key)
     if not all(os.path.isfile(f[k]) for k in ("base", "kernel", "initrd")):
         return False
-    p = subprocess.run(["qemu-img", "info", "--output=json", f["base"]], capture_output=True, text=True,
-                       check=False)
+    p = _run(["qemu-img", "info", "--output=json", f["base"]], check=False)
     try:
         return p.returncode == 0 and json.loads(p.stdout).get("format") == "qcow2"
     except ValueError:

@@ -1,9 +1,10 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, L4LB lab toolkit contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Processes on this node: starting one that outlives the task that starts it (a capture, the GC
-loop), the /proc readings every module judges processes by (network namespace, command line,
-state), with one way to stop them, and calling code in another network namespace.
+"""Processes on this node: running a command to its end (:func:`run`), starting one that
+outlives the task that starts it (a capture, the GC loop), the /proc readings every module judges
+processes by (network namespace, command line, state), with one way to stop them, and calling
+code in another network namespace.
 
 Ansible's ``module.run_command`` waits for its command; these processes must keep running after
 the module returns, in their own session (so the connection's end does not signal them), with
@@ -26,6 +27,17 @@ CLONE_NEWNET = 0x40000000
 
 # From /proc/<pid>/stat: state letter ("Z" zombie), parent pid, start time in clock ticks since boot.
 ProcStat = namedtuple("ProcStat", "state ppid starttime")
+
+
+def run(argv, check=True, input_=None, error=RuntimeError):
+    """Run ``argv`` to its end, output captured as text; returns the CompletedProcess. When it
+    fails and ``check``, raises ``error`` (the caller's exception class) naming the command, its
+    exit code and its stderr (or stdout; the last 2000 characters)."""
+    p = subprocess.run(argv, input=input_, capture_output=True, text=True, check=False)
+    if check and p.returncode != 0:
+        raise error(f"{' '.join(argv)} failed (rc={p.returncode}): "
+                    f"{(p.stderr or p.stdout).strip()[-2000:]}")
+    return p
 
 
 def spawn_detached(argv, log_path):

@@ -24,8 +24,8 @@ documents the contract.
 from __future__ import annotations
 
 import abc
-import subprocess
 
+from ..l4lb import procs
 from .model import TopologyError
 
 
@@ -34,12 +34,8 @@ class ProviderError(Exception):
 
 
 def run(argv, check=True, input_=None):
-    """Run a command; ProviderError with its stderr when it fails and ``check``."""
-    p = subprocess.run(argv, input=input_, capture_output=True, text=True, check=False)
-    if check and p.returncode != 0:
-        raise ProviderError(f"{' '.join(argv)} failed (rc={p.returncode}): "
-                            f"{(p.stderr or p.stdout).strip()}")
-    return p
+    """Run a command (procs.run); ProviderError with its stderr when it fails and ``check``."""
+    return procs.run(argv, check=check, input_=input_, error=ProviderError)
 
 
 class Action:

@@ -12,6 +12,12 @@ OS_PACKAGES=(
   iproute2 ethtool util-linux kmod iputils-ping
   # VM guests (issue 8): the base image is built from Debian's packages
   mmdebstrap qemu-utils e2fsprogs
+  # VM guests (issue 8): libvirtd with its qemu driver (the lab runs its own, confined, instance:
+  # module_utils/lab_topology/libvirt_daemon.py; no system service is enabled or started),
+  # virsh and virt-xml-validate (+ xmllint), qemu for x86 guests, iptables for the network driver's
+  # rules (libvirt 9.0 has no nftables backend), nc for SSH's ProxyCommand into the lab namespace
+  libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libxml2-utils qemu-system-x86
+  iptables netcat-openbsd
   # backends and client
   nginx-light curl wrk nftables tcpdump
   # libvirt-python builds against libvirt's headers
@@ -32,8 +38,9 @@ if ((${#missing[@]})); then
   echo "setup: installing OS packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  # The lab runs its own nginx per backend namespace and never touches the system service:
-  # a policy-rc.d that refuses service starts keeps the package from starting it at install.
+  # The lab runs its own nginx per backend namespace, and its own libvirtd, and never touches
+  # the system services: a policy-rc.d that refuses service starts keeps a package from starting
+  # one at install.
   own_policy=""
   if [[ ! -e /usr/sbin/policy-rc.d ]]; then
     printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d

@@ -12,6 +12,13 @@ seed does). ``mkfs.ext4 -d`` turns the tree into a file system without loop devi
 ``qemu-img`` into a qcow2 base that per-VM overlays back onto. The kernel and initrd are kept
 beside it for direct kernel boot (``root=/dev/vda``).
 
+One image serves every node: what makes a guest a particular node (hostname, address, MTU, the
+lab's SSH key) is given at boot on the kernel command line of direct kernel boot, built by
+:func:`kernel_cmdline` (the contract the VM providers call). No cloud-init, no metadata service,
+no network fetch: ``systemd-network-generator`` turns the dracut-style ``ip=`` into a networkd
+unit for ``eth0`` (address, MTU), ``systemd.hostname=`` names the guest, and the image's
+``l4lb-ssh-key.service`` installs ``l4lb.ssh_key=`` as root's authorized key before sshd starts.
+
 The cache key is the content: the suite, every requested package at the version the mirror
 offers now (``apt-cache policy``), the image size and this builder's version. A rerun with the
 same key reuses the image (judged by the files and ``qemu-img info``, not by a marker alone);
@@ -24,7 +31,9 @@ Standard library and the core's ``procs.run`` (commands); imported as
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import ipaddress
 import json
 import os
 import re
@@ -34,7 +43,7 @@ import time
 
 from ansible.module_utils.l4lb import procs
 
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2  # 2: per-node first-boot configuration from the kernel command line
 SUITE = "bookworm"
 # What every lab node needs; the LB node's toolchain is in every image (one image, built once).
 BASE_PACKAGES = (
@@ -44,6 +53,59 @@ BASE_PACKAGES = (
 )
 TOOLS = ("mmdebstrap", "mkfs.ext4", "qemu-img", "apt-cache")
 _PKG_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
+
+# The kernel command line of direct kernel boot: what every guest gets, then the node's part.
+CMDLINE_BASE = ("root=/dev/vda", "ro", "console=ttyS0", "net.ifnames=0")
+CMDLINE_MAX = 2047  # x86's COMMAND_LINE_SIZE is 2048 bytes with the terminating NUL
+GUEST_IFACE = "eth0"
+MTU_RANGE = (576, 9216)
+SSH_KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
+                 "ecdsa-sha2-nistp521", "sk-ssh-ed25519@openssh.com",
+                 "sk-ecdsa-sha2-nistp256@openssh.com")
+_HOST_LABEL_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_B64_RE = re.compile(r"^[A-Za-z0-9+/]+={0,2}$")
+
+# Installed in the image: reads l4lb.ssh_key=<type>:<base64> from /proc/cmdline (every boot, so
+# the key the provider gives is the one that works) and makes it root's only authorized key.
+SSH_KEY_SCRIPT = """#!/bin/sh
+# L4LB lab: root's authorized key from the kernel command line (l4lb.ssh_key=<type>:<base64>),
+# written by lab_image.kernel_cmdline(). Without the parameter the file is left as it is.
+set -eu
+set -f
+key=
+for word in $(cat /proc/cmdline); do
+  case "$word" in l4lb.ssh_key=*) key=${word#l4lb.ssh_key=} ;; esac
+done
+[ -n "$key" ] || exit 0
+type=${key%%:*}
+blob=${key#*:}
+case "$type" in
+  %s) ;;
+  *) echo "l4lb.ssh_key: unknown key type '$type'" >&2; exit 1 ;;
+esac
+case "$blob" in
+  ''|*[!A-Za-z0-9+/=]*) echo "l4lb.ssh_key: the key is not base64" >&2; exit 1 ;;
+esac
+umask 077
+mkdir -p /root/.ssh
+printf '%%s %%s l4lb-lab\\n' "$type" "$blob" > /root/.ssh/authorized_keys.l4lb
+mv -f /root/.ssh/authorized_keys.l4lb /root/.ssh/authorized_keys
+echo "l4lb.ssh_key: installed a $type key for root"
+""" % "|".join(SSH_KEY_TYPES)
+
+SSH_KEY_UNIT = """[Unit]
+Description=L4LB lab: root's SSH key from the kernel command line
+After=local-fs.target
+Before=ssh.service
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/local/sbin/l4lb-ssh-key
+
+[Install]
+WantedBy=multi-user.target
+"""
 
 
 class ImageError(Exception):
@@ -72,6 +134,75 @@ def validate(packages, size_mb, cache_dir) -> list:
     if problems:
         raise ImageError("; ".join(problems))
     return sorted(set(BASE_PACKAGES) | set(extra))
+
+
+def _parse_ssh_key(ssh_pubkey):
+    """(type, base64) of an OpenSSH public key line ("<type> <base64> [comment]"), or a message."""
+    if not isinstance(ssh_pubkey, str) or not ssh_pubkey.strip():
+        return None, f"ssh_pubkey: {ssh_pubkey!r} is not an OpenSSH public key line"
+    fields = ssh_pubkey.split()
+    if len(fields) < 2:
+        return None, "ssh_pubkey: expected '<type> <base64> [comment]' (the content of a .pub file)"
+    ktype, blob = fields[0], fields[1]
+    if ktype not in SSH_KEY_TYPES:
+        return None, f"ssh_pubkey: key type {ktype!r} is not one of {', '.join(SSH_KEY_TYPES)}"
+    if not _B64_RE.match(blob):
+        return None, "ssh_pubkey: the key is not base64"
+    try:
+        raw = base64.b64decode(blob, validate=True)
+    except ValueError:
+        return None, "ssh_pubkey: the key is not base64"
+    # The wire format starts with the key type as an SSH string: uint32 length, then the name.
+    if len(raw) < 4 + len(ktype) or raw[4:4 + int.from_bytes(raw[:4], "big")] != ktype.encode():
+        return None, f"ssh_pubkey: the key's content is not a {ktype} key"
+    return (ktype, blob), None
+
+
+def kernel_cmdline(hostname, ip_cidr, mtu, ssh_pubkey) -> str:
+    """The kernel command line that makes the base image node ``hostname``: ``eth0`` with
+    ``ip_cidr`` (e.g. ``20.1.1.1/24``; no gateway, the lab's subnet is on-link) and ``mtu``, and
+    ``ssh_pubkey`` (an OpenSSH public key line) as root's authorized key. For the domain's
+    ``<cmdline>`` of direct kernel boot; ImageError names every bad argument."""
+    problems = []
+    if not isinstance(hostname, str) or len(hostname) > 63 or not _HOST_LABEL_RE.match(hostname):
+        problems.append(f"hostname: {hostname!r} is not a host name (lower-case letters, digits, "
+                        "'-', at most 63, no leading or trailing '-')")
+    iface = None
+    try:
+        if not isinstance(ip_cidr, str) or "/" not in ip_cidr:
+            raise ValueError
+        iface = ipaddress.IPv4Interface(ip_cidr)
+        if iface.network.prefixlen > 30 or iface.ip in (iface.network.network_address,
+                                                          iface.network.broadcast_address):
+            raise ValueError
+        ip = iface.ip
+        if ip.is_loopback or ip.is_multicast or ip.is_link_local or ip.is_unspecified or ip.is_reserved:
+            raise ValueError
+    except ValueError:
+        iface = None
+        problems.append(f"ip_cidr: {ip_cidr!r} is not a host's IPv4 address with a prefix length "
+                        "(e.g. 20.1.1.1/24, prefix at most 30, not the network or broadcast address, "
+                        "nor a loopback, link-local, multicast or reserved one)")
+    if isinstance(mtu, bool) or not isinstance(mtu, int) or not MTU_RANGE[0] <= mtu <= MTU_RANGE[1]:
+        problems.append(f"mtu: {mtu!r} is not an MTU in {MTU_RANGE[0]}..{MTU_RANGE[1]}")
+    key, why = _parse_ssh_key(ssh_pubkey)
+    if why:
+        problems.append(why)
+    if problems:
+        raise ImageError("; ".join(problems))
+    # dracut's ip=<client-IP>:[<peer>]:<gateway-IP>:<netmask>:<client_hostname>:<interface>:
+    # {none|off|...}[:<mtu>], as systemd-network-generator (systemd 252) reads it; the netmask
+    # may be a prefix length.
+    words = list(CMDLINE_BASE) + [
+        f"systemd.hostname={hostname}",
+        f"ip={iface.ip}:::{iface.network.prefixlen}::{GUEST_IFACE}:off:{mtu}",
+        f"l4lb.ssh_key={key[0]}:{key[1]}",
+    ]
+    line = " ".join(words)
+    if len(line) > CMDLINE_MAX:
+        raise ImageError(f"ssh_pubkey: the kernel command line would be {len(line)} bytes, more than "
+                         f"x86's {CMDLINE_MAX} (use a shorter key type, e.g. ssh-ed25519)")
+    return line
 
 
 def candidate_versions(packages) -> dict:
@@ -134,8 +265,9 @@ def host_sources() -> list:
 
 def _configure(root: str) -> None:
     """What every guest needs before its first boot, independent of the node: the root file
-    system, a serial console, networkd (the per-node address comes later), sshd by key only,
-    and host keys made at first boot (never shared between guests)."""
+    system, a serial console, networkd with systemd-network-generator (the node's address and
+    MTU come from ``ip=`` on the kernel command line), root's SSH key from ``l4lb.ssh_key=``,
+    sshd by key only, and host keys made at first boot (never shared between guests)."""
     with open(os.path.join(root, "etc/fstab"), "w", encoding="ascii") as f:
         f.write("/dev/vda / ext4 errors=remount-ro 0 1\n")
     with open(os.path.join(root, "etc/hostname"), "w", encoding="ascii") as f:
@@ -153,11 +285,24 @@ def _configure(root: str) -> None:
                 "Before=ssh.service\nConditionPathExists=!/etc/ssh/ssh_host_ed25519_key\n\n"
                 "[Service]\nType=oneshot\nExecStart=/usr/bin/ssh-keygen -A\n\n"
                 "[Install]\nWantedBy=multi-user.target\n")
+    script = os.path.join(root, "usr/local/sbin/l4lb-ssh-key")
+    os.makedirs(os.path.dirname(script), exist_ok=True)
+    with open(script, "w", encoding="ascii") as f:
+        f.write(SSH_KEY_SCRIPT)
+    os.chmod(script, 0o755)
+    with open(os.path.join(root, "etc/systemd/system/l4lb-ssh-key.service"), "w", encoding="ascii") as f:
+        f.write(SSH_KEY_UNIT)
     wants = os.path.join(root, "etc/systemd/system/multi-user.target.wants")
     os.makedirs(wants, exist_ok=True)
-    for link, target in (("l4lb-ssh-hostkeys.service", "/etc/systemd/system/l4lb-ssh-hostkeys.service"),
-                         ("systemd-networkd.service", "/lib/systemd/system/systemd-networkd.service")):
-        path = os.path.join(wants, link)
+    sysinit = os.path.join(root, "etc/systemd/system/sysinit.target.wants")
+    os.makedirs(sysinit, exist_ok=True)
+    for where, link, target in (
+            (wants, "l4lb-ssh-hostkeys.service", "/etc/systemd/system/l4lb-ssh-hostkeys.service"),
+            (wants, "l4lb-ssh-key.service", "/etc/systemd/system/l4lb-ssh-key.service"),
+            (wants, "systemd-networkd.service", "/lib/systemd/system/systemd-networkd.service"),
+            (sysinit, "systemd-network-generator.service",
+             "/lib/systemd/system/systemd-network-generator.service")):
+        path = os.path.join(where, link)
         if not os.path.lexists(path):
             os.symlink(target, path)
     # nginx is started by the backend role with the lab's own configuration

@@ -172,10 +172,9 @@ def kernel_cmdline(hostname, ip_cidr, mtu, ssh_pubkey) -> str:
         if not isinstance(ip_cidr, str) or "/" not in ip_cidr:
             raise ValueError
         iface = ipaddress.IPv4Interface(ip_cidr)
-        if iface.network.prefixlen > 30 or iface.ip in (iface.network.network_address,
-                                                          iface.network.broadcast_address):
+        ip, net = iface.ip, iface.network
+        if net.prefixlen > 30 or ip in (net.network_address, net.broadcast_address):
             raise ValueError
-        ip = iface.ip
         if ip.is_loopback or ip.is_multicast or ip.is_link_local or ip.is_unspecified or ip.is_reserved:
             raise ValueError
     except ValueError:

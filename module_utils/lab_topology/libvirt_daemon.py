@@ -359,7 +359,7 @@ def _accounts(p):
 def _prepare(p):
     # lib/dnsmasq: the network driver writes each network's MAC list there at a domain's start
     # and only makes the directory when dnsmasq is installed (the lab's networks need none)
-    for d in [p["root"], p["sock_dir"]] + [p[f"dir_{name}"] for name, _ in DIRS] + \
+    for d in [p["root"], p["sock_dir"]] + [p[f"dir_{name}"] for name, _fixed in DIRS] + \
             [os.path.join(p["dir_lib"], "dnsmasq")]:
         os.makedirs(d, mode=0o700, exist_ok=True)
     _write(p["conf"], LIBVIRTD_CONF.format(sock_dir=p["sock_dir"]))

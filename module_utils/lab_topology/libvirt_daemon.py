@@ -186,6 +186,9 @@ def validate(prefix, state_dir, tools=TOOLS) -> None:
     elif os.path.normpath(state_dir) in _PROTECTED or os.path.normpath(state_dir).count("/") < 2:
         problems.append(f"lab_state_dir {state_dir!r} is too broad a directory for the lab to own; "
                         "use a dedicated one such as /run/<lab_prefix>")
+    elif re.search(r"[\s\\'\"]", state_dir):
+        problems.append(f"lab_state_dir {state_dir!r} must not hold blanks, quotes or backslashes "
+                        "(it is matched in /proc/<pid>/mountinfo and libvirtd.conf)")
     elif len(paths("x", state_dir)["socket"]) > 100:
         problems.append(f"lab_state_dir {state_dir!r} is too long for a unix socket path below it")
     missing = [t for t in tools if not _which(t)]

@@ -202,11 +202,8 @@ def _which(tool):
     return shutil.which(tool, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin:/usr/bin:/bin")
 
 
-def _run(argv, timeout=60):
-    p = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=timeout)
-    if p.returncode != 0:
-        raise DaemonError(f"{' '.join(argv)} failed (rc={p.returncode}): {(p.stderr or p.stdout).strip()}")
-    return p
+def _run(argv):
+    return procs.run(argv, error=DaemonError)
 
 
 # -- what is really there -------------------------------------------------------------------------

@@ -5,7 +5,7 @@
  * is dropped unless the peer veth is NAPI-ready, which it becomes once it has an XDP program of
  * its own. This one only passes every frame on to the bridge.
  *
- * Built by the lab_netns module: clang -O2 -g -target bpf -c xdp_pass.c
+ * Built by the lab_topology module (netns provider): clang -O2 -g -target bpf -c xdp_pass.c
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>

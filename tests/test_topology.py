@@ -1,4 +1,4 @@
-"""The embedded lab topology (lab_topology role / lab_netns module) on the real kernel.
+"""The embedded lab topology (lab_topology role and module, netns provider) on the real kernel.
 
 Uses prefix $L4LB_TEST_PREFIX (default l4lbt2) for the lab and <prefix>b for bad-input runs;
 starts from whatever a killed run left behind and cleans up after itself.

@@ -8,8 +8,10 @@
 * ``provider``: the seam, :class:`TopologyProvider` (preflight, current, plan, apply, describe,
   describe_desired, placement), :class:`Action`, the registry and :func:`get_provider`.
 * ``netns``: the embedded lab's provider (network namespaces on this machine).
+* ``libvirt``: real guests on an isolated libvirt network (``libvirt_daemon``: the lab's own
+  libvirtd confined to a namespace).
 
-Imported by the ``lab_netns`` module as ``ansible.module_utils.lab_topology`` and by tests and
+Imported by the ``lab_topology`` module as ``ansible.module_utils.lab_topology`` and by tests and
 benches as ``lab_topology`` (with ``module_utils/`` on ``sys.path``). Standard library only.
 """
 
@@ -18,7 +20,8 @@ from __future__ import annotations
 from .model import DECAP_METHODS, NODE_ROLES, Node, Route, Topology, TopologyError, build_topology
 from .provider import PROVIDERS, Action, ProviderError, TopologyProvider, get_provider, register
 from .netns import NetnsProvider, is_bpffs, kill_pids, lab_pids
+from .libvirt import LibvirtProvider
 
 __all__ = ["DECAP_METHODS", "NODE_ROLES", "Node", "Route", "Topology", "TopologyError", "build_topology",
            "PROVIDERS", "Action", "ProviderError", "TopologyProvider", "get_provider", "register",
-           "NetnsProvider", "is_bpffs", "kill_pids", "lab_pids"]
+           "NetnsProvider", "LibvirtProvider", "is_bpffs", "kill_pids", "lab_pids"]

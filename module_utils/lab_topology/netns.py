@@ -103,7 +103,7 @@ class NetnsProvider(TopologyProvider):
         namespace that vanishes with its process)."""
         problems = []
         if os.geteuid() != 0:
-            raise TopologyError(f"requirement: lab_netns must run as root (euid is {os.geteuid()}): "
+            raise TopologyError(f"requirement: lab_topology (netns) must run as root (euid is {os.geteuid()}): "
                                 "it creates network namespaces, links and XDP programs")
         for n in self.t.nodes:
             if n.name == "switch":

@@ -5,10 +5,10 @@
 
 A provider realises the model on something (``netns``: namespaces, a bridge and veth pairs on
 this machine; ``libvirt``: an isolated network and one domain per node). It implements
-:class:`TopologyProvider` and nothing else is asked of it; the ``lab_netns`` module (and any
+:class:`TopologyProvider` and nothing else is asked of it; the ``lab_topology`` module (and any
 other caller) drives every provider the same way:
 
-    provider = get_provider(name, topology)
+    provider = get_provider(name, topology, **settings)
     provider.preflight(state)           # requirements and provider-specific input; changes nothing
     snap = provider.current()           # the real state, read from the system
     actions = provider.plan(state, snap)   # [] when nothing differs (idempotence, check mode)
@@ -113,10 +113,12 @@ def register(cls):
     return cls
 
 
-def get_provider(name, topology):
+def get_provider(name, topology, **settings):
+    """The provider called ``name`` for ``topology``; ``settings`` are its own (e.g. the libvirt
+    URI and machines), passed to its constructor."""
     try:
         cls = PROVIDERS[name]
     except KeyError:
         raise TopologyError(f"lab_topology_provider {name!r} is not one of {', '.join(sorted(PROVIDERS))}") \
             from None
-    return cls(topology)
+    return cls(topology, **settings)

@@ -10,14 +10,31 @@ def _lab_ip(host):
     return str(host.ansible.get_variables()["lab_ip"])
 
 
+def _iface(host):
+    """The interface holding the node's lab address: eth0, or for the libvirt provider's client
+    (the hypervisor's host side) the network's bridge (inventory lab_client_iface)."""
+    v = host.ansible.get_variables()
+    if v["inventory_hostname"] in v["groups"]["clients"]:
+        return v.get("lab_client_iface", "eth0")
+    return "eth0"
+
+
+def _provider(host):
+    return host.ansible.get_variables().get("lab_topology_provider", "netns")
+
+
 def test_node_is_reachable_and_in_its_own_namespace(host):
-    # the command runs inside the node's namespace: only lo and eth0 are there
-    links = json.loads(host.check_output("ip -j link show"))
-    assert sorted(link["ifname"] for link in links) == ["eth0", "lo"]
+    # the command runs inside the node's namespace (or guest): only lo and eth0 are there; the
+    # libvirt client (the host's side) holds the bridge and the guests' taps instead
+    links = sorted(link["ifname"] for link in json.loads(host.check_output("ip -j link show")))
+    if _iface(host) == "eth0":
+        assert links == ["eth0", "lo"]
+    else:
+        assert _iface(host) in links and "eth0" not in links
 
 
 def test_node_address(host):
-    addrs = json.loads(host.check_output("ip -j -4 addr show dev eth0"))
+    addrs = json.loads(host.check_output(f"ip -j -4 addr show dev {_iface(host)}"))
     got = [(a["local"], a["prefixlen"]) for link in addrs for a in link["addr_info"]]
     assert got == [(_lab_ip(host), SUBNET_PREFIXLEN)]
     assert "UP" in addrs[0]["flags"]
@@ -36,7 +53,7 @@ def test_client_route_to_vip(host):
     hostvars = host.ansible.get_variables()
     routes = json.loads(host.check_output("ip -j route show 40.1.1.1/32"))
     if hostvars["inventory_hostname"] in hostvars["groups"]["clients"]:
-        assert [(r["gateway"], r["dev"]) for r in routes] == [("20.1.1.1", "eth0")]
+        assert [(r["gateway"], r["dev"]) for r in routes] == [("20.1.1.1", _iface(host))]
     else:
         assert routes == []
 
@@ -110,8 +127,11 @@ def test_lb_xdp_attached_in_the_mode(host):
 def test_lb_service_maps_programmed(host):
     _only(host, "lb_nodes")
     v = _vars(host)
-    repo = os.environ.get("MOLECULE_PROJECT_DIRECTORY", os.getcwd())
-    ctl = f"{repo}/.venv/bin/python {repo}/bin/l4lbctl"
+    if _provider(host) == "netns":  # the namespace shares this machine's files
+        repo = os.environ.get("MOLECULE_PROJECT_DIRECTORY", os.getcwd())
+        ctl = f"{repo}/.venv/bin/python {repo}/bin/l4lbctl"
+    else:  # the copy lb_node made on the guest
+        ctl = f"python3 /run/{v['lab_prefix']}/{v['inventory_hostname']}/tool/bin/l4lbctl"
     out = json.loads(host.check_output(f"{ctl} --json --pin-dir /sys/fs/bpf/{v['lab_prefix']}/lb service list"))
     services = {s["id"]: s for s in out["services"]}
     assert services[1]["vip"] == VIP and services[1]["port"] == 80

@@ -34,7 +34,8 @@ import xml.etree.ElementTree as ET
 from ..lab_image import ImageError, kernel_cmdline
 from . import libvirt_daemon
 from .model import TopologyError
-from .provider import Action, ProviderError, TopologyProvider, register, run
+from .provider import (Action, ProviderError, TopologyProvider, checksum_offload_is_off,
+                       checksum_offload_off_argv, offload_features, register, run)
 
 METADATA_NS = "https://github.com/l4lb-lab/l4lb/ns/lab/1"
 NODE_OSES = ("linux", "windows")
@@ -60,6 +61,16 @@ class Machine:
         self.initrd = initrd
         self.os = os_name
         self.mac = mac
+
+
+def _cpu_has_virtualisation(cpuinfo="/proc/cpuinfo"):
+    """True when this machine's CPU offers hardware virtualisation (vmx or svm)."""
+    try:
+        with open(cpuinfo, encoding="utf-8") as f:
+            return any(line.startswith("flags") and ({"vmx", "svm"} & set(line.split()))
+                       for line in f)
+    except OSError:
+        return False
 
 
 def _text(el, path, default=None):
@@ -409,6 +420,11 @@ class LibvirtProvider(TopologyProvider):
                 has_kvm = any(d.get("type") == "kvm" for d in caps.iter("domain"))
             except Exception:  # pylint: disable=broad-except
                 has_kvm = False
+            # libvirt offers kvm whenever /dev/kvm opens, also where the CPU lacks VT-x/AMD-V
+            # (a guest without nested virtualisation) and every kvm guest then dies at start;
+            # a hypervisor on this machine is judged by the CPU's own flags too
+            if has_kvm and self.bridge_is_local and not _cpu_has_virtualisation():
+                has_kvm = False
         if want == "kvm" and not has_kvm:
             raise TopologyError("lab_libvirt_domain_type 'kvm': the hypervisor offers no kvm domains "
                                 "(/dev/kvm missing or unusable); use auto or qemu")
@@ -553,8 +569,10 @@ class LibvirtProvider(TopologyProvider):
                 return snap
         net = self._lookup("network", self.network_name)
         if net is not None:
-            snap["network"] = dict(network_signature(net.XMLDesc(0)), active=bool(net.isActive()),
-                                   bridge_mtu=self._bridge_mtu() if net.isActive() else None)
+            active = bool(net.isActive())
+            snap["network"] = dict(network_signature(net.XMLDesc(0)), active=active,
+                                   bridge_mtu=self._bridge_mtu() if active else None,
+                                   bridge_offload=self._bridge_offload() if active else None)
         pool = self._lookup("pool", self.pool_name)
         if pool is not None:
             snap["pool"] = {"path": _text(ET.fromstring(pool.XMLDesc(0)), "target/path"),
@@ -590,7 +608,7 @@ class LibvirtProvider(TopologyProvider):
                            func=self._create_all)]
         want_net = network_signature(self.network_xml())
         net = snap["network"]
-        if net is None or {k: v for k, v in net.items() if k not in ("active", "bridge_mtu")} != want_net:
+        if net is None or {k: v for k, v in net.items() if k not in ("active", "bridge_mtu", "bridge_offload")} != want_net:
             if net is not None:
                 acts.append(Action(f"remove network {self.network_name} (definition differs)",
                                    func=lambda: self._remove_network()))
@@ -600,6 +618,10 @@ class LibvirtProvider(TopologyProvider):
             acts.append(Action(f"start network {self.network_name}", func=self._start_network))
         elif self.bridge_is_local and net.get("bridge_mtu") != want_net["mtu"]:
             acts.append(Action(f"set bridge {self.bridge} mtu {want_net['mtu']}", func=self._set_bridge_mtu))
+        if self.bridge_is_local and (net is None or not net["active"]
+                                     or not checksum_offload_is_off(net.get("bridge_offload") or {})):
+            acts.append(Action(f"{self.bridge}: checksum offload rx off tx off (the client's side)",
+                               func=self._bridge_offload_off))
         pool = snap["pool"]
         if pool is None:
             acts.append(Action(f"define pool {self.pool_name} at {self.pool_dir}", func=self._define_pool))
@@ -730,6 +752,14 @@ class LibvirtProvider(TopologyProvider):
         p = self._ip("link", "set", "dev", self.bridge, "mtu", str(mtu))
         if p.returncode != 0:
             raise ProviderError(f"ip link set {self.bridge} mtu {mtu}: {p.stderr.strip()}")
+
+    def _bridge_offload(self):
+        if not self.bridge_is_local:
+            return None
+        return offload_features(self.bridge, self.host_ns if self.confined else None)
+
+    def _bridge_offload_off(self):
+        run(checksum_offload_off_argv(self.bridge, self.host_ns if self.confined else None))
 
     def _remove_network(self):
         net = self._lookup("network", self.network_name)

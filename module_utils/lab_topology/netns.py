@@ -25,7 +25,8 @@ from ..l4lb.errors import L4LBError
 from ..l4lb.netdev import ifindex as device_ifindex
 from ..l4lb.program import load_object
 from .model import TopologyError
-from .provider import Action, ProviderError, TopologyProvider, register, run
+from .provider import (Action, ProviderError, TopologyProvider, checksum_offload_is_off,
+                       checksum_offload_off_argv, offload_features, register, run)
 
 
 def _mounts():
@@ -200,16 +201,7 @@ class NetnsProvider(TopologyProvider):
         return json.loads(p.stdout or "[]")
 
     def _offload(self, ns, dev):
-        """``dev``'s offload features, ``{name: "on" | "off"}``, from ethtool's JSON output.
-        ethtool stays for these (read here, set by the plan's ``ethtool -K``): the core has no
-        adapter for offload features (netdev.py reads iproute2's JSON, which does not carry them)."""
-        p = run([self.bin.get("nsenter", "nsenter"), f"--net={os.path.join(self.netns_dir, ns)}",
-                 "--", self.bin.get("ethtool", "ethtool"), "--json", "-k", dev], check=False)
-        try:
-            features = json.loads(p.stdout)[0] if p.returncode == 0 else {}
-        except (ValueError, IndexError):
-            return {}
-        return {k: "on" if v.get("active") else "off" for k, v in features.items() if isinstance(v, dict)}
+        return offload_features(dev, ns, self.netns_dir)
 
     def current(self):
         """Snapshot of the real state of every namespace the topology names."""
@@ -363,11 +355,9 @@ class NetnsProvider(TopologyProvider):
         lo = links.get("lo", {})
         if "UP" not in lo.get("flags", []):
             acts.append(Action(f"{ns}: set lo up", self._ip(ns, "link", "set", "lo", "up")))
-        if offload.get("rx-checksumming") != "off" or offload.get("tx-checksumming") != "off":
+        if not checksum_offload_is_off(offload):
             acts.append(Action(f"{ns}: {dev} checksum offload rx off tx off",
-                               [self.bin.get("nsenter", "nsenter"),
-                                f"--net={os.path.join(self.netns_dir, ns)}", "--",
-                                self.bin.get("ethtool", "ethtool"), "-K", dev, "rx", "off", "tx", "off"]))
+                               checksum_offload_off_argv(dev, ns, self.netns_dir)))
         want = f"{n.ip}/{t.subnet.prefixlen}"
         addrs = [(a.get("local"), a.get("prefixlen")) for a in eth.get("addr_info", [])
                  if a.get("family") == "inet"]

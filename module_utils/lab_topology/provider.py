@@ -24,6 +24,8 @@ documents the contract.
 from __future__ import annotations
 
 import abc
+import json
+import os
 
 from ..l4lb import procs
 from .model import TopologyError
@@ -36,6 +38,32 @@ class ProviderError(Exception):
 def run(argv, check=True, input_=None):
     """Run a command (procs.run); ProviderError with its stderr when it fails and ``check``."""
     return procs.run(argv, check=check, input_=input_, error=ProviderError)
+
+
+def _in_netns(argv, netns, netns_dir):
+    return ["nsenter", f"--net={os.path.join(netns_dir, netns)}", "--", *argv] if netns else list(argv)
+
+
+def offload_features(dev, netns=None, netns_dir="/run/netns"):
+    """``dev``'s offload features, ``{name: "on" | "off"}``, from ethtool's JSON output ({} when
+    it cannot be read). ethtool stays for these: the core has no adapter for offload features
+    (netdev.py reads iproute2's JSON, which does not carry them)."""
+    p = run(_in_netns(["ethtool", "--json", "-k", dev], netns, netns_dir), check=False)
+    try:
+        features = json.loads(p.stdout)[0] if p.returncode == 0 else {}
+    except (ValueError, IndexError):
+        return {}
+    return {k: "on" if v.get("active") else "off" for k, v in features.items() if isinstance(v, dict)}
+
+
+def checksum_offload_off_argv(dev, netns=None, netns_dir="/run/netns"):
+    """The command turning rx/tx checksum offload off on ``dev``: the LB's XDP program rewrites
+    packets, which a partial (offloaded) checksum would leave wrong."""
+    return _in_netns(["ethtool", "-K", dev, "rx", "off", "tx", "off"], netns, netns_dir)
+
+
+def checksum_offload_is_off(features):
+    return features.get("rx-checksumming") == "off" and features.get("tx-checksumming") == "off"
 
 
 class Action:

@@ -135,6 +135,15 @@ def network_signature(xml):
     }
 
 
+def _remove_dir(path):
+    """Remove ``path``, and its parent when that is the default ``l4lb-lab`` directory and now
+    empty (the next lab makes it again)."""
+    shutil.rmtree(path)
+    parent = os.path.dirname(path.rstrip("/"))
+    if os.path.basename(parent) == "l4lb-lab" and not os.listdir(parent):
+        os.rmdir(parent)
+
+
 class ConfinedDaemon:
     """The lab's own libvirtd in namespace ``<prefix>-host`` (``libvirt_daemon``), as the
     provider sees it: running or not, its URI, start and stop."""
@@ -627,8 +636,16 @@ class LibvirtProvider(TopologyProvider):
             acts.append(Action(f"define pool {self.pool_name} at {self.pool_dir}", func=self._define_pool))
         if pool is None or not pool["active"]:
             acts.append(Action(f"start pool {self.pool_name}", func=self._start_pool))
+        guest_acts = []
         for n in self.guests:
-            acts += self._plan_guest(n, snap)
+            guest_acts += self._plan_guest(n, snap)
+        acts += guest_acts
+        if self.bridge_is_local and any(a.text.startswith("start domain") for a in guest_acts):
+            # A tap joining raises the bridge to its larger MTU unless the bridge's MTU was set by
+            # a change (setting the value it already has is no change to the kernel), so the
+            # client's MTU is set again once the guests' taps are in
+            acts.append(Action(f"set bridge {self.bridge} mtu {want_net['mtu']} (after the guests' taps joined)",
+                               func=self._set_bridge_mtu))
         return acts
 
     def _plan_guest(self, n, snap):
@@ -684,7 +701,7 @@ class LibvirtProvider(TopologyProvider):
                                func=self.daemon.stop))
         for d in (self.lab_dir, self.t.state_dir):
             if d and os.path.isdir(d):
-                acts.append(Action(f"remove {d}", func=lambda d=d: shutil.rmtree(d)))
+                acts.append(Action(f"remove {d}", func=lambda d=d: _remove_dir(d)))
         return acts
 
     # -- actions -----------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 (--force-ansible, hosts: lab_nodes)."""
 
 import json
+import os
 
 SUBNET_PREFIXLEN = 24
 
@@ -10,17 +11,23 @@ def _lab_ip(host):
     return str(host.ansible.get_variables()["lab_ip"])
 
 
-def _iface(host):
-    """The interface holding the node's lab address: eth0, or for the libvirt provider's client
-    (the hypervisor's host side) the network's bridge (inventory lab_client_iface)."""
-    v = host.ansible.get_variables()
-    if v["inventory_hostname"] in v["groups"]["clients"]:
-        return v.get("lab_client_iface", "eth0")
-    return "eth0"
+def _prefix(host):
+    """The lab prefix (the scenario sets L4LB_PREFIX; inventory values are unrendered templates
+    here, only commands sent through Ansible are rendered)."""
+    return os.environ.get("L4LB_PREFIX") or host.ansible.get_variables()["lab_prefix"]
 
 
 def _provider(host):
     return host.ansible.get_variables().get("lab_topology_provider", "netns")
+
+
+def _iface(host):
+    """The interface holding the node's lab address: eth0, or for the libvirt provider's client
+    (the hypervisor's host side) the network's bridge <prefix>-br."""
+    v = host.ansible.get_variables()
+    if v["inventory_hostname"] in v["groups"]["clients"] and _provider(host) == "libvirt":
+        return f"{_prefix(host)}-br"
+    return "eth0"
 
 
 def test_node_is_reachable_and_in_its_own_namespace(host):
@@ -60,8 +67,6 @@ def test_client_route_to_vip(host):
 
 # --- the load balancer lab (both scenarios; the mode comes from L4LB_EXPECT_MODE) ---------
 
-import os  # noqa: E402
-
 import pytest  # noqa: E402
 
 MODE = os.environ.get("L4LB_EXPECT_MODE", "snat")
@@ -87,7 +92,7 @@ def _xdp(host):
 def test_backend_nginx_runs_in_its_namespace(host):
     _only(host, "backends")
     v = _vars(host)
-    state_dir = f"/run/{v['lab_prefix']}/{v['inventory_hostname']}/nginx"
+    state_dir = f"/run/{_prefix(host)}/{v['inventory_hostname']}/nginx"
     # The pid file's process is alive and listening on :80 in this namespace.
     pid = host.check_output(f"cat {state_dir}/nginx.pid")
     assert host.run(f"test -d /proc/{pid}").rc == 0
@@ -131,8 +136,8 @@ def test_lb_service_maps_programmed(host):
         repo = os.environ.get("MOLECULE_PROJECT_DIRECTORY", os.getcwd())
         ctl = f"{repo}/.venv/bin/python {repo}/bin/l4lbctl"
     else:  # the copy lb_node made on the guest
-        ctl = f"python3 /run/{v['lab_prefix']}/{v['inventory_hostname']}/tool/bin/l4lbctl"
-    out = json.loads(host.check_output(f"{ctl} --json --pin-dir /sys/fs/bpf/{v['lab_prefix']}/lb service list"))
+        ctl = f"python3 /run/{_prefix(host)}/{v['inventory_hostname']}/tool/bin/l4lbctl"
+    out = json.loads(host.check_output(f"{ctl} --json --pin-dir /sys/fs/bpf/{_prefix(host)}/lb service list"))
     services = {s["id"]: s for s in out["services"]}
     assert services[1]["vip"] == VIP and services[1]["port"] == 80
     assert sorted(b["ip"] for b in services[1]["backends"]) == ["20.1.1.10", "20.1.1.20", "20.1.1.30", "20.1.1.40"]

@@ -25,6 +25,7 @@ BENCHES = {
     "lab": "bench.lab",
     "upload": "bench.upload",
     "snat": "bench.snat",
+    "vm_lab": "bench.vm_lab",
 }
 
 HEADER = ("# Benchmarks\n\nMeasured with `make bench` (`python -m bench.run`); each section says "

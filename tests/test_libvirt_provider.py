@@ -251,3 +251,12 @@ def test_names_too_long_for_a_switch_port_are_refused(image, tmp_path):
     p, _ = make(image, tmp_path, spec=spec)
     msg = refused(p)
     assert "lab_prefix 'averylongprefix'" in msg and "at most 15 characters" in msg
+
+
+def test_not_enough_disk_names_the_variable(image, tmp_path, monkeypatch):
+    class Full:  # what os.statvfs says of a nearly full file system
+        f_bavail, f_frsize = 100, 4096
+    monkeypatch.setattr(lv.os, "statvfs", lambda _path: Full)
+    p, _ = make(image, tmp_path)
+    assert f"lab_libvirt_dir {tmp_path / 'lab'}: 0 MiB free, the guests' overlays need up to 3072 MiB" \
+        in refused(p)

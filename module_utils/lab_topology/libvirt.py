@@ -620,7 +620,7 @@ class LibvirtProvider(TopologyProvider):
         if net is None or {k: v for k, v in net.items() if k not in ("active", "bridge_mtu", "bridge_offload")} != want_net:
             if net is not None:
                 acts.append(Action(f"remove network {self.network_name} (definition differs)",
-                                   func=lambda: self._remove_network()))
+                                   func=self._remove_network))
             acts.append(Action(f"define network {self.network_name} (bridge {self.bridge}, "
                                f"{want_net['ip']})", func=self._define_network))
         if net is None or not net["active"] or acts:

@@ -4,6 +4,7 @@ namespace in which the lab's own libvirtd runs."""
 
 import json
 import os
+import subprocess
 
 import pytest
 
@@ -68,3 +69,23 @@ def test_client_is_the_confined_host_running_the_labs_libvirtd(host):
     # the daemon's network namespace is this one (the connection entered <prefix>-host)
     assert host.check_output(f"readlink /proc/{pid}/ns/net") == host.check_output("readlink /proc/self/ns/net")
     assert f"{prefix}-br" in host.check_output("ip -br link show type bridge")
+
+
+def test_root_namespace_holds_nothing_of_the_lab(host):
+    """While the lab runs, this machine's root namespace has no link, address or route of it.
+    Read by this test process itself: testinfra runs on the machine hosting the confined lab, in
+    its root namespace (only the checks' commands go through Ansible to the nodes)."""
+    v = _vars(host)
+    if v["inventory_hostname"] not in v["groups"]["clients"]:
+        pytest.skip("checked once, with the client")
+    prefix = os.environ["L4LB_PREFIX"]
+
+    def ip(*args):
+        return subprocess.run(["ip", "-j", *args], capture_output=True, text=True, check=True).stdout
+
+    assert host.check_output("readlink /proc/self/ns/net") != os.readlink("/proc/self/ns/net"), \
+        "the client's checks should run in the lab's host namespace, not the root one"
+    links = [link["ifname"] for link in json.loads(ip("link", "show"))]
+    assert not [name for name in links if name.startswith(f"{prefix}-")], links
+    for text in (ip("-4", "addr", "show"), ip("route", "show")):
+        assert "20.1.1." not in text and "40.1.1.1" not in text, text

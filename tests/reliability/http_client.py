@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import socket
+import struct
 import sys
 import time
 
@@ -83,6 +84,10 @@ def sticky(a) -> int:
         try:
             second[port] = request(s, keepalive=True)
         except (OSError, ConnectionError):
+            # abortive close (RST, no FIN_WAIT/TIME_WAIT): the same 4-tuple is free at once for
+            # the reopen; a graceful close could still hold it when the broken flow's RST has
+            # not arrived yet (connect would fail with EADDRNOTAVAIL)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             s.close()
             try:
                 s = _connect(port, a.timeout)

@@ -260,3 +260,15 @@ def test_not_enough_disk_names_the_variable(image, tmp_path, monkeypatch):
     p, _ = make(image, tmp_path)
     assert f"lab_libvirt_dir {tmp_path / 'lab'}: 0 MiB free, the guests' overlays need up to 3072 MiB" \
         in refused(p)
+
+
+def test_a_new_overlay_forgets_the_guests_old_host_key(image, tmp_path):
+    p, hv = make(image, tmp_path)
+    converge(p)
+    known = tmp_path / "lab" / "known_hosts"
+    known.write_text("20.1.1.1 ssh-ed25519 AAAAold\n20.1.1.10 ssh-ed25519 AAAAkeep\n")
+    hv.storagePoolLookupByName("l4tv-pool").storageVolLookupByName("lb.qcow2").delete(0)
+    acts = [a.text for a in p.plan("present", p.current())]
+    assert "create volume lb.qcow2 backed by " + str(image / "base.qcow2") in acts
+    converge(p)
+    assert known.read_text() == "20.1.1.10 ssh-ed25519 AAAAkeep\n"

@@ -863,17 +863,12 @@ class LibvirtProvider(TopologyProvider):
 
     def _forget_host_key(self, n):
         """A new overlay makes new host keys: drop the node's old entry from the lab's own
-        known_hosts (never the user's)."""
-        path = self.known_hosts
-        if not os.path.isfile(path):
-            return
-        with open(path, encoding="utf-8") as f:
-            lines = f.readlines()
-        ip = str(n.ip)
-        keep = [ln for ln in lines if ip not in ln.split(" ", 1)[0].split(",")]
-        if keep != lines:
-            with open(path, "w", encoding="utf-8") as f:
-                f.writelines(keep)
+        known_hosts (never the user's); ssh-keygen -R also finds hashed entries."""
+        if os.path.isfile(self.known_hosts):
+            run(["ssh-keygen", "-R", str(n.ip), "-f", self.known_hosts], check=False)
+            stale = self.known_hosts + ".old"
+            if os.path.exists(stale):
+                os.unlink(stale)
 
     # -- reporting ---------------------------------------------------------------------------
 

@@ -20,9 +20,16 @@
 SEC("tc")
 int decap_tc(struct __sk_buff *skb)
 {
-	void *data = (void *)(long)skb->data;
-	void *data_end = (void *)(long)skb->data_end;
+	void *data, *data_end;
 	__u32 olen = 0;
+
+	/* A driver may leave most of a large frame in page fragments (virtio-net does; veth and
+	 * XDP buffers are linear): the checks read the IP lengths against the linear data, so a
+	 * full-size IPIP packet would be judged malformed and dropped. Make it all linear first. */
+	if (skb->data_end - skb->data < skb->len && bpf_skb_pull_data(skb, skb->len))
+		return TC_ACT_SHOT;
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
 
 	switch (lb_ipip_check(data, data_end, &olen)) {
 	case LB_IPIP_NOT_OURS:

@@ -178,12 +178,18 @@ def refused(p, state="present"):
     return str(e.value)
 
 
-def test_foreign_objects_with_the_labs_names_are_refused(image, tmp_path):
+def hypervisor_with_foreign_objects(tmp_path):
+    """A network and a domain with the lab's names that the lab did not make."""
     hv = Hypervisor(tmp_path)
     hv.networkDefineXML("<network><name>l4tv-switch</name><bridge name='virbr9'/><forward mode='nat'/>"
                         "<ip address='192.168.122.1' prefix='24'/></network>")
     hv.defineXML("<domain type='test'><name>l4tv-win1</name><memory>65536</memory>"
                  "<os><type>hvm</type></os></domain>")
+    return hv
+
+
+def test_foreign_objects_with_the_labs_names_are_refused(image, tmp_path):
+    hv = hypervisor_with_foreign_objects(tmp_path)
     p, _ = make(image, tmp_path, hv=hv)
     msg = refused(p)
     assert "libvirt network l4tv-switch exists and is not the lab's" in msg
@@ -192,11 +198,7 @@ def test_foreign_objects_with_the_labs_names_are_refused(image, tmp_path):
 
 
 def test_absent_leaves_foreign_objects_with_the_labs_names(image, tmp_path):
-    hv = Hypervisor(tmp_path)
-    hv.networkDefineXML("<network><name>l4tv-switch</name><bridge name='virbr9'/><forward mode='nat'/>"
-                        "<ip address='192.168.122.1' prefix='24'/></network>")
-    hv.defineXML("<domain type='test'><name>l4tv-win1</name><memory>65536</memory>"
-                 "<os><type>hvm</type></os></domain>")
+    hv = hypervisor_with_foreign_objects(tmp_path)
     p, _ = make(image, tmp_path, hv=hv)
     p.preflight("absent")
     assert p.plan("absent", p.current()) == []

@@ -137,8 +137,10 @@ def network_signature(xml):
 
 def _remove_dir(path):
     """Remove ``path``, and its parent when that is the default ``l4lb-lab`` directory and now
-    empty (the next lab makes it again)."""
-    shutil.rmtree(path)
+    empty (the next lab makes it again). Gone already is done: stopping the daemon removes an
+    otherwise empty state dir."""
+    if os.path.isdir(path):
+        shutil.rmtree(path)
     parent = os.path.dirname(path.rstrip("/"))
     if os.path.basename(parent) == "l4lb-lab" and not os.listdir(parent):
         os.rmdir(parent)
@@ -252,8 +254,12 @@ class LibvirtProvider(TopologyProvider):
         """The node's port on the switch (the host side of its virtio-net device)."""
         return f"{self.t.prefix}-{n.name}"
 
+    @property
+    def console_dir(self):
+        return os.path.join(self.lab_dir, "console")
+
     def console_log(self, n):
-        return os.path.join(self.lab_dir, "console", f"{n.name}.log")
+        return os.path.join(self.console_dir, f"{n.name}.log")
 
     @property
     def known_hosts(self):
@@ -709,7 +715,7 @@ class LibvirtProvider(TopologyProvider):
     def _start_daemon(self):
         # The daemon's private mount namespace sees only directories that exist when it starts
         # (libvirt_daemon: shadowed parents), so the lab's own are made first.
-        for d in (self.pool_dir, os.path.dirname(self.console_log(self.t.nodes[0]))):
+        for d in (self.pool_dir, self.console_dir):
             os.makedirs(d, mode=0o755, exist_ok=True)
         self.daemon.start()
 
@@ -738,6 +744,11 @@ class LibvirtProvider(TopologyProvider):
         self._set_bridge_mtu()
 
     @property
+    def host_netns(self):
+        """The namespace holding the bridge: the confined host's, else None (this one)."""
+        return self.host_ns if self.confined else None
+
+    @property
     def bridge_is_local(self):
         """The bridge is on this machine (confined, or a local qemu URI): its MTU can be read and
         set. Not for a remote hypervisor, nor an injected connection (tests)."""
@@ -746,7 +757,7 @@ class LibvirtProvider(TopologyProvider):
         return self.confined or self.uri.startswith(("qemu:///", "qemu+unix:///"))
 
     def _ip(self, *args):
-        ns = ["-n", self.host_ns] if self.confined else []
+        ns = ["-n", self.host_netns] if self.host_netns else []
         return run(["ip", *ns, *args], check=False)
 
     def _bridge_mtu(self):
@@ -773,23 +784,26 @@ class LibvirtProvider(TopologyProvider):
     def _bridge_offload(self):
         if not self.bridge_is_local:
             return None
-        return offload_features(self.bridge, self.host_ns if self.confined else None)
+        return offload_features(self.bridge, self.host_netns)
 
     def _bridge_offload_off(self):
-        run(checksum_offload_off_argv(self.bridge, self.host_ns if self.confined else None))
+        run(checksum_offload_off_argv(self.bridge, self.host_netns))
+
+    def _remove(self, kind, name):
+        """Stop (if active) and undefine the network or pool ``name``; absent is done."""
+        obj = self._lookup(kind, name)
+        if obj is None:
+            return
+        if obj.isActive():
+            self._call(f"{kind} destroy", obj.destroy)
+        self._call(f"{kind} undefine", obj.undefine)
 
     def _remove_network(self):
-        net = self._lookup("network", self.network_name)
-        if net is None:
-            return
-        if net.isActive():
-            self._call("network destroy", net.destroy)
-        self._call("network undefine", net.undefine)
+        self._remove("network", self.network_name)
 
     def _define_pool(self):
         os.makedirs(self.pool_dir, mode=0o711, exist_ok=True)
-        os.makedirs(os.path.dirname(self.console_log(self.guests[0] if self.guests else self.t.nodes[0])),
-                    mode=0o755, exist_ok=True)
+        os.makedirs(self.console_dir, mode=0o755, exist_ok=True)
         self._call("storagePoolDefineXML", self.conn().storagePoolDefineXML, self.pool_xml(), 0)
 
     def _start_pool(self):
@@ -799,12 +813,7 @@ class LibvirtProvider(TopologyProvider):
         self._call("pool autostart", pool.setAutostart, 1)
 
     def _remove_pool(self):
-        pool = self._lookup("pool", self.pool_name)
-        if pool is None:
-            return
-        if pool.isActive():
-            self._call("pool destroy", pool.destroy)
-        self._call("pool undefine", pool.undefine)
+        self._remove("pool", self.pool_name)
 
     def _image_capacity(self, path):
         """The base image's virtual size: the overlay has the same."""
@@ -847,8 +856,7 @@ class LibvirtProvider(TopologyProvider):
     def _start_domain(self, n):
         dom = self._lookup("domain", self.domain_name(n))
         if not dom.isActive():
-            log = self.console_log(n)
-            os.makedirs(os.path.dirname(log), mode=0o755, exist_ok=True)
+            os.makedirs(self.console_dir, mode=0o755, exist_ok=True)
             self._call("domain create", dom.create)
 
     def _destroy(self, n):

@@ -72,6 +72,7 @@ import subprocess
 import time
 
 from ..l4lb import procs
+from .model import PROTECTED_DIRS
 
 NETNS_DIR = "/run/netns"
 HOST_NS_SUFFIX = "-host"
@@ -82,8 +83,6 @@ TOOLS = ("ip", "libvirtd", "virsh", "mount")
 START_TIMEOUT_S = 30.0
 QEMU_ACCOUNT = "libvirt-qemu"  # Debian's build-time qemu user and group
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_PROTECTED = {"/", "/run", "/var", "/var/run", "/tmp", "/etc", "/usr", "/home", "/root", "/srv",
-              "/var/lib", "/var/tmp", "/opt", "/boot", "/dev", "/proc", "/sys"}
 
 LIBVIRTD_CONF = """# The L4LB lab's own libvirtd (module_utils/lab_topology/libvirt_daemon.py); not the system's.
 unix_sock_dir = "{sock_dir}"
@@ -183,7 +182,7 @@ def validate(prefix, state_dir, tools=TOOLS) -> None:
         problems.append(f"lab_prefix {prefix!r} must be a non-empty name of letters, digits, '_', '.', '-'")
     if not isinstance(state_dir, str) or not os.path.isabs(state_dir):
         problems.append(f"lab_state_dir {state_dir!r} must be an absolute path")
-    elif os.path.normpath(state_dir) in _PROTECTED or os.path.normpath(state_dir).count("/") < 2:
+    elif os.path.normpath(state_dir) in PROTECTED_DIRS or os.path.normpath(state_dir).count("/") < 2:
         problems.append(f"lab_state_dir {state_dir!r} is too broad a directory for the lab to own; "
                         "use a dedicated one such as /run/<lab_prefix>")
     elif re.search(r"[\s\\'\"]", state_dir):

@@ -21,8 +21,9 @@ DECAP_METHODS = ("xdp", "tc")
 _IFNAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # Directories the teardown must never remove, whatever the inventory says.
-_PROTECTED_DIRS = {"/", "/run", "/var", "/var/run", "/tmp", "/etc", "/usr", "/home", "/root", "/srv",
-                   "/opt", "/sys", "/sys/fs", "/sys/fs/bpf", "/proc", "/dev", "/boot", "/work"}
+PROTECTED_DIRS = frozenset({"/", "/run", "/var", "/var/run", "/var/lib", "/var/tmp", "/tmp", "/etc", "/usr",
+                            "/home", "/root", "/srv", "/opt", "/sys", "/sys/fs", "/sys/fs/bpf", "/proc",
+                            "/dev", "/boot", "/work"})
 
 
 class TopologyError(Exception):
@@ -112,7 +113,7 @@ def _check_dir(value, var, problems, under=None):
         problems.append(f"{var} {value!r} must be an absolute path")
         return None
     path = os.path.normpath(value)
-    if path in _PROTECTED_DIRS or path.count("/") < 2:
+    if path in PROTECTED_DIRS or path.count("/") < 2:
         problems.append(f"{var} {value!r} is too broad a directory for the lab to own (it is "
                         "removed on teardown); use a dedicated directory such as /run/<lab_prefix>")
         return None

@@ -121,6 +121,13 @@ options:
   xdp_pass_src:
     description: Source of the XDP_PASS program for the switch-side veths (netns); required for O(state=present) there.
     type: path
+  boot_timeout:
+    description:
+      - With I(state=present), seconds to wait until every node can be reached (a libvirt guest's
+        sshd answers on its switch address, probed from the client's side of the switch). A node
+        that is up answers at once. The netns provider's nodes are ready when made.
+    type: float
+    default: 600
   libvirt:
     description: Settings of the libvirt provider (inventory C(lab_libvirt_*)).
     type: dict
@@ -277,6 +284,15 @@ domain_type:
   returned: provider libvirt, when the hypervisor answered
   type: str
   sample: qemu
+ready:
+  description: >-
+    The nodes confirmed reachable after the change (state present, not in check mode); null when
+    the provider cannot probe them (a libvirt hypervisor on another host), in which case the
+    playbook's own wait covers them.
+  returned: state present, not in check mode
+  type: list
+  elements: str
+  sample: [lb, win1, win2, linux1, linux2]
 problems:
   description: On failure before any change, every validation or requirement problem found.
   returned: failure
@@ -320,6 +336,7 @@ def main():
             state_dir=dict(type="path", required=True),
             bpffs_dir=dict(type="path", required=True),
             xdp_pass_src=dict(type="path", no_log=False),
+            boot_timeout=dict(type="float", default=600.0),
             libvirt=dict(type="dict", default={}, options=dict(
                 uri=dict(type="str", default="qemu:///system"),
                 confined=dict(type="bool", default=True),
@@ -367,10 +384,13 @@ def main():
         result["diff"] = dict(before=provider.describe(snap),
                               after=provider.describe_desired() if state == "present" else "",
                               before_header=f"lab {topo.prefix}", after_header=f"lab {topo.prefix}")
-    if module.check_mode or not actions:
+    if module.check_mode:
         module.exit_json(**result)
     try:
-        provider.apply(actions)
+        if actions:
+            provider.apply(actions)
+        if state == "present":
+            result["ready"] = provider.wait_ready(p["boot_timeout"])
     except ProviderError as e:
         result.update(msg=f"lab_topology: {e}", failed=True)
         module.fail_json(**result)

@@ -274,3 +274,50 @@ def test_a_new_overlay_forgets_the_guests_old_host_key(image, tmp_path):
     assert "create volume lb.qcow2 backed by " + str(image / "base.qcow2") in acts
     converge(p)
     assert known.read_text() == "20.1.1.10 ssh-ed25519 AAAAkeep\n"
+
+
+def test_ssh_answers_reads_the_banner():
+    """The readiness probe: an SSH banner counts, a silent or refusing port does not (loopback)."""
+    import socket
+    import threading
+
+    def serve(sock, reply):
+        conn, _ = sock.accept()
+        conn.sendall(reply)
+        conn.close()
+
+    for reply, want in ((b"SSH-2.0-OpenSSH_9.2p1\r\n", True), (b"HTTP/1.1 400\r\n", False)):
+        srv = socket.socket()
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(1)
+        t = threading.Thread(target=serve, args=(srv, reply), daemon=True)
+        t.start()
+        assert lv._ssh_answers("127.0.0.1", srv.getsockname()[1]) is want
+        t.join(5)
+        srv.close()
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    assert lv._ssh_answers("127.0.0.1", port) is False
+
+
+def test_wait_ready_names_the_silent_guests(image, tmp_path, monkeypatch):
+    """wait_ready returns every guest once each answers; past the timeout it names the silent
+    ones and their console logs. A hypervisor elsewhere (here: an injected connection) cannot
+    be probed: None, and the playbook's wait_for_connection takes over."""
+    p, _hv = make(image, tmp_path)
+    assert p.wait_ready(1) is None
+    monkeypatch.setattr(lv.LibvirtProvider, "bridge_is_local", property(lambda self: True))
+    asked = []
+
+    def answers(ip, port):
+        asked.append(ip)
+        return ip != "20.1.1.30"
+
+    monkeypatch.setattr(lv, "_ssh_answers", answers)
+    with pytest.raises(lv.ProviderError, match=r"guests linux1 did not answer SSH within 0 s.*linux1\.log"):
+        p.wait_ready(0)
+    assert sorted(set(asked)) == ["20.1.1.1", "20.1.1.10", "20.1.1.30"], "only guests are probed, not the client"
+    monkeypatch.setattr(lv, "_ssh_answers", lambda ip, port: True)
+    assert p.wait_ready(0) == ["lb", "win1", "linux1"]

@@ -29,8 +29,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
+import time
 import xml.etree.ElementTree as ET
 
+from ..l4lb import procs
 from ..lab_image import ImageError, kernel_cmdline
 from . import libvirt_daemon
 from .model import TopologyError
@@ -133,6 +136,15 @@ def network_signature(xml):
         "mtu": int(mtu.get("size")) if mtu is not None else None,
         "routes": routes,
     }
+
+
+def _ssh_answers(ip, port, timeout=3.0):
+    """True when an SSH server's banner comes back from ip:port."""
+    try:
+        with socket.create_connection((ip, port), timeout=timeout) as sock:
+            return sock.recv(64).startswith(b"SSH-")
+    except OSError:
+        return False
 
 
 def _remove_dir(path):
@@ -283,6 +295,34 @@ class LibvirtProvider(TopologyProvider):
             capture["namespace"] = self.host_ns
         return {"nodes": nodes, "capture": capture, "uri": self.effective_uri,
                 "known_hosts": self.known_hosts, "namespaces": [self.host_ns] if self.confined else []}
+
+    def wait_ready(self, timeout, port=22):
+        """Until each guest's sshd answers on its switch address (its banner read), probed from
+        the client's side of the switch: the confined host namespace, or this one. A guest that
+        is up answers at once, so a rerun does not wait. None when the switch is not on this
+        machine (a remote hypervisor): the playbook's wait_for_connection covers that case."""
+        if not self.bridge_is_local:
+            return None
+        pending = {n.name: str(n.ip) for n in self.guests}
+
+        def probe():
+            for name, ip in list(pending.items()):
+                if _ssh_answers(ip, port):
+                    del pending[name]
+
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.confined:
+                procs.in_netns(probe, os.path.join("/run/netns", self.host_ns))
+            else:
+                probe()
+            if not pending:
+                return [n.name for n in self.guests]
+            if time.monotonic() >= deadline:
+                logs = ", ".join(self.console_log(n) for n in self.guests if n.name in pending)
+                raise ProviderError(f"guests {', '.join(sorted(pending))} did not answer SSH within "
+                                    f"{timeout:g} s (lab_guest_boot_timeout); their consoles: {logs}")
+            time.sleep(2)
 
     @property
     def effective_uri(self):

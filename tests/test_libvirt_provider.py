@@ -157,7 +157,8 @@ def test_check_mode_plans_without_changing(image, tmp_path):
 def test_generated_xml_is_valid_for_libvirt(image, tmp_path):
     if not shutil.which("virt-xml-validate"):
         pytest.fail("virt-xml-validate not found: scripts/setup.sh installs libvirt-clients")
-    p, _ = make(image, tmp_path)
+    # win1 boots an image of its own (no kernel): its domain carries the NoCloud seed volume
+    p, _ = make(image, tmp_path, machines=machines(image, win1={"kernel": None, "initrd": None}))
     p.preflight("present")
     docs = {"network": p.network_xml(), "storagepool": p.pool_xml(),
             "storagevol": p.volume_xml(p.t.node("lb"), 64 << 20)}
@@ -321,3 +322,32 @@ def test_wait_ready_names_the_silent_guests(image, tmp_path, monkeypatch):
     assert sorted(set(asked)) == ["20.1.1.1", "20.1.1.10", "20.1.1.30"], "only guests are probed, not the client"
     monkeypatch.setattr(lv, "_ssh_answers", lambda ip, port: True)
     assert p.wait_ready(0) == ["lb", "win1", "linux1"]
+
+
+def test_an_image_of_its_own_boots_with_a_nocloud_seed(image, tmp_path):
+    """A guest without lab_image_kernel (a stock cloud image) boots its own bootloader and
+    cloud-init reads a NoCloud seed: written once, rewritten (and the guest restarted) only when
+    its content changes."""
+    from ansible.module_utils.lab_image import nocloud_seed
+    own = {"kernel": None, "initrd": None}
+    p, hv = make(image, tmp_path, machines=machines(image, win1=own))
+    done = converge(p)
+    seed = str(tmp_path / "lab" / "seed" / "win1.iso")
+    assert f"write seed {seed} (NoCloud: win1, 20.1.1.10, the lab's key)" in done
+    want = nocloud_seed("win1", "20.1.1.10/24", 1520, PUBKEY, "02:4c:14:01:01:0a")
+    assert lv.read_seed(seed) == want
+    assert subprocess.run(["xorriso", "-indev", seed, "-pvd_info"], capture_output=True,
+                          text=True).stdout.count("Volume Id    : cidata") == 1
+    xml = hv.lookupByName("l4tv-win1").XMLDesc(0)
+    assert "<kernel>" not in xml and "<boot dev='hd'/>" in xml and seed in xml
+    assert "<kernel>" in hv.lookupByName("l4tv-lb").XMLDesc(0), "the built image still boots directly"
+    assert not [n for n in os.listdir(tmp_path / "lab" / "seed") if n.startswith(".")], "no temporary left"
+    assert p.plan("present", p.current()) == []
+
+    # A new MAC changes the seed (cloud-init matches the interface by it) and the definition.
+    p2, _ = make(image, tmp_path, hv=hv, machines=machines(image, win1={**own, "mac": "02:4c:14:01:01:aa"}))
+    acts = [a.text for a in p2.plan("present", p2.current())]
+    assert acts[0].startswith(f"write seed {seed}") and "stop domain l4tv-win1 (to apply a changed definition)" in acts
+    converge(p2)
+    assert "02:4c:14:01:01:aa" in lv.read_seed(seed)["network-config"]
+    assert p2.plan("present", p2.current()) == []

@@ -30,11 +30,12 @@ import json
 import os
 import shutil
 import socket
+import tempfile
 import time
 import xml.etree.ElementTree as ET
 
 from ..l4lb import procs
-from ..lab_image import ImageError, kernel_cmdline
+from ..lab_image import ImageError, kernel_cmdline, nocloud_seed
 from . import libvirt_daemon
 from .model import TopologyError
 from .provider import (Action, ProviderError, TopologyProvider, checksum_offload_is_off,
@@ -52,7 +53,12 @@ _VIR_DOMAIN_XML_INACTIVE = 2
 
 class Machine:
     """What the libvirt provider needs per node beyond the model: memory, vCPUs, the image to
-    boot and the node's OS. Built from the module's ``machines`` option."""
+    boot and the node's OS. Built from the module's ``machines`` option.
+
+    How the node learns who it is (``seed``): with a ``kernel`` (the image lab_image builds) it
+    is booted directly with the lab's kernel command line (``cmdline``); without one it boots
+    the image's own bootloader and cloud-init reads a NoCloud seed volume (``nocloud``), which
+    is what a stock cloud image (the seed's Ubuntu) understands."""
 
     def __init__(self, name, memory_mb=DEFAULT_MEMORY_MB, vcpus=DEFAULT_VCPUS, image=None,
                  kernel=None, initrd=None, os_name="linux", mac=None):
@@ -64,6 +70,10 @@ class Machine:
         self.initrd = initrd
         self.os = os_name
         self.mac = mac
+
+    @property
+    def seed(self):
+        return "cmdline" if self.kernel else "nocloud"
 
 
 def _cpu_has_virtualisation(cpuinfo="/proc/cpuinfo"):
@@ -119,6 +129,7 @@ def domain_signature(xml):
         else None,
         "console_log": serial.get("path") if serial is not None else None,
         "owner": owner.get("prefix") if owner is not None else None,
+        "seed": owner.get("seed") if owner is not None else None,
     }
 
 
@@ -145,6 +156,43 @@ def _ssh_answers(ip, port, timeout=3.0):
             return sock.recv(64).startswith(b"SSH-")
     except OSError:
         return False
+
+
+def write_seed(path, files):
+    """A NoCloud seed volume at ``path``: an ISO 9660 image labelled ``cidata`` holding
+    ``files`` ({name: text}), as cloud-localds makes it; written whole, then renamed."""
+    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    d = tempfile.mkdtemp(prefix=".seed.", dir=os.path.dirname(path))
+    try:
+        for name, text in files.items():
+            with open(os.path.join(d, name), "w") as f:
+                f.write(text)
+        tmp = path + ".tmp"
+        run(["xorriso", "-as", "mkisofs", "-quiet", "-output", tmp, "-volid", "cidata", "-joliet", "-rock",
+             *[os.path.join(d, name) for name in sorted(files)]])
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def read_seed(path):
+    """The files of the seed volume at ``path`` ({name: text}), None when there is none or it
+    cannot be read (it is then written again)."""
+    if not os.path.isfile(path):
+        return None
+    d = tempfile.mkdtemp(prefix=".seed-read.", dir=os.path.dirname(path))
+    try:
+        p = run(["xorriso", "-osirrox", "on", "-indev", path, "-extract", "/", d], check=False)
+        if p.returncode != 0:
+            return None
+        out = {}
+        for name in os.listdir(d):
+            with open(os.path.join(d, name)) as f:
+                out[name] = f.read()
+        return out
+    finally:
+        os.chmod(d, 0o700)  # xorriso gives the directory the ISO root's read-only mode
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def _remove_dir(path):
@@ -274,6 +322,19 @@ class LibvirtProvider(TopologyProvider):
         return os.path.join(self.console_dir, f"{n.name}.log")
 
     @property
+    def seed_dir(self):
+        return os.path.join(self.lab_dir, "seed")
+
+    def seed_path(self, n):
+        return os.path.join(self.seed_dir, f"{n.name}.iso")
+
+    def seed_files(self, n):
+        """The NoCloud seed of a guest that boots its own image (Machine.seed), else None."""
+        if self.machine(n).seed != "nocloud":
+            return None
+        return nocloud_seed(n.name, f"{n.ip}/{self.t.subnet.prefixlen}", n.mtu, self.ssh_pubkey, self.mac(n))
+
+    @property
     def known_hosts(self):
         return os.path.join(self.lab_dir, "known_hosts")
 
@@ -378,6 +439,11 @@ class LibvirtProvider(TopologyProvider):
             if not self.ssh_pubkey:
                 problems.append("lab_libvirt_ssh_pubkey is empty: guests are reached only by the "
                                 "lab's SSH key")
+        if state == "present" and any(self.machine(n).seed == "nocloud" for n in self.guests) \
+                and not shutil.which("xorriso"):
+            problems.append("xorriso is not installed: guests booting an image of their own (no "
+                            "lab_image_kernel) get a NoCloud seed volume that xorriso writes "
+                            "(scripts/setup.sh installs it)")
         if problems:
             raise TopologyError(problems)
         if state != "present":
@@ -404,19 +470,26 @@ class LibvirtProvider(TopologyProvider):
                 problems.append(f"{host}.lab_memory_mb {m.memory_mb!r} must be an integer in 256..65536")
             if isinstance(m.vcpus, bool) or not isinstance(m.vcpus, int) or not 1 <= m.vcpus <= 64:
                 problems.append(f"{host}.lab_vcpus {m.vcpus!r} must be an integer in 1..64")
-            for var, path in (("lab_image", m.image), ("lab_image_kernel", m.kernel),
-                              ("lab_image_initrd", m.initrd)):
+            paths = [("lab_image", m.image)]
+            if m.seed == "cmdline" or m.initrd:
+                paths += [("lab_image_kernel", m.kernel), ("lab_image_initrd", m.initrd)]
+            for var, path in paths:
                 if not path:
-                    problems.append(f"{host}.{var} is not set (the lab_image role builds one)")
+                    problems.append(f"{host}.{var} is not set (the lab_image role builds one; an image "
+                                    "of your own without lab_image_kernel boots its own bootloader "
+                                    "with a NoCloud seed)")
                 elif not os.path.isabs(path):
                     problems.append(f"{host}.{var} {path!r} must be an absolute path")
                 elif not os.path.isfile(path):
                     problems.append(f"{host}.{var} {path} does not exist")
             if not problems and self.ssh_pubkey:
                 try:
-                    self.cmdline(n)
+                    if m.seed == "nocloud":
+                        self.seed_files(n)
+                    else:
+                        self.cmdline(n)
                 except ImageError as e:
-                    problems.append(f"{host}: its kernel command line cannot be made: {e}")
+                    problems.append(f"{host}: its first-boot settings ({m.seed}) cannot be made: {e}")
             mac = self.mac(n).lower()
             if mac in macs:
                 problems.append(f"{host}.lab_mac {mac} duplicates hostvars[{macs[mac]}].lab_mac")
@@ -573,14 +646,22 @@ class LibvirtProvider(TopologyProvider):
         ET.SubElement(dom, "name").text = self.domain_name(n)
         ET.SubElement(dom, "description").text = f"L4LB lab {self.t.prefix}: node {n.name} ({n.role})"
         meta = ET.SubElement(dom, "metadata")
-        ET.SubElement(meta, f"{{{METADATA_NS}}}lab", prefix=self.t.prefix, node=n.name)
+        seed = self.seed_files(n)
+        lab = ET.SubElement(meta, f"{{{METADATA_NS}}}lab", prefix=self.t.prefix, node=n.name)
+        if seed:
+            # the seed's identity in the definition: a changed seed is a changed domain, which
+            # is restarted so that cloud-init applies it
+            lab.set("seed", json.loads(seed["meta-data"])["instance-id"])
         ET.SubElement(dom, "memory", unit="KiB").text = str(m.memory_mb * 1024)
         ET.SubElement(dom, "vcpu").text = str(m.vcpus)
         os_el = ET.SubElement(dom, "os")
         ET.SubElement(os_el, "type", arch="x86_64").text = "hvm"
-        ET.SubElement(os_el, "kernel").text = m.kernel
-        ET.SubElement(os_el, "initrd").text = m.initrd
-        ET.SubElement(os_el, "cmdline").text = self.cmdline(n)
+        if seed:
+            ET.SubElement(os_el, "boot", dev="hd")
+        else:
+            ET.SubElement(os_el, "kernel").text = m.kernel
+            ET.SubElement(os_el, "initrd").text = m.initrd
+            ET.SubElement(os_el, "cmdline").text = self.cmdline(n)
         features = ET.SubElement(dom, "features")
         ET.SubElement(features, "acpi")
         # TCG's default CPU model lacks what a current kernel and clang expect; "maximum" gives
@@ -595,6 +676,12 @@ class LibvirtProvider(TopologyProvider):
         ET.SubElement(disk, "driver", name="qemu", type="qcow2")
         ET.SubElement(disk, "source", file=self.overlay(n))
         ET.SubElement(disk, "target", dev="vda", bus="virtio")
+        if seed:
+            cidata = ET.SubElement(dev, "disk", type="file", device="disk")
+            ET.SubElement(cidata, "driver", name="qemu", type="raw")
+            ET.SubElement(cidata, "source", file=self.seed_path(n))
+            ET.SubElement(cidata, "target", dev="vdb", bus="virtio")
+            ET.SubElement(cidata, "readonly")
         iface = ET.SubElement(dev, "interface", type="network")
         ET.SubElement(iface, "mac", address=self.mac(n))
         ET.SubElement(iface, "source", network=self.network_name)
@@ -617,7 +704,9 @@ class LibvirtProvider(TopologyProvider):
 
     def current(self):
         """What is really there: the confined daemon, the network, pool, volumes, domains."""
-        snap = {"daemon": None, "network": None, "pool": None, "volumes": {}, "domains": {}}
+        snap = {"daemon": None, "network": None, "pool": None, "volumes": {}, "domains": {},
+                "seeds": {n.name: read_seed(self.seed_path(n)) for n in self.guests
+                          if self.machine(n).seed == "nocloud"}}
         if self.confined:
             snap["daemon"] = self.daemon.status() if self.daemon is not None else None
             if not self.daemon_running():
@@ -704,6 +793,10 @@ class LibvirtProvider(TopologyProvider):
         want = domain_signature(self.domain_xml(n))
         have = {k: v for k, v in dom.items() if k != "active"} if dom else None
         new_overlay = vol is None or vol.get("backing") != m.image
+        seed = self.seed_files(n)
+        if seed is not None and (snap.get("seeds") or {}).get(n.name) != seed:
+            acts.append(Action(f"write seed {self.seed_path(n)} (NoCloud: {n.name}, {n.ip}, the lab's key)",
+                               func=lambda n=n, seed=seed: write_seed(self.seed_path(n), seed)))
         if dom is not None and (have != want or new_overlay) and dom["active"]:
             acts.append(Action(f"stop domain {name} (to apply a changed definition)",
                                func=lambda n=n: self._destroy(n)))
@@ -755,7 +848,7 @@ class LibvirtProvider(TopologyProvider):
     def _start_daemon(self):
         # The daemon's private mount namespace sees only directories that exist when it starts
         # (libvirt_daemon: shadowed parents), so the lab's own are made first.
-        for d in (self.pool_dir, self.console_dir):
+        for d in (self.pool_dir, self.console_dir, self.seed_dir):
             os.makedirs(d, mode=0o755, exist_ok=True)
         self.daemon.start()
 

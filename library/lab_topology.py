@@ -188,6 +188,17 @@ options:
           mac:
             description: MAC of the node's interface (inventory C(lab_mac)); default C(02:4c:) and the address bytes.
             type: str
+          seed:
+            description:
+              - How the guest learns its name, address and the lab's key (inventory C(lab_image_seed)).
+              - C(cmdline) - the kernel command line of direct kernel boot (the image C(lab_image) builds).
+              - C(nocloud) - a cloud-init NoCloud seed volume (label C(cidata)) the provider writes to
+                C(<lab_dir>/seed/<node>.iso) with xorriso; for stock cloud images, which then boot
+                their own bootloader (no O(libvirt.machines[].kernel)).
+              - C(auto) - C(cmdline) with a kernel, else C(nocloud).
+            type: str
+            choices: [auto, cmdline, nocloud]
+            default: auto
 notes:
   - Must run as root on the machine hosting the lab, or (libvirt, not confined) with access to O(libvirt.uri).
   - Supports check mode and diff mode.
@@ -352,6 +363,7 @@ def main():
                     initrd=dict(type="path"),
                     os=dict(type="str", default="linux"),
                     mac=dict(type="str"),
+                    seed=dict(type="str", choices=["auto", "cmdline", "nocloud"], default="auto"),
                 )),
             )),
         ),

@@ -35,7 +35,7 @@ import time
 import xml.etree.ElementTree as ET
 
 from ..l4lb import procs
-from ..lab_image import ImageError, kernel_cmdline, nocloud_seed
+from ..lab_image import CMDLINE_BASE, ImageError, kernel_cmdline, nocloud_seed
 from . import libvirt_daemon
 from .model import TopologyError
 from .provider import (Action, ProviderError, TopologyProvider, checksum_offload_is_off,
@@ -43,6 +43,7 @@ from .provider import (Action, ProviderError, TopologyProvider, checksum_offload
 
 METADATA_NS = "https://github.com/l4lb-lab/l4lb/ns/lab/1"
 NODE_OSES = ("linux", "windows")
+SEEDS = ("auto", "cmdline", "nocloud")
 DOMAIN_TYPES = ("auto", "kvm", "qemu")
 DEFAULT_MEMORY_MB = 1024
 DEFAULT_VCPUS = 1
@@ -58,10 +59,12 @@ class Machine:
     How the node learns who it is (``seed``): with a ``kernel`` (the image lab_image builds) it
     is booted directly with the lab's kernel command line (``cmdline``); without one it boots
     the image's own bootloader and cloud-init reads a NoCloud seed volume (``nocloud``), which
-    is what a stock cloud image (the seed's Ubuntu) understands."""
+    is what a stock cloud image (the seed's Ubuntu) understands. ``seed`` set explicitly
+    overrides that choice (``nocloud`` with a kernel: booted directly, configured by cloud-init).
+    """
 
     def __init__(self, name, memory_mb=DEFAULT_MEMORY_MB, vcpus=DEFAULT_VCPUS, image=None,
-                 kernel=None, initrd=None, os_name="linux", mac=None):
+                 kernel=None, initrd=None, os_name="linux", mac=None, seed=None):
         self.name = name
         self.memory_mb = memory_mb
         self.vcpus = vcpus
@@ -70,9 +73,12 @@ class Machine:
         self.initrd = initrd
         self.os = os_name
         self.mac = mac
+        self.seed_setting = seed or "auto"
 
     @property
     def seed(self):
+        if self.seed_setting != "auto":
+            return self.seed_setting
         return "cmdline" if self.kernel else "nocloud"
 
 
@@ -274,7 +280,7 @@ class LibvirtProvider(TopologyProvider):
                 m = Machine(m["name"], memory_mb=m.get("memory_mb", DEFAULT_MEMORY_MB),
                             vcpus=m.get("vcpus", DEFAULT_VCPUS), image=m.get("image"),
                             kernel=m.get("kernel"), initrd=m.get("initrd"),
-                            os_name=m.get("os") or "linux", mac=m.get("mac"))
+                            os_name=m.get("os") or "linux", mac=m.get("mac"), seed=m.get("seed"))
             self.machines[m.name] = m
         self._connect = connect
         self._conn = None
@@ -460,6 +466,8 @@ class LibvirtProvider(TopologyProvider):
         for n in self.guests:
             m = self.machine(n)
             host = f"hostvars[{n.name}]"
+            if m.seed_setting not in SEEDS:
+                problems.append(f"{host}.lab_image_seed {m.seed_setting!r} must be one of {', '.join(SEEDS)}")
             if m.os not in NODE_OSES:
                 problems.append(f"{host}.lab_os {m.os!r} must be one of {', '.join(NODE_OSES)}")
             elif m.os == "windows":
@@ -656,12 +664,13 @@ class LibvirtProvider(TopologyProvider):
         ET.SubElement(dom, "vcpu").text = str(m.vcpus)
         os_el = ET.SubElement(dom, "os")
         ET.SubElement(os_el, "type", arch="x86_64").text = "hvm"
-        if seed:
-            ET.SubElement(os_el, "boot", dev="hd")
-        else:
+        if m.kernel:
             ET.SubElement(os_el, "kernel").text = m.kernel
             ET.SubElement(os_el, "initrd").text = m.initrd
-            ET.SubElement(os_el, "cmdline").text = self.cmdline(n)
+            # with a seed, cloud-init configures the node: the command line only boots it
+            ET.SubElement(os_el, "cmdline").text = " ".join(CMDLINE_BASE) if seed else self.cmdline(n)
+        else:
+            ET.SubElement(os_el, "boot", dev="hd")
         features = ET.SubElement(dom, "features")
         ET.SubElement(features, "acpi")
         # TCG's default CPU model lacks what a current kernel and clang expect; "maximum" gives

@@ -35,7 +35,7 @@ struct {
 	__type(key, struct lb4_key);
 	__type(value, struct lb4_service);
 	__uint(max_entries, LB_SERVICE_MAP_MAX);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(map_flags, LB_MAP_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } lb4_services_v2 SEC(".maps");
 
@@ -52,7 +52,7 @@ struct {
 	__type(key, __u32); /* backend_id */
 	__type(value, struct lb4_backend);
 	__uint(max_entries, LB_BACKEND_MAP_MAX);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(map_flags, LB_MAP_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } lb4_backends SEC(".maps");
 
@@ -68,7 +68,7 @@ struct {
 	__type(key, __u16); /* rev_nat_index */
 	__type(value, struct lb4_reverse_nat);
 	__uint(max_entries, LB_REVNAT_MAP_MAX);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(map_flags, LB_MAP_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } lb4_reverse_nat SEC(".maps");
 

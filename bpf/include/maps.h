@@ -80,13 +80,17 @@ struct lb4_maglev_lut {
 };
 
 /* Inner map prototype (the control plane creates one per service with these sizes). The value
- * is declared as the bare array: BTF would only carry a forward declaration of the struct. */
+ * is declared as the bare array: BTF would only carry a forward declaration of the struct.
+ * It is also a .maps variable of its own: eBPF-for-Windows' loader and verifier (libbtf,
+ * PREVAIL) resolve __array(values, ...) only to a map defined in .maps with that BTF type, and
+ * fail with "map_fd not found" otherwise. libbpf creates it as one more unpinned array that no
+ * program uses; the control plane ignores it (structs.MAGLEV_TEMPLATE). */
 struct lb4_maglev_inner {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__type(key, __u32);
 	__type(value, __u32[LB_MAGLEV_LUT_SIZE]);
 	__uint(max_entries, 1);
-};
+} lb4_maglev_tmpl SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH_OF_MAPS);

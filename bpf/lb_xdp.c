@@ -171,19 +171,14 @@ static __always_inline int lb_service(lb_xdp_ctx *ctx, struct lb_pkt *p, const s
 	if (!snat)
 		nat_port = 0;
 
-	if (ct) {
-		/* The pointer is tested on its own: clang folds `ct && !reset` into one combined
-		 * test, which PREVAIL (eBPF-for-Windows' verifier) cannot link back to ct != NULL.
-		 * The barrier (no instruction) keeps the two tests apart. */
-		LB_BARRIER_VAR(reset);
-		if (!reset) {
-			ct->backend_id = backend_id;
-			ct->rev_nat_index = rev_nat_index;
-			ct->nat_port = nat_port;
-			lb_ct_touch(ct, len, p->tcp_flags, tick, now);
-		}
-	}
-	if (!ct || reset) {
+	/* ct is tested on its own: clang would fold `ct && !reset` into one combined test, which
+	 * PREVAIL (eBPF-for-Windows' verifier) cannot link back to ct != NULL. */
+	if (ct && !LB_OPAQUE(reset)) {
+		ct->backend_id = backend_id;
+		ct->rev_nat_index = rev_nat_index;
+		ct->nat_port = nat_port;
+		lb_ct_touch(ct, len, p->tcp_flags, tick, now);
+	} else {
 		struct ct_entry entry = {
 			.rx_packets = 1,
 			.rx_bytes = len,

@@ -89,6 +89,9 @@ typedef struct xdp_md lb_xdp_ctx;
 /* Make the compiler forget what it knows about a variable (keeps bounds checks the verifier
  * needs). Compiler-only: no instruction is emitted. */
 #define LB_BARRIER_VAR(v) asm volatile("" : "+r"(v))
+/* v, as a value the compiler cannot see through: `p && !LB_OPAQUE(flag)` stays two branches,
+ * the first on p alone (PREVAIL links only such a test to p != NULL). No instruction. */
+#define LB_OPAQUE(v) ({ __typeof__(v) lb_opaque_v_ = (v); LB_BARRIER_VAR(lb_opaque_v_); lb_opaque_v_; })
 
 #define LB_LIKELY(x)   __builtin_expect(!!(x), 1)
 #define LB_UNLIKELY(x) __builtin_expect(!!(x), 0)

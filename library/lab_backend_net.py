@@ -244,7 +244,7 @@ class BackendNet:
                          key=ipaddress.IPv4Address)
         self.routes = self._ip_json("route", "show", "table", "main") if self.clients else []
         self.live = {}
-        for name, (path, _) in self.sysctls.items():
+        for name, (path, dummy) in self.sysctls.items():
             try:
                 with open(path) as f:
                     self.live[name] = " ".join(f.read().split())
@@ -325,14 +325,14 @@ class BackendNet:
         done = []
         for text, argv, write in self.actions:
             if write:
-                _, path, value = write
+                dummy, path, value = write
                 try:
                     with open(path, "w") as f:
                         f.write(value + "\n")
                 except OSError as exc:
                     self.module.fail_json(msg=f"writing {path}: {exc}", actions=done)
             else:
-                rc, _, err = self.module.run_command(argv)
+                rc, dummy, err = self.module.run_command(argv)
                 if rc != 0:
                     self.module.fail_json(msg=f"{text} failed (exit {rc}): {err.strip()}", actions=done)
             done.append(text)

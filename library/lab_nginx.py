@@ -145,7 +145,8 @@ from ansible.module_utils.l4lb import procs
 from ansible.module_utils.lab_bulk import matches as bulk_matches, write as bulk_write
 
 BULK_KIB_MAX = 65536  # 64 MiB, lab_http_probe's largest bulk_bytes
-DIR_MODE, FILE_MODE = 0o755, 0o644
+DIR_MODE = 0o755
+FILE_MODE = 0o644
 
 
 class Instance:

@@ -159,6 +159,12 @@ build:
     clang:
       description: The compiler's version line.
       type: str
+    cached:
+      description:
+        - True when the object in I(build_dir) was already built from the same command, compiler
+          and inputs (every file clang read, by SHA-256), so clang did not run. Whether the
+          program is loaded and attached is still read from the kernel.
+      type: bool
 status:
   description: The device's XDP state after the task (prog_id, tag, name, attach_mode, pins).
   returned: always

@@ -16,7 +16,9 @@ compile with ``efw_include`` (its ``include/`` directory): compat.h's Windows br
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import ipaddress
+import json
 import os
 import platform
 import shutil
@@ -142,6 +144,7 @@ class CompileResult:
     cmdline: list
     clang_version: str
     warnings: str = ""  # the compiler's stderr of a successful compile
+    cached: bool = False  # True: the object was already built from the same inputs (not recompiled)
 
 
 def find_clang() -> str:
@@ -184,7 +187,7 @@ def compile_object(src: str | os.PathLike, out_path: str | os.PathLike, defines:
     ``efw_include``: compile for eBPF-for-Windows against that ``include/`` directory instead of
     Linux's headers (-DLB_TARGET_WINDOWS). Its headers include <stdint.h>; -ffreestanding makes
     that clang's own, not the build host's C library (glibc's cannot serve -target bpf)."""
-    src = Path(src)
+    src = Path(os.path.abspath(src))  # clang's dependency list then names files absolutely
     out = Path(out_path)
     if not src.is_file():
         raise InvalidConfig(f"source {str(src)!r} does not exist")
@@ -201,23 +204,82 @@ def compile_object(src: str | os.PathLike, out_path: str | os.PathLike, defines:
         incs.append(f"-I{efw_include}")
     cmd = [clang, "-O2", "-g", "-target", "bpf", "-Wall", "-Wno-unused-function", *target, *incs]
     cmd += [f"-D{k}={v}" if v is not None else f"-D{k}" for k, v in defines.items()]
+    cmd += ["-c", str(src), "-o"]
+    final_cmd = cmd + [str(out)]
+    hit = _cached(out, cmd, clang)
+    if hit is not None:
+        return CompileResult(path=str(out), defines=defines, cmdline=final_cmd, clang_version=hit["clang_version"],
+                             warnings=hit["warnings"], cached=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    cmd += ["-c", str(src), "-o", str(tmp)]
+    deps = out.with_name(f".{out.name}.{os.getpid()}.d")
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        proc = subprocess.run(cmd + [str(tmp), "-MD", "-MF", str(deps)], capture_output=True, text=True, check=False)
     except OSError as exc:
         raise L4LBError(f"cannot run {clang}: {exc}") from exc
     if proc.returncode != 0:
         tmp.unlink(missing_ok=True)
+        deps.unlink(missing_ok=True)
         err = L4LBError(f"compiling {src} failed (clang exit {proc.returncode}):\n{proc.stderr.strip()}")
         err.stderr = proc.stderr
-        err.cmdline = cmd
+        err.cmdline = final_cmd
         raise err
     os.replace(tmp, out)
-    final_cmd = cmd[:-1] + [str(out)]
-    return CompileResult(path=str(out), defines=defines, cmdline=final_cmd, clang_version=clang_version(clang),
+    version = clang_version(clang)
+    _remember(out, cmd, clang, deps, version, proc.stderr.strip())
+    return CompileResult(path=str(out), defines=defines, cmdline=final_cmd, clang_version=version,
                          warnings=proc.stderr.strip())
+
+
+# The build cache: beside each object, what made it - the command, the compiler's identity and
+# the SHA-256 of the object and of every file clang read (its -MD list). A compile whose inputs
+# all still hash the same is skipped: on an emulated guest clang costs seconds per run. Only the
+# compile is skipped; whether the program is loaded and attached is always read from the kernel.
+def _record_path(out: Path) -> Path:
+    return out.with_name(f".{out.name}.build.json")
+
+
+def _sha256(path) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+    except OSError:
+        return None
+
+
+def _compiler_id(clang: str) -> list:
+    real = os.path.realpath(clang)
+    st = os.stat(real)
+    return [real, st.st_size, st.st_mtime_ns]
+
+
+def _cached(out: Path, cmd: list, clang: str) -> dict | None:
+    try:
+        with open(_record_path(out)) as f:
+            rec = json.load(f)
+        if rec["cmd"] != cmd or rec["compiler"] != _compiler_id(clang) or rec["object"] != _sha256(out):
+            return None
+        if any(_sha256(p) != h for p, h in rec["inputs"].items()):
+            return None
+        return rec
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _remember(out: Path, cmd: list, clang: str, deps: Path, version: str, warnings: str) -> None:
+    try:
+        text = deps.read_text()
+    except OSError:
+        return
+    finally:
+        deps.unlink(missing_ok=True)
+    # make syntax: "target: dep dep \\\n dep ..."; our paths carry no spaces
+    inputs = text.split(":", 1)[1].replace("\\\n", " ").split() if ":" in text else []
+    rec = {"cmd": cmd, "compiler": _compiler_id(clang), "object": _sha256(out), "clang_version": version,
+           "warnings": warnings, "inputs": {p: _sha256(p) for p in inputs}}
+    tmp = _record_path(out).with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(rec))
+    os.replace(tmp, _record_path(out))
 
 
 def source_path(name: str, src_dir: str | os.PathLike | None = None) -> Path:

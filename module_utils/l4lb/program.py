@@ -139,7 +139,9 @@ def ensure_present(desired: Desired, check_mode: bool = False) -> dict:
     os.makedirs(desired.build_dir, exist_ok=True)
     work = tempfile.mkdtemp(prefix="build-", dir=desired.build_dir)
     try:
-        build = _build(desired, dev, work)
+        # Built in build_dir, where the compile cache (build.py) finds the last object; check
+        # mode builds in the throw-away directory.
+        build = _build(desired, dev, work if check_mode else desired.build_dir)
         maps_dir = maps_pin_dir(desired.pin_dir)
         if check_mode:
             # The candidate gets throw-away maps in a private pin root (every map pins by name,
@@ -168,7 +170,8 @@ def ensure_present(desired: Desired, check_mode: bool = False) -> dict:
                     "after": {"mode": desired.mode, "prog_tag": cand.tag, "prog_name": cand.name,
                               "attach_mode": desired.attach_mode, "device": desired.device},
                 },
-                "build": {"object": build.path, "defines": build.defines, "clang": build.clang_version},
+                "build": {"object": build.path, "defines": build.defines, "clang": build.clang_version,
+                          "cached": build.cached},
             }
             if not done.changed or check_mode:
                 if check_mode and done.changed:
@@ -179,7 +182,8 @@ def ensure_present(desired: Desired, check_mode: bool = False) -> dict:
                 return result
             # Keep the object on disk beside the pins for inspection (bpftool, tests).
             final_obj = os.path.join(desired.build_dir, os.path.basename(build.path))
-            shutil.copyfile(build.path, final_obj)
+            if os.path.abspath(build.path) != os.path.abspath(final_obj):
+                shutil.copyfile(build.path, final_obj)
             result["build"]["object"] = final_obj
         finally:
             obj.close()

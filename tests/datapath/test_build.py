@@ -61,6 +61,29 @@ def test_compile_error_carries_stderr(tmp_path):
     assert not (tmp_path / "broken.o").exists()
 
 
+def test_an_unchanged_compile_is_skipped_and_any_changed_input_recompiles(tmp_path):
+    """The build cache: same command, compiler and inputs (every file clang read, by SHA-256)
+    and an untouched object -> no compile; a change to any of them -> a compile."""
+    src = tmp_path / "prog.c"
+    inc = tmp_path / "include"
+    inc.mkdir()
+    (inc / "value.h").write_text("#define VALUE 1\n")
+    src.write_text('#include <linux/bpf.h>\n#include "value.h"\n'
+                   '__attribute__((section("xdp"), used)) int prog(struct xdp_md *c) { return VALUE; }\n')
+    out = tmp_path / "out" / "prog.o"
+    first = build.compile_object(src, out)
+    assert not first.cached
+    again = build.compile_object(src, out)
+    assert again.cached and again.cmdline == first.cmdline and again.clang_version == first.clang_version
+    (inc / "value.h").write_text("#define VALUE 2\n")  # a header clang read
+    assert not build.compile_object(src, out).cached
+    assert build.compile_object(src, out).cached
+    assert not build.compile_object(src, out, {"EXTRA": "1"}).cached  # another command
+    out.write_bytes(out.read_bytes() + b"x")  # the object itself touched
+    assert not build.compile_object(src, out, {"EXTRA": "1"}).cached
+    assert sorted(p.name for p in out.parent.iterdir()) == [".prog.o.build.json", "prog.o"]
+
+
 def test_missing_source_and_bad_decap_kind(tmp_path):
     with pytest.raises(InvalidConfig):
         build.compile_object(tmp_path / "nope.c", tmp_path / "x.o")

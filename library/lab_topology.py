@@ -6,7 +6,7 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: lab_topology
-short_description: Build or remove the L4LB lab's topology (namespaces, or libvirt guests)
+short_description: Build or remove the L4LB lab's topology (namespaces, libvirt guests, or external hosts)
 description:
   - Realises the lab topology through a provider (O(provider)); the model, its validation and
     the provider interface are in C(module_utils/lab_topology/) (C(model.py), C(provider.py)),
@@ -24,6 +24,8 @@ description:
     is ever added to the root namespace. O(state=absent) kills every process whose network
     namespace is a lab namespace (found by namespace inode), deletes the namespaces, and removes
     O(bpffs_dir) and O(state_dir).
+  - B(external) takes nodes that already exist (the user's machines, e.g. Windows hosts reached
+    over WinRM): the model is validated, nothing is made or removed.
   - B(libvirt) builds the seed's lab as real guests. The switch is an isolated libvirt network
     C(<prefix>-switch) (bridge C(<prefix>-br), no DHCP, no DNS) whose host address is the client
     node's address and which carries the client's route C(<vip>/32 via <lb address>); the client
@@ -57,7 +59,7 @@ options:
   provider:
     description: How nodes are realised (inventory C(lab_topology_provider)).
     type: str
-    choices: [netns, libvirt]
+    choices: [netns, libvirt, external]
     default: netns
   prefix:
     description: Name prefix of everything the lab makes (inventory C(lab_prefix)).
@@ -95,6 +97,14 @@ options:
           - The backend's decapsulation method (inventory C(backend_decap)), C(xdp) or C(tc);
             required for backends. Checked by the module itself so the error names the host.
         type: str
+      os:
+        description:
+          - The node's OS (inventory C(lab_os)). C(windows) is accepted where the Windows roles
+            exist (backends, with C(xdp) decap) and refused, naming the host, elsewhere; the
+            C(netns) provider refuses it (a namespace runs no Windows). Checked by the module
+            itself (C(linux) or C(windows)) so the error names the host.
+        type: str
+        default: linux
       mtu:
         description:
           - MTU of the node's interface (and of its switch-side veth, or its virtio-net device),
@@ -175,7 +185,7 @@ options:
             description: Initrd for direct boot (inventory C(lab_image_initrd)).
             type: path
           os:
-            description: The node's OS (inventory C(lab_os)); C(windows) is refused until the Windows roles exist.
+            description: The node's OS (inventory C(lab_os)); the libvirt provider refuses C(windows) until it can set up Windows guests.
             type: str
             default: linux
           mac:
@@ -304,7 +314,7 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             state=dict(type="str", choices=["present", "absent"], default="present"),
-            provider=dict(type="str", choices=["netns", "libvirt"], default="netns"),
+            provider=dict(type="str", choices=["netns", "libvirt", "external"], default="netns"),
             prefix=dict(type="str", required=True),
             subnet=dict(type="str", required=True),
             vip=dict(type="str", required=True),
@@ -314,6 +324,7 @@ def main():
                 role=dict(type="str", required=True, choices=["lb", "backend", "client"]),
                 decap=dict(type="str"),
                 mtu=dict(type="int", default=1500),
+                os=dict(type="str", default="linux"),
             )),
             bridge=dict(type="str", default="br0"),
             node_iface=dict(type="str", default="eth0"),

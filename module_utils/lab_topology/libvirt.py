@@ -358,8 +358,11 @@ class LibvirtProvider(TopologyProvider):
                 problems.append(f"{host}.lab_os {m.os!r} must be one of {', '.join(NODE_OSES)}")
             elif m.os == "windows":
                 problems.append(f"{host}.lab_os 'windows': Windows guests are not supported by the "
-                                "libvirt provider yet (the Windows roles of issue 10 do not exist); "
-                                "use lab_os: linux")
+                                "libvirt provider yet (it boots its guests' kernels directly; a "
+                                "Windows image needs an unattended first boot for its address and "
+                                "WinRM, issue 10 item 5); use lab_os: linux here, or "
+                                "lab_topology_provider: external (inventory/windows) for Windows "
+                                "hosts you have")
             if isinstance(m.memory_mb, bool) or not isinstance(m.memory_mb, int) or not 256 <= m.memory_mb <= 65536:
                 problems.append(f"{host}.lab_memory_mb {m.memory_mb!r} must be an integer in 256..65536")
             if isinstance(m.vcpus, bool) or not isinstance(m.vcpus, int) or not 1 <= m.vcpus <= 64:

@@ -25,7 +25,7 @@ description:
     namespace is a lab namespace (found by namespace inode), deletes the namespaces, and removes
     O(bpffs_dir) and O(state_dir).
   - B(external) takes nodes that already exist (the user's machines, e.g. Windows hosts reached
-    over WinRM): the model is validated, nothing is made or removed.
+    over WinRM); the model is validated, nothing is made or removed.
   - B(libvirt) builds the seed's lab as real guests. The switch is an isolated libvirt network
     C(<prefix>-switch) (bridge C(<prefix>-br), no DHCP, no DNS) whose host address is the client
     node's address and which carries the client's route C(<vip>/32 via <lb address>); the client

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 
@@ -18,3 +19,25 @@ def winfilters():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+SYSTEM_CA = "/etc/ssl/certs/ca-certificates.crt"
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    """What a user provides, as files on the controller: the MSI (a stand-in), the WinRM CA,
+    devcon.exe and eBPF-for-Windows' include directory (stand-ins)."""
+    msi = tmp_path / "eBPF-for-Windows.0.12.0.msi"
+    msi.write_bytes(b"not really an MSI")
+    ca = tmp_path / "winrm-ca.pem"
+    ca.write_text(open(SYSTEM_CA, encoding="utf-8").read() if os.path.exists(SYSTEM_CA) else "")
+    devcon = tmp_path / "devcon.exe"
+    devcon.write_bytes(b"MZ")
+    inc = tmp_path / "include"
+    inc.mkdir()
+    for h in ("bpf_helpers.h", "ebpf_nethooks.h"):
+        (inc / h).write_text("/* stand-in */\n")
+    return {"windows_ebpf_msi_src": str(msi), "windows_ebpf_msi_sha256": hashlib.sha256(msi.read_bytes()).hexdigest(),
+            "lab_winrm_ca_path": str(ca), "backend_windows_devcon_src": str(devcon),
+            "backend_windows_efw_include_dir": str(inc)}

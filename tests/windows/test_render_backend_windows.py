@@ -8,6 +8,7 @@ import importlib.util
 import os
 
 import pytest
+import yaml
 
 from labtest import REPO
 from winrender import ROLES, Renderer, find_task, ps1_params
@@ -280,3 +281,37 @@ def test_recycle_handler(win1):
     task = find_task(handlers, "Recycle the site's application pool")
     assert win1.value(task["ansible.windows.win_command"]) == {
         "argv": ["C:\\Windows\\System32\\inetsrv\\appcmd.exe", "recycle", "apppool", "/apppool.name:DefaultAppPool"]}
+
+
+def test_site_windows_ping_and_firewall_scripts():
+    """site.yml's Windows steps of the topology check, rendered for win1."""
+    site = os.path.join(REPO, "playbooks", "site.yml")
+    with open(site, encoding="utf-8") as f:
+        plays = yaml.safe_load(f)
+    (verify,) = [p for p in plays if p["name"] == "Verify the lab topology"]
+    r = Renderer("backend_windows", "win1")
+    peers = r.value(verify["vars"]["lab_verify_peers"], hostvars={h: {"lab_ip": ip} for h, ip in
+                                                                   {"lb": "20.1.1.1", "win1": "20.1.1.10",
+                                                                    "win2": "20.1.1.20", "linux1": "20.1.1.30",
+                                                                    "linux2": "20.1.1.40",
+                                                                    "client": "20.1.1.100"}.items()})
+    assert sorted(peers) == ["20.1.1.1", "20.1.1.100", "20.1.1.20", "20.1.1.30", "20.1.1.40"]
+    peers = ["20.1.1.1", "20.1.1.20", "20.1.1.30", "20.1.1.40", "20.1.1.100"]
+    tasks = {t["name"]: t for t in verify["tasks"]}
+    rule = r.value(tasks["Windows nodes answer ping from the lab's subnet (a firewall rule of the lab's)"]
+                   ["ansible.windows.win_shell"])
+    assert rule == (
+        "$rule = Get-NetFirewallRule -Name 'l4lb-icmp4-echo' -ErrorAction SilentlyContinue\n"
+        "if ($null -eq $rule) {\n"
+        "    New-NetFirewallRule -Name 'l4lb-icmp4-echo' -DisplayName 'L4LB lab: ICMPv4 echo from the lab' `\n"
+        "        -Direction Inbound -Protocol ICMPv4 -IcmpType 8 -RemoteAddress '20.1.1.0/24' -Action Allow | Out-Null\n"
+        "    'changed'\n"
+        "}\n")
+    ping = r.value(tasks["Every Windows node pings every other node"]["ansible.windows.win_shell"],
+                   lab_verify_peers=peers)
+    assert ping == (
+        "$bad = @()\n"
+        "foreach ($ip in @('20.1.1.1', '20.1.1.20', '20.1.1.30', '20.1.1.40', '20.1.1.100')) {\n"
+        "    if (-not (Test-Connection -ComputerName $ip -Count 1 -Quiet)) { $bad += $ip }\n"
+        "}\n"
+        "if ($bad) { \"unreachable: $($bad -join ', ')\"; exit 1 }\n")

@@ -157,6 +157,9 @@ options:
       ssh_pubkey:
         description: The lab's SSH public key (one line), put on every guest's kernel command line.
         type: str
+      windows_admin_password:
+        description: The administrator password of Windows guests (their config drive sets it; inventory C(lab_winrm_password)).
+        type: str
       machines:
         description: Per guest node - memory, vCPUs, the image to boot, OS.
         type: list
@@ -185,9 +188,19 @@ options:
             description: Initrd for direct boot (inventory C(lab_image_initrd)).
             type: path
           os:
-            description: The node's OS (inventory C(lab_os)); the libvirt provider refuses C(windows) until it can set up Windows guests.
+            description:
+              - The node's OS (inventory C(lab_os)). A C(windows) guest boots O(libvirt.machines[].image)
+                (a user's sysprepped Windows image with cloudbase-init and the virtio drivers) from its
+                disk, with a cloudbase-init config drive (ISO C(config-2)) giving it its address, the
+                administrator password and WinRM over HTTPS with O(libvirt.machines[].winrm_pfx).
             type: str
             default: linux
+          winrm_pfx:
+            description: A Windows guest's WinRM certificate and key, PKCS#12 (the lab_topology role makes it, signed by the lab's CA).
+            type: path
+          winrm_pfx_passphrase:
+            description: The passphrase of O(libvirt.machines[].winrm_pfx).
+            type: str
           mac:
             description: MAC of the node's interface (inventory C(lab_mac)); default C(02:4c:) and the address bytes.
             type: str
@@ -307,7 +320,8 @@ def provider_settings(p):
     lv = p["libvirt"] or {}
     return {"uri": lv.get("uri") or "qemu:///system", "confined": lv.get("confined", True),
             "lab_dir": lv.get("lab_dir"), "domain_type": lv.get("domain_type") or "auto",
-            "ssh_pubkey": lv.get("ssh_pubkey"), "machines": lv.get("machines") or []}
+            "ssh_pubkey": lv.get("ssh_pubkey"), "machines": lv.get("machines") or [],
+            "windows_admin_password": lv.get("windows_admin_password")}
 
 
 def main():
@@ -337,6 +351,7 @@ def main():
                 lab_dir=dict(type="path"),
                 domain_type=dict(type="str", choices=["auto", "kvm", "qemu"], default="auto"),
                 ssh_pubkey=dict(type="str", no_log=False),
+                windows_admin_password=dict(type="str", no_log=True),
                 machines=dict(type="list", elements="dict", default=[], options=dict(
                     name=dict(type="str", required=True),
                     memory_mb=dict(type="int", default=1024),
@@ -346,6 +361,8 @@ def main():
                     initrd=dict(type="path"),
                     os=dict(type="str", default="linux"),
                     mac=dict(type="str"),
+                    winrm_pfx=dict(type="path"),
+                    winrm_pfx_passphrase=dict(type="str", no_log=True),
                 )),
             )),
         ),

@@ -18,6 +18,8 @@ OS_PACKAGES=(
   # rules (libvirt 9.0 has no nftables backend), nc for SSH's ProxyCommand into the lab namespace
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libxml2-utils qemu-system-x86
   iptables netcat-openbsd
+  # Windows guests (issue 10): xorriso makes their cloudbase-init config drive
+  xorriso
   # backends and client
   nginx-light curl wrk nftables tcpdump
   # libvirt-python builds against libvirt's headers

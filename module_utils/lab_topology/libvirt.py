@@ -16,6 +16,12 @@ seed's host and client and leaves the root namespace untouched; False uses ``uri
 ``qemu:///system`` or ``qemu+ssh://host/system``), whose network then adds the client address
 and the VIP route to that host, as the seed does.
 
+Windows guests (``lab_os: windows``) boot a user's Windows image (sysprepped, with cloudbase-init
+and the virtio drivers, as OpenStack images are) from its disk, with a cloudbase-init config drive
+(an ISO labelled ``config-2``, :func:`windows_seed`) carrying the node's static address, the
+administrator password, and a first-boot script that imports a WinRM certificate the lab made
+(signed by the lab's CA, so the controller validates it) and listens for WinRM on HTTPS.
+
 Only objects this provider made are ever changed: a domain carries the lab's metadata element,
 the network its bridge and host address, the pool its directory. Anything else with a colliding
 name is refused before any change.
@@ -26,9 +32,15 @@ tests that inject a connection (``test:///default``) need nothing more.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import ipaddress
 import json
 import os
 import shutil
+import tempfile
+import urllib.parse
+import uuid
 import xml.etree.ElementTree as ET
 
 from ..lab_image import ImageError, kernel_cmdline
@@ -45,6 +57,83 @@ DEFAULT_VCPUS = 1
 # What one guest's overlay may grow to in a lab run (packages are in the base; logs, builds).
 OVERLAY_GROWTH_MB = 1024
 _VIR_DOMAIN_XML_INACTIVE = 2
+# Windows Server 2022 asks for 2 GiB at least.
+WINDOWS_MIN_MEMORY_MB = 2048
+SEED_LABEL = "config-2"  # what cloudbase-init's ConfigDriveService looks for
+
+
+def _ps_quote(text):
+    """``text`` as a single-quoted PowerShell string."""
+    return "'" + str(text).replace("'", "''") + "'"
+
+
+def _winrm_script(pfx, passphrase, subnet):
+    """The first-boot script (cloudbase-init user data, run as SYSTEM by PowerShell): import the
+    WinRM certificate the lab made for this node and listen on HTTPS with it, reachable from the
+    lab's subnet only."""
+    return "\n".join([
+        "#ps1_sysnative",
+        "# L4LB lab: WinRM over HTTPS with the certificate the lab made for this node (its CA is the lab's).",
+        "$ErrorActionPreference = 'Stop'",
+        "$path = Join-Path -Path $env:TEMP -ChildPath 'l4lb-winrm.pfx'",
+        f"[IO.File]::WriteAllBytes($path, [Convert]::FromBase64String('{base64.b64encode(pfx).decode()}'))",
+        f"$secret = ConvertTo-SecureString -String {_ps_quote(passphrase)} -AsPlainText -Force",
+        "$cert = Import-PfxCertificate -FilePath $path -CertStoreLocation Cert:\\LocalMachine\\My -Password $secret",
+        "Remove-Item -LiteralPath $path",
+        "Get-ChildItem -Path WSMan:\\localhost\\Listener | Where-Object { $_.Keys -contains 'Transport=HTTPS' } | "
+        "Remove-Item -Recurse -Force",
+        "New-Item -Path WSMan:\\localhost\\Listener -Transport HTTPS -Address * "
+        "-CertificateThumbPrint $cert.Thumbprint -Force | Out-Null",
+        "if (-not (Get-NetFirewallRule -Name 'l4lb-winrm-https' -ErrorAction SilentlyContinue)) {",
+        "    New-NetFirewallRule -Name 'l4lb-winrm-https' -DisplayName 'L4LB lab: WinRM over HTTPS' -Direction Inbound "
+        f"-Protocol TCP -LocalPort 5986 -RemoteAddress '{subnet}' -Action Allow | Out-Null",
+        "}",
+        ""])
+
+
+def windows_seed(name, ip_cidr, mtu, mac, admin_password, pfx, pfx_passphrase=""):
+    """The cloudbase-init config drive of a Windows guest: ``({path: bytes}, seed id)``.
+
+    ``openstack/latest/meta_data.json`` names the host and carries the administrator password
+    (cloudbase-init's SetUserPasswordPlugin sets it for the user its configuration names);
+    ``network_data.json`` gives the NIC with ``mac`` its static address and MTU (no gateway, no
+    DNS: the lab's switch is isolated); ``user_data`` is :func:`_winrm_script`. The seed id, the
+    instance's uuid, is a digest of everything else, so a changed seed is a new instance to
+    cloudbase-init and applied again."""
+    iface = ipaddress.IPv4Interface(ip_cidr)
+    network = {"links": [{"id": "lab0", "type": "phy", "ethernet_mac_address": mac, "mtu": mtu}],
+               "networks": [{"id": "lab", "type": "ipv4", "link": "lab0", "ip_address": str(iface.ip),
+                             "netmask": str(iface.network.netmask), "routes": [], "network_id": "lab"}],
+               "services": []}
+    files = {"openstack/latest/network_data.json": json.dumps(network, indent=2, sort_keys=True).encode() + b"\n",
+             "openstack/latest/user_data": _winrm_script(pfx, pfx_passphrase, iface.network).encode()}
+    digest = hashlib.sha256()
+    for path in sorted(files):
+        digest.update(path.encode() + b"\0" + files[path] + b"\0")
+    digest.update(f"{name}\0{admin_password}".encode())
+    seed_id = str(uuid.UUID(hex=digest.hexdigest()[:32]))
+    meta = {"uuid": seed_id, "name": name, "hostname": name, "launch_index": 0,
+            "availability_zone": "l4lb", "admin_pass": admin_password}
+    files["openstack/latest/meta_data.json"] = json.dumps(meta, indent=2, sort_keys=True).encode() + b"\n"
+    return files, seed_id
+
+
+def build_seed_iso(files, iso_path, xorriso="xorriso"):
+    """Write ``files`` into an ISO 9660 image labelled config-2 at ``iso_path`` (mode 0600: it
+    holds the administrator password), replacing it atomically."""
+    parent = os.path.dirname(iso_path)
+    os.makedirs(parent, mode=0o700, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=parent) as tmp:
+        root = os.path.join(tmp, "root")
+        for rel, data in files.items():
+            path = os.path.join(root, rel)
+            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+            with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
+                f.write(data)
+        out = os.path.join(tmp, "seed.iso")
+        run([xorriso, "-as", "mkisofs", "-quiet", "-V", SEED_LABEL, "-J", "-R", "-o", out, root])
+        os.chmod(out, 0o600)
+        os.replace(out, iso_path)
 
 
 class Machine:
@@ -52,7 +141,8 @@ class Machine:
     boot and the node's OS. Built from the module's ``machines`` option."""
 
     def __init__(self, name, memory_mb=DEFAULT_MEMORY_MB, vcpus=DEFAULT_VCPUS, image=None,
-                 kernel=None, initrd=None, os_name="linux", mac=None):
+                 kernel=None, initrd=None, os_name="linux", mac=None, winrm_pfx=None,
+                 winrm_pfx_passphrase=""):
         self.name = name
         self.memory_mb = memory_mb
         self.vcpus = vcpus
@@ -61,6 +151,8 @@ class Machine:
         self.initrd = initrd
         self.os = os_name
         self.mac = mac
+        self.winrm_pfx = winrm_pfx  # a Windows guest's WinRM certificate and key (PKCS#12)
+        self.winrm_pfx_passphrase = winrm_pfx_passphrase or ""
 
 
 def _cpu_has_virtualisation(cpuinfo="/proc/cpuinfo"):
@@ -95,6 +187,7 @@ def domain_signature(xml):
     disk = root.find("devices/disk")
     serial = root.find("devices/serial/source")
     owner = root.find(f"metadata/{{{METADATA_NS}}}lab")
+    cdrom = root.find("devices/disk[@device='cdrom']/source")
     return {
         "type": root.get("type"),
         "memory_kib": _memory_kib(root),
@@ -116,6 +209,8 @@ def domain_signature(xml):
         else None,
         "console_log": serial.get("path") if serial is not None else None,
         "owner": owner.get("prefix") if owner is not None else None,
+        "seed": owner.get("seed") if owner is not None else None,
+        "seed_iso": cdrom.get("file") if cdrom is not None else None,
     }
 
 
@@ -197,7 +292,8 @@ class LibvirtProvider(TopologyProvider):
     name = "libvirt"
 
     def __init__(self, topology, uri="qemu:///system", confined=True, lab_dir=None,
-                 domain_type="auto", ssh_pubkey=None, machines=None, connect=None, daemon=None):
+                 domain_type="auto", ssh_pubkey=None, machines=None, connect=None, daemon=None,
+                 windows_admin_password=None):
         """``machines``: dicts (the module's ``libvirt.machines``) or :class:`Machine`;
         ``connect``: a function uri -> connection (tests inject ``test:///default``);
         ``daemon``: the confined daemon (default: :class:`ConfinedDaemon` when ``confined``)."""
@@ -214,7 +310,9 @@ class LibvirtProvider(TopologyProvider):
                 m = Machine(m["name"], memory_mb=m.get("memory_mb", DEFAULT_MEMORY_MB),
                             vcpus=m.get("vcpus", DEFAULT_VCPUS), image=m.get("image"),
                             kernel=m.get("kernel"), initrd=m.get("initrd"),
-                            os_name=m.get("os") or "linux", mac=m.get("mac"))
+                            os_name=m.get("os") or "linux", mac=m.get("mac"),
+                            winrm_pfx=m.get("winrm_pfx"),
+                            winrm_pfx_passphrase=m.get("winrm_pfx_passphrase"))
             self.machines[m.name] = m
         self._connect = connect
         self._conn = None
@@ -227,6 +325,8 @@ class LibvirtProvider(TopologyProvider):
         self.host_ns = f"{p}-host"
         self.warnings = []
         self._virt_type = None
+        self.windows_admin_password = windows_admin_password or ""
+        self._seeds = {}
 
     # -- naming ------------------------------------------------------------------------------
 
@@ -267,6 +367,22 @@ class LibvirtProvider(TopologyProvider):
 
     def machine(self, n):
         return self.machines.get(n.name) or Machine(n.name)
+
+    def is_windows(self, n):
+        return self.machine(n).os == "windows" or n.os == "windows"
+
+    def seed_iso(self, n):
+        return os.path.join(self.lab_dir, "seed", f"{n.name}.iso")
+
+    def seed(self, n):
+        """A Windows guest's config drive files and seed id (made once per provider)."""
+        if n.name not in self._seeds:
+            with open(self.machine(n).winrm_pfx, "rb") as f:
+                pfx = f.read()
+            self._seeds[n.name] = windows_seed(n.name, f"{n.ip}/{self.t.subnet.prefixlen}", n.mtu,
+                                               self.mac(n), self.windows_admin_password, pfx,
+                                               self.machine(n).winrm_pfx_passphrase)
+        return self._seeds[n.name]
 
     def mac(self, n):
         return self.machine(n).mac or n.mac
@@ -356,26 +472,23 @@ class LibvirtProvider(TopologyProvider):
             host = f"hostvars[{n.name}]"
             if m.os not in NODE_OSES:
                 problems.append(f"{host}.lab_os {m.os!r} must be one of {', '.join(NODE_OSES)}")
-            elif m.os == "windows":
-                problems.append(f"{host}.lab_os 'windows': Windows guests are not supported by the "
-                                "libvirt provider yet (it boots its guests' kernels directly; a "
-                                "Windows image needs an unattended first boot for its address and "
-                                "WinRM, issue 10 item 5); use lab_os: linux here, or "
-                                "lab_topology_provider: external (inventory/windows) for Windows "
-                                "hosts you have")
+            elif self.is_windows(n):
+                problems += self._check_windows(n, m, host)
             if isinstance(m.memory_mb, bool) or not isinstance(m.memory_mb, int) or not 256 <= m.memory_mb <= 65536:
                 problems.append(f"{host}.lab_memory_mb {m.memory_mb!r} must be an integer in 256..65536")
             if isinstance(m.vcpus, bool) or not isinstance(m.vcpus, int) or not 1 <= m.vcpus <= 64:
                 problems.append(f"{host}.lab_vcpus {m.vcpus!r} must be an integer in 1..64")
-            for var, path in (("lab_image", m.image), ("lab_image_kernel", m.kernel),
-                              ("lab_image_initrd", m.initrd)):
+            paths = [("lab_image", m.image)]
+            if not self.is_windows(n):  # a Windows guest boots from its disk
+                paths += [("lab_image_kernel", m.kernel), ("lab_image_initrd", m.initrd)]
+            for var, path in paths:
                 if not path:
                     problems.append(f"{host}.{var} is not set (the lab_image role builds one)")
                 elif not os.path.isabs(path):
                     problems.append(f"{host}.{var} {path!r} must be an absolute path")
                 elif not os.path.isfile(path):
                     problems.append(f"{host}.{var} {path} does not exist")
-            if not problems and self.ssh_pubkey:
+            if not problems and self.ssh_pubkey and not self.is_windows(n):
                 try:
                     self.cmdline(n)
                 except ImageError as e:
@@ -384,6 +497,29 @@ class LibvirtProvider(TopologyProvider):
             if mac in macs:
                 problems.append(f"{host}.lab_mac {mac} duplicates hostvars[{macs[mac]}].lab_mac")
             macs[mac] = n.name
+        return problems
+
+    def _check_windows(self, n, m, host):
+        """What a Windows guest needs beyond a Linux one: its image's own boot, its seed's
+        inputs (the WinRM certificate, the administrator password), xorriso, and memory."""
+        problems = []
+        if not m.winrm_pfx:
+            problems.append(f"{host}: a Windows guest needs its WinRM certificate (PKCS#12, the "
+                            "lab_topology role makes it: machines[].winrm_pfx)")
+        elif not os.path.isabs(m.winrm_pfx) or not os.path.isfile(m.winrm_pfx):
+            problems.append(f"{host}: winrm_pfx {m.winrm_pfx} does not exist")
+        if not self.windows_admin_password:
+            problems.append(f"{host}: a Windows guest needs the administrator password "
+                            "(lab_winrm_password: L4LB_WINRM_PASSWORD or vault_lab_winrm_password)")
+        if not shutil.which("xorriso"):
+            problems.append(f"{host}: requirement: xorriso (makes the Windows guest's config drive) "
+                            "is not on PATH (run scripts/setup.sh)")
+        if not isinstance(m.memory_mb, bool) and isinstance(m.memory_mb, int) and m.memory_mb < WINDOWS_MIN_MEMORY_MB:
+            problems.append(f"{host}.lab_memory_mb {m.memory_mb} is too little for Windows Server 2022 "
+                            f"(at least {WINDOWS_MIN_MEMORY_MB})")
+        if not self.confined and urllib.parse.urlparse(self.uri).netloc:
+            problems.append(f"{host}: a Windows guest's config drive is made on this machine, so "
+                            f"lab_libvirt_uri {self.uri!r} must be a local hypervisor")
         return problems
 
     def daemon_running(self):
@@ -535,21 +671,37 @@ class LibvirtProvider(TopologyProvider):
         dom = ET.Element("domain", type=self.virt_type())
         ET.SubElement(dom, "name").text = self.domain_name(n)
         ET.SubElement(dom, "description").text = f"L4LB lab {self.t.prefix}: node {n.name} ({n.role})"
+        windows = self.is_windows(n)
         meta = ET.SubElement(dom, "metadata")
-        ET.SubElement(meta, f"{{{METADATA_NS}}}lab", prefix=self.t.prefix, node=n.name)
+        owner = ET.SubElement(meta, f"{{{METADATA_NS}}}lab", prefix=self.t.prefix, node=n.name)
+        if windows:
+            owner.set("seed", self.seed(n)[1])
         ET.SubElement(dom, "memory", unit="KiB").text = str(m.memory_mb * 1024)
         ET.SubElement(dom, "vcpu").text = str(m.vcpus)
         os_el = ET.SubElement(dom, "os")
         ET.SubElement(os_el, "type", arch="x86_64").text = "hvm"
-        ET.SubElement(os_el, "kernel").text = m.kernel
-        ET.SubElement(os_el, "initrd").text = m.initrd
-        ET.SubElement(os_el, "cmdline").text = self.cmdline(n)
+        if windows:
+            # BIOS boot from the image's disk (no Secure Boot: eBPF-for-Windows 0.12.0 needs
+            # test signing)
+            ET.SubElement(os_el, "boot", dev="hd")
+        else:
+            ET.SubElement(os_el, "kernel").text = m.kernel
+            ET.SubElement(os_el, "initrd").text = m.initrd
+            ET.SubElement(os_el, "cmdline").text = self.cmdline(n)
         features = ET.SubElement(dom, "features")
         ET.SubElement(features, "acpi")
+        if windows:
+            ET.SubElement(features, "apic")
+            hyperv = ET.SubElement(features, "hyperv", mode="custom")
+            ET.SubElement(hyperv, "relaxed", state="on")
+            ET.SubElement(hyperv, "vapic", state="on")
+            ET.SubElement(hyperv, "spinlocks", state="on", retries="8191")
         # TCG's default CPU model lacks what a current kernel and clang expect; "maximum" gives
         # every feature TCG emulates. KVM passes the host's CPU through.
         ET.SubElement(dom, "cpu", mode="host-passthrough" if self.virt_type() == "kvm" else "maximum")
-        ET.SubElement(dom, "clock", offset="utc")
+        clock = ET.SubElement(dom, "clock", offset="localtime" if windows else "utc")
+        if windows:
+            ET.SubElement(clock, "timer", name="hypervclock", present="yes")
         ET.SubElement(dom, "on_poweroff").text = "destroy"
         ET.SubElement(dom, "on_reboot").text = "restart"
         ET.SubElement(dom, "on_crash").text = "destroy"
@@ -558,6 +710,12 @@ class LibvirtProvider(TopologyProvider):
         ET.SubElement(disk, "driver", name="qemu", type="qcow2")
         ET.SubElement(disk, "source", file=self.overlay(n))
         ET.SubElement(disk, "target", dev="vda", bus="virtio")
+        if windows:
+            seed = ET.SubElement(dev, "disk", type="file", device="cdrom")
+            ET.SubElement(seed, "driver", name="qemu", type="raw")
+            ET.SubElement(seed, "source", file=self.seed_iso(n))
+            ET.SubElement(seed, "target", dev="sda", bus="sata")
+            ET.SubElement(seed, "readonly")
         iface = ET.SubElement(dev, "interface", type="network")
         ET.SubElement(iface, "mac", address=self.mac(n))
         ET.SubElement(iface, "source", network=self.network_name)
@@ -607,6 +765,7 @@ class LibvirtProvider(TopologyProvider):
             if dom is not None:
                 snap["domains"][n.name] = dict(domain_signature(dom.XMLDesc(_VIR_DOMAIN_XML_INACTIVE)),
                                                active=bool(dom.isActive()))
+        snap["seeds"] = {n.name: os.path.isfile(self.seed_iso(n)) for n in self.guests if self.is_windows(n)}
         return snap
 
     # -- plan --------------------------------------------------------------------------------
@@ -667,6 +826,10 @@ class LibvirtProvider(TopologyProvider):
         want = domain_signature(self.domain_xml(n))
         have = {k: v for k, v in dom.items() if k != "active"} if dom else None
         new_overlay = vol is None or vol.get("backing") != m.image
+        seed = []  # a lost drive alone is rebuilt without touching the running domain
+        if self.is_windows(n) and (have != want or not snap.get("seeds", {}).get(n.name)):
+            seed.append(Action(f"build config drive {self.seed_iso(n)} for {n.name} (seed {want['seed']})",
+                               func=lambda n=n: build_seed_iso(self.seed(n)[0], self.seed_iso(n))))
         if dom is not None and (have != want or new_overlay) and dom["active"]:
             acts.append(Action(f"stop domain {name} (to apply a changed definition)",
                                func=lambda n=n: self._destroy(n)))
@@ -681,7 +844,7 @@ class LibvirtProvider(TopologyProvider):
                                f"{m.vcpus} vCPU, {want['mac']})", func=lambda n=n: self._define_domain(n)))
         if dom is None or not dom["active"] or acts:
             acts.append(Action(f"start domain {name}", func=lambda n=n: self._start_domain(n)))
-        return acts
+        return seed + acts
 
     def _plan_absent(self, snap):
         """Remove what the lab made; an object with a lab name that the lab did not make stays
@@ -922,5 +1085,6 @@ class LibvirtProvider(TopologyProvider):
     def _describe_domain(name, sig, active):
         return [f"domain {name} {sig['type']} {sig['memory_kib'] // 1024 if sig['memory_kib'] else '?'} MiB "
                 f"{sig['vcpus']} vCPU {sig['mac']} mtu {sig['mtu']} {'running' if active else 'shut off'}",
-                f"  boot {sig['kernel']} {sig['cmdline']}",
+                f"  boot {sig['kernel']} {sig['cmdline']}" if sig.get("kernel") else
+                f"  boot disk, config drive {sig.get('seed_iso')} (seed {sig.get('seed')})",
                 f"  disk {sig['disk']}"]

@@ -72,16 +72,6 @@ def test_netns_provider_refuses_windows_nodes():
            "you have, use lab_topology_provider: external (inventory/windows)" in e.value.problems
 
 
-def test_libvirt_provider_refuses_windows_guests_for_now():
-    t = lt.build_topology(spec())
-    p = lt.get_provider("libvirt", t, confined=False, ssh_pubkey="ssh-ed25519 AAAA x",
-                        machines=[{"name": "win1", "os": "windows", "image": "/nonexistent"}])
-    with pytest.raises(lt.TopologyError) as e:
-        p.preflight("present")
-    assert any(m.startswith("hostvars[win1].lab_os 'windows': Windows guests are not supported by the "
-                            "libvirt provider yet") for m in e.value.problems)
-
-
 def test_external_provider_makes_and_removes_nothing():
     t = lt.build_topology(spec())
     p = lt.get_provider("external", t)

@@ -171,7 +171,9 @@ static __always_inline int lb_service(lb_xdp_ctx *ctx, struct lb_pkt *p, const s
 	if (!snat)
 		nat_port = 0;
 
-	if (ct && !reset) {
+	/* ct is tested on its own: clang would fold `ct && !reset` into one combined test, which
+	 * PREVAIL (eBPF-for-Windows' verifier) cannot link back to ct != NULL. */
+	if (ct && !LB_OPAQUE(reset)) {
 		ct->backend_id = backend_id;
 		ct->rev_nat_index = rev_nat_index;
 		ct->nat_port = nat_port;

@@ -131,6 +131,13 @@ options:
   xdp_pass_src:
     description: Source of the XDP_PASS program for the switch-side veths (netns); required for O(state=present) there.
     type: path
+  boot_timeout:
+    description:
+      - With I(state=present), seconds to wait until every node can be reached (a libvirt guest's
+        sshd answers on its switch address, probed from the client's side of the switch). A node
+        that is up answers at once. The netns provider's nodes are ready when made.
+    type: float
+    default: 600
   libvirt:
     description: Settings of the libvirt provider (inventory C(lab_libvirt_*)).
     type: dict
@@ -204,6 +211,21 @@ options:
           mac:
             description: MAC of the node's interface (inventory C(lab_mac)); default C(02:4c:) and the address bytes.
             type: str
+          seed:
+            description:
+              - How the guest learns its name, address and the lab's key (inventory C(lab_image_seed)).
+              - C(cmdline) - the kernel command line of direct kernel boot (the image C(lab_image) builds).
+              - C(nocloud) - a cloud-init NoCloud seed volume (label C(cidata)) the provider writes to
+                C(<lab_dir>/seed/<node>.iso) with xorriso; for stock cloud images, which then boot
+                their own bootloader (no O(libvirt.machines[].kernel)).
+              - C(configdrive) - a Windows guest's cloudbase-init config drive (label C(config-2), mode
+                0600) at the same place - its address, the administrator password
+                (O(libvirt.windows_admin_password)) and WinRM over HTTPS with
+                O(libvirt.machines[].winrm_pfx).
+              - C(auto) - C(configdrive) for C(os=windows), else C(cmdline) with a kernel, else C(nocloud).
+            type: str
+            choices: [auto, cmdline, nocloud, configdrive]
+            default: auto
 notes:
   - Must run as root on the machine hosting the lab, or (libvirt, not confined) with access to O(libvirt.uri).
   - Supports check mode and diff mode.
@@ -300,6 +322,15 @@ domain_type:
   returned: provider libvirt, when the hypervisor answered
   type: str
   sample: qemu
+ready:
+  description: >-
+    The nodes confirmed reachable after the change (state present, not in check mode); null when
+    the provider cannot probe them (a libvirt hypervisor on another host), in which case the
+    playbook's own wait covers them.
+  returned: state present, not in check mode
+  type: list
+  elements: str
+  sample: [lb, win1, win2, linux1, linux2]
 problems:
   description: On failure before any change, every validation or requirement problem found.
   returned: failure
@@ -345,6 +376,7 @@ def main():
             state_dir=dict(type="path", required=True),
             bpffs_dir=dict(type="path", required=True),
             xdp_pass_src=dict(type="path", no_log=False),
+            boot_timeout=dict(type="float", default=600.0),
             libvirt=dict(type="dict", default={}, options=dict(
                 uri=dict(type="str", default="qemu:///system"),
                 confined=dict(type="bool", default=True),
@@ -361,6 +393,7 @@ def main():
                     initrd=dict(type="path"),
                     os=dict(type="str", default="linux"),
                     mac=dict(type="str"),
+                    seed=dict(type="str", choices=["auto", "cmdline", "nocloud", "configdrive"], default="auto"),
                     winrm_pfx=dict(type="path"),
                     winrm_pfx_passphrase=dict(type="str", no_log=True),
                 )),
@@ -395,10 +428,13 @@ def main():
         result["diff"] = dict(before=provider.describe(snap),
                               after=provider.describe_desired() if state == "present" else "",
                               before_header=f"lab {topo.prefix}", after_header=f"lab {topo.prefix}")
-    if module.check_mode or not actions:
+    if module.check_mode:
         module.exit_json(**result)
     try:
-        provider.apply(actions)
+        if actions:
+            provider.apply(actions)
+        if state == "present":
+            result["ready"] = provider.wait_ready(p["boot_timeout"])
     except ProviderError as e:
         result.update(msg=f"lab_topology: {e}", failed=True)
         module.fail_json(**result)

@@ -158,11 +158,9 @@ def _parse_ssh_key(ssh_pubkey):
     return (ktype, blob), None
 
 
-def kernel_cmdline(hostname, ip_cidr, mtu, ssh_pubkey) -> str:
-    """The kernel command line that makes the base image node ``hostname``: ``eth0`` with
-    ``ip_cidr`` (e.g. ``20.1.1.1/24``; no gateway, the lab's subnet is on-link) and ``mtu``, and
-    ``ssh_pubkey`` (an OpenSSH public key line) as root's authorized key. For the domain's
-    ``<cmdline>`` of direct kernel boot; ImageError names every bad argument."""
+def _first_boot(hostname, ip_cidr, mtu, ssh_pubkey):
+    """(IPv4Interface, (key type, base64)) of a node's first-boot settings; ImageError naming
+    every bad argument."""
     problems = []
     if not isinstance(hostname, str) or len(hostname) > 63 or not _HOST_LABEL_RE.match(hostname):
         problems.append(f"hostname: {hostname!r} is not a host name (lower-case letters, digits, "
@@ -189,6 +187,15 @@ def kernel_cmdline(hostname, ip_cidr, mtu, ssh_pubkey) -> str:
         problems.append(why)
     if problems:
         raise ImageError("; ".join(problems))
+    return iface, key
+
+
+def kernel_cmdline(hostname, ip_cidr, mtu, ssh_pubkey) -> str:
+    """The kernel command line that makes the base image node ``hostname``: ``eth0`` with
+    ``ip_cidr`` (e.g. ``20.1.1.1/24``; no gateway, the lab's subnet is on-link) and ``mtu``, and
+    ``ssh_pubkey`` (an OpenSSH public key line) as root's authorized key. For the domain's
+    ``<cmdline>`` of direct kernel boot; ImageError names every bad argument."""
+    iface, key = _first_boot(hostname, ip_cidr, mtu, ssh_pubkey)
     # dracut's ip=<client-IP>:[<peer>]:<gateway-IP>:<netmask>:<client_hostname>:<interface>:
     # {none|off|...}[:<mtu>], as systemd-network-generator (systemd 252) reads it; the netmask
     # may be a prefix length.
@@ -202,6 +209,31 @@ def kernel_cmdline(hostname, ip_cidr, mtu, ssh_pubkey) -> str:
         raise ImageError(f"ssh_pubkey: the kernel command line would be {len(line)} bytes, more than "
                          f"x86's {CMDLINE_MAX} (use a shorter key type, e.g. ssh-ed25519)")
     return line
+
+
+def nocloud_seed(hostname, ip_cidr, mtu, ssh_pubkey, mac) -> dict:
+    """The files of a cloud-init NoCloud seed (a volume labelled ``cidata``) that make a stock
+    cloud image node ``hostname`` on its first boot, with nothing fetched from a network: the
+    interface with ``mac`` named ``eth0`` (the roles' name) with ``ip_cidr`` and ``mtu``, root
+    logging in with ``ssh_pubkey`` only. {file name: text}; ImageError naming every bad argument.
+    The instance-id carries the content's hash: a changed seed is a new instance to cloud-init,
+    which then applies it on the next boot."""
+    iface, key = _first_boot(hostname, ip_cidr, mtu, ssh_pubkey)
+    if not isinstance(mac, str) or not re.fullmatch(r"(?:[0-9a-f]{2}:){5}[0-9a-f]{2}", mac.lower()):
+        raise ImageError(f"mac: {mac!r} is not a MAC address")
+    # JSON is YAML: what cloud-init reads is exactly what json.dumps wrote.
+    network = {"version": 2, "ethernets": {GUEST_IFACE: {
+        "match": {"macaddress": mac.lower()}, "set-name": GUEST_IFACE, "dhcp4": False,
+        "addresses": [str(iface)], "mtu": mtu}}}
+    user = {"disable_root": False, "ssh_pwauth": False,
+            "ssh_authorized_keys": [f"{key[0]} {key[1]} l4lb-lab"], "preserve_hostname": False,
+            "hostname": hostname, "manage_etc_hosts": True}
+    files = {"network-config": json.dumps(network, indent=1, sort_keys=True) + "\n",
+             "user-data": "#cloud-config\n" + json.dumps(user, indent=1, sort_keys=True) + "\n"}
+    digest = hashlib.sha256("".join(files[k] for k in sorted(files)).encode()).hexdigest()[:16]
+    files["meta-data"] = json.dumps({"instance-id": f"{hostname}-{digest}", "local-hostname": hostname},
+                                    indent=1, sort_keys=True) + "\n"
+    return files
 
 
 def candidate_versions(packages) -> dict:

@@ -215,3 +215,31 @@ def test_kernel_cmdline_too_long_for_x86():
     blob = len(b"ssh-rsa").to_bytes(4, "big") + b"ssh-rsa" + os.urandom(2060)
     with pytest.raises(lab_image.ImageError, match="more than x86's 2047"):
         lab_image.kernel_cmdline("lb", "20.1.1.1/24", 1500, f"ssh-rsa {base64.b64encode(blob).decode()} me")
+
+
+# -- nocloud_seed: first-boot settings for an image of the user's own (cloud-init) -------------
+
+def test_nocloud_seed_gives_the_node_its_address_mtu_name_and_key(pubkey):
+    import json
+    files = lab_image.nocloud_seed("win1", "20.1.1.10/24", 1520, pubkey, "02:4C:14:01:01:0A")
+    assert sorted(files) == ["meta-data", "network-config", "user-data"]
+    net = json.loads(files["network-config"])["ethernets"]["eth0"]
+    assert net == {"match": {"macaddress": "02:4c:14:01:01:0a"}, "set-name": "eth0", "dhcp4": False,
+                   "addresses": ["20.1.1.10/24"], "mtu": 1520}
+    assert files["user-data"].startswith("#cloud-config\n")
+    user = json.loads(files["user-data"].split("\n", 1)[1])
+    assert user["disable_root"] is False and user["ssh_pwauth"] is False
+    assert user["ssh_authorized_keys"] == [" ".join(pubkey.split()[:2]) + " l4lb-lab"]
+    meta = json.loads(files["meta-data"])
+    assert meta["local-hostname"] == "win1" and meta["instance-id"].startswith("win1-")
+    other = lab_image.nocloud_seed("win1", "20.1.1.11/24", 1520, pubkey, "02:4c:14:01:01:0a")
+    assert json.loads(other["meta-data"])["instance-id"] != meta["instance-id"], \
+        "a changed seed must be a new instance, or cloud-init would not apply it"
+
+
+def test_nocloud_seed_refuses_bad_input_naming_it(pubkey):
+    with pytest.raises(lab_image.ImageError) as e:
+        lab_image.nocloud_seed("Bad_Name", "20.1.1.0/24", 60000, pubkey, "02:4c:14:01:01:0a")
+    assert all(w in str(e.value) for w in ("hostname", "ip_cidr", "mtu"))
+    with pytest.raises(lab_image.ImageError, match="mac: 'zz' is not a MAC address"):
+        lab_image.nocloud_seed("win1", "20.1.1.10/24", 1500, pubkey, "zz")

@@ -157,7 +157,8 @@ def test_check_mode_plans_without_changing(image, tmp_path):
 def test_generated_xml_is_valid_for_libvirt(image, tmp_path):
     if not shutil.which("virt-xml-validate"):
         pytest.fail("virt-xml-validate not found: scripts/setup.sh installs libvirt-clients")
-    p, _ = make(image, tmp_path)
+    # win1 boots an image of its own (no kernel): its domain carries the NoCloud seed volume
+    p, _ = make(image, tmp_path, machines=machines(image, win1={"kernel": None, "initrd": None}))
     p.preflight("present")
     docs = {"network": p.network_xml(), "storagepool": p.pool_xml(),
             "storagevol": p.volume_xml(p.t.node("lb"), 64 << 20)}
@@ -274,3 +275,79 @@ def test_a_new_overlay_forgets_the_guests_old_host_key(image, tmp_path):
     assert "create volume lb.qcow2 backed by " + str(image / "base.qcow2") in acts
     converge(p)
     assert known.read_text() == "20.1.1.10 ssh-ed25519 AAAAkeep\n"
+
+
+def test_ssh_answers_reads_the_banner():
+    """The readiness probe: an SSH banner counts, a silent or refusing port does not (loopback)."""
+    import socket
+    import threading
+
+    def serve(sock, reply):
+        conn, _ = sock.accept()
+        conn.sendall(reply)
+        conn.close()
+
+    for reply, want in ((b"SSH-2.0-OpenSSH_9.2p1\r\n", True), (b"HTTP/1.1 400\r\n", False)):
+        srv = socket.socket()
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(1)
+        t = threading.Thread(target=serve, args=(srv, reply), daemon=True)
+        t.start()
+        assert lv._ssh_answers("127.0.0.1", srv.getsockname()[1]) is want
+        t.join(5)
+        srv.close()
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    assert lv._ssh_answers("127.0.0.1", port) is False
+
+
+def test_wait_ready_names_the_silent_guests(image, tmp_path, monkeypatch):
+    """wait_ready returns every guest once each answers; past the timeout it names the silent
+    ones and their console logs. A hypervisor elsewhere (here: an injected connection) cannot
+    be probed: None, and the playbook's wait_for_connection takes over."""
+    p, _hv = make(image, tmp_path)
+    assert p.wait_ready(1) is None
+    monkeypatch.setattr(lv.LibvirtProvider, "bridge_is_local", property(lambda self: True))
+    asked = []
+
+    def answers(ip, port):
+        asked.append(ip)
+        return ip != "20.1.1.30"
+
+    monkeypatch.setattr(lv, "_ssh_answers", answers)
+    with pytest.raises(lv.ProviderError, match=r"guests linux1 did not answer SSH within 0 s.*linux1\.log"):
+        p.wait_ready(0)
+    assert sorted(set(asked)) == ["20.1.1.1", "20.1.1.10", "20.1.1.30"], "only guests are probed, not the client"
+    monkeypatch.setattr(lv, "_ssh_answers", lambda ip, port: True)
+    assert p.wait_ready(0) == ["lb", "win1", "linux1"]
+
+
+def test_an_image_of_its_own_boots_with_a_nocloud_seed(image, tmp_path):
+    """A guest without lab_image_kernel (a stock cloud image) boots its own bootloader and
+    cloud-init reads a NoCloud seed: written once, rewritten (and the guest restarted) only when
+    its content changes."""
+    from ansible.module_utils.lab_image import nocloud_seed
+    own = {"kernel": None, "initrd": None}
+    p, hv = make(image, tmp_path, machines=machines(image, win1=own))
+    done = converge(p)
+    seed = str(tmp_path / "lab" / "seed" / "win1.iso")
+    assert f"write seed {seed} (NoCloud: win1, 20.1.1.10, the lab's key)" in done
+    want = nocloud_seed("win1", "20.1.1.10/24", 1520, PUBKEY, "02:4c:14:01:01:0a")
+    assert lv.read_seed(seed) == want
+    assert subprocess.run(["xorriso", "-indev", seed, "-pvd_info"], capture_output=True,
+                          text=True).stdout.count("Volume Id    : cidata") == 1
+    xml = hv.lookupByName("l4tv-win1").XMLDesc(0)
+    assert "<kernel>" not in xml and "<boot dev='hd'/>" in xml and seed in xml
+    assert "<kernel>" in hv.lookupByName("l4tv-lb").XMLDesc(0), "the built image still boots directly"
+    assert not [n for n in os.listdir(tmp_path / "lab" / "seed") if n.startswith(".")], "no temporary left"
+    assert p.plan("present", p.current()) == []
+
+    # A new MAC changes the seed (cloud-init matches the interface by it) and the definition.
+    p2, _ = make(image, tmp_path, hv=hv, machines=machines(image, win1={**own, "mac": "02:4c:14:01:01:aa"}))
+    acts = [a.text for a in p2.plan("present", p2.current())]
+    assert acts[0].startswith(f"write seed {seed}") and "stop domain l4tv-win1 (to apply a changed definition)" in acts
+    converge(p2)
+    assert "02:4c:14:01:01:aa" in lv.read_seed(seed)["network-config"]
+    assert p2.plan("present", p2.current()) == []

@@ -4,7 +4,8 @@
  *
  * Linux (default):        clang -O2 -g -target bpf ...
  * eBPF-for-Windows:       clang -O2 -g -target bpf -DLB_TARGET_WINDOWS -I<ebpf-for-windows>/include
- *                         (not compiled here; see bpf/README.md "Windows assumptions")
+ *                         (scripts/check-efw compiles it against the 0.12.0 headers and verifies
+ *                         the objects with the PREVAIL commit 0.12.0 pins; bpf/README.md)
  */
 #ifndef L4LB_COMPAT_H
 #define L4LB_COMPAT_H
@@ -35,9 +36,9 @@ typedef xdp_md_t lb_xdp_ctx;
 #define LB_DROP 2
 #define LB_TX   3
 
-#ifndef LIBBPF_PIN_BY_NAME
-#define LIBBPF_PIN_BY_NAME PIN_GLOBAL_NS
-#endif
+/* LIBBPF_PIN_BY_NAME is an enum value of ebpf_structs.h (pins under /ebpf/global/).
+ * Hash maps have no preallocation flag there: they allocate per entry. */
+#define LB_MAP_F_NO_PREALLOC 0
 #ifndef SEC
 #define SEC(name) __attribute__((section(name), used))
 #endif
@@ -60,6 +61,9 @@ typedef struct xdp_md lb_xdp_ctx;
 #define LB_DROP XDP_DROP /* 1 */
 #define LB_TX   XDP_TX   /* 3 */
 #define LB_XDP_SEC "xdp"
+
+/* Hash maps allocate per entry (memory grows with the services, not with max_entries). */
+#define LB_MAP_F_NO_PREALLOC BPF_F_NO_PREALLOC
 
 /* Connection timestamps only feed the IDLE state (seconds), so the coarse clock does: the same
  * CLOCK_MONOTONIC base at tick resolution, without the clocksource read bpf_ktime_get_ns costs
@@ -85,6 +89,9 @@ typedef struct xdp_md lb_xdp_ctx;
 /* Make the compiler forget what it knows about a variable (keeps bounds checks the verifier
  * needs). Compiler-only: no instruction is emitted. */
 #define LB_BARRIER_VAR(v) asm volatile("" : "+r"(v))
+/* v, as a value the compiler cannot see through: `p && !LB_OPAQUE(flag)` stays two branches,
+ * the first on p alone (PREVAIL links only such a test to p != NULL). No instruction. */
+#define LB_OPAQUE(v) ({ __typeof__(v) lb_opaque_v_ = (v); LB_BARRIER_VAR(lb_opaque_v_); lb_opaque_v_; })
 
 #define LB_LIKELY(x)   __builtin_expect(!!(x), 1)
 #define LB_UNLIKELY(x) __builtin_expect(!!(x), 0)

@@ -35,7 +35,7 @@ struct {
 	__type(key, struct lb4_key);
 	__type(value, struct lb4_service);
 	__uint(max_entries, LB_SERVICE_MAP_MAX);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(map_flags, LB_MAP_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } lb4_services_v2 SEC(".maps");
 
@@ -52,7 +52,7 @@ struct {
 	__type(key, __u32); /* backend_id */
 	__type(value, struct lb4_backend);
 	__uint(max_entries, LB_BACKEND_MAP_MAX);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(map_flags, LB_MAP_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } lb4_backends SEC(".maps");
 
@@ -68,7 +68,7 @@ struct {
 	__type(key, __u16); /* rev_nat_index */
 	__type(value, struct lb4_reverse_nat);
 	__uint(max_entries, LB_REVNAT_MAP_MAX);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(map_flags, LB_MAP_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } lb4_reverse_nat SEC(".maps");
 
@@ -80,13 +80,17 @@ struct lb4_maglev_lut {
 };
 
 /* Inner map prototype (the control plane creates one per service with these sizes). The value
- * is declared as the bare array: BTF would only carry a forward declaration of the struct. */
+ * is declared as the bare array: BTF would only carry a forward declaration of the struct.
+ * It is also a .maps variable of its own: eBPF-for-Windows' loader and verifier (libbtf,
+ * PREVAIL) resolve __array(values, ...) only to a map defined in .maps with that BTF type, and
+ * fail with "map_fd not found" otherwise. libbpf creates it as one more unpinned array that no
+ * program uses; the control plane ignores it (structs.MAGLEV_TEMPLATE). */
 struct lb4_maglev_inner {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__type(key, __u32);
 	__type(value, __u32[LB_MAGLEV_LUT_SIZE]);
 	__uint(max_entries, 1);
-};
+} lb4_maglev_tmpl SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH_OF_MAPS);

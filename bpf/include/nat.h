@@ -118,7 +118,7 @@ static __always_inline int lb_snat_take_stale(struct snat_entry *cur, const stru
  * when it already belongs to this client flow (a CT entry evicted or expired before its SNAT
  * entry; a fixed client tuple reconnecting), or when its flow is over. Returns the port
  * (network order) or 0. */
-static __always_inline __be16 lb_snat_alloc(struct snat_key *sk, const struct snat_entry *se, __u32 hash,
+static __always_inline __be16 lb_snat_alloc(struct snat_key *sk, struct snat_entry *se, __u32 hash,
 					    __u64 now)
 {
 	int i;

@@ -5,9 +5,9 @@ clang.
 
 The seed's agent compiles ``bpf_xdp.c`` on the LB node with the device's MAC, address, ifindex
 and the mode as ``-D`` macros; so do we. Rendering the macros (:func:`render_defines`) is kept
-apart from running the compiler (:func:`compile_object`): a Windows build would reuse the
-former with its own clang invocation (``-DLB_TARGET_WINDOWS`` and eBPF-for-Windows' include
-directory).
+apart from running the compiler (:func:`compile_object`). The eBPF-for-Windows target is the same
+compile with ``efw_include`` (its ``include/`` directory): compat.h's Windows branch, selected by
+``-DLB_TARGET_WINDOWS`` (scripts/check-efw builds it so against the 0.12.0 headers).
 
     cfg = BuildConfig(lb_ip="20.1.1.1", lb_mac="02:00:14:01:01:01", ifindex=3, mode="snat")
     result = compile_lb(cfg, "/run/l4lb/lb_xdp.o")
@@ -141,6 +141,7 @@ class CompileResult:
     defines: dict
     cmdline: list
     clang_version: str
+    warnings: str = ""  # the compiler's stderr of a successful compile
 
 
 def find_clang() -> str:
@@ -172,19 +173,33 @@ def _system_includes() -> list[str]:
     return [f"-I{d}" for d in dirs]
 
 
+WINDOWS_DEFINE = "LB_TARGET_WINDOWS"
+
+
 def compile_object(src: str | os.PathLike, out_path: str | os.PathLike, defines: dict | None = None,
-                   include_dirs: list | None = None) -> CompileResult:
+                   include_dirs: list | None = None, efw_include: str | os.PathLike | None = None) -> CompileResult:
     """clang -O2 -g -target bpf -c src -o out_path with -D defines. Raises L4LBError carrying
-    the compiler's stderr on failure. The object is written atomically (temp file + rename)."""
+    the compiler's stderr on failure. The object is written atomically (temp file + rename).
+
+    ``efw_include``: compile for eBPF-for-Windows against that ``include/`` directory instead of
+    Linux's headers (-DLB_TARGET_WINDOWS). Its headers include <stdint.h>; -ffreestanding makes
+    that clang's own, not the build host's C library (glibc's cannot serve -target bpf)."""
     src = Path(src)
     out = Path(out_path)
     if not src.is_file():
         raise InvalidConfig(f"source {str(src)!r} does not exist")
+    if efw_include is not None and not Path(efw_include, "bpf_helpers.h").is_file():
+        raise InvalidConfig(f"efw_include {str(efw_include)!r} has no bpf_helpers.h")
     clang = find_clang()
     defines = dict(defines or {})
     incs = [f"-I{d}" for d in (include_dirs or [src.parent / "include", src.parent])]
-    cmd = [clang, "-O2", "-g", "-target", "bpf", "-Wall", "-Wno-unused-function",
-           *_system_includes(), *incs]
+    if efw_include is None:
+        target = _system_includes()
+    else:
+        defines[WINDOWS_DEFINE] = None
+        target = ["-ffreestanding"]
+        incs.append(f"-I{efw_include}")
+    cmd = [clang, "-O2", "-g", "-target", "bpf", "-Wall", "-Wno-unused-function", *target, *incs]
     cmd += [f"-D{k}={v}" if v is not None else f"-D{k}" for k, v in defines.items()]
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
@@ -201,7 +216,8 @@ def compile_object(src: str | os.PathLike, out_path: str | os.PathLike, defines:
         raise err
     os.replace(tmp, out)
     final_cmd = cmd[:-1] + [str(out)]
-    return CompileResult(path=str(out), defines=defines, cmdline=final_cmd, clang_version=clang_version(clang))
+    return CompileResult(path=str(out), defines=defines, cmdline=final_cmd, clang_version=clang_version(clang),
+                         warnings=proc.stderr.strip())
 
 
 def source_path(name: str, src_dir: str | os.PathLike | None = None) -> Path:
@@ -215,16 +231,21 @@ def source_path(name: str, src_dir: str | os.PathLike | None = None) -> Path:
 
 
 def compile_lb(config: BuildConfig, out_path: str | os.PathLike,
-               src_dir: str | os.PathLike | None = None) -> CompileResult:
-    """Compile bpf/lb_xdp.c for ``config``."""
+               src_dir: str | os.PathLike | None = None,
+               efw_include: str | os.PathLike | None = None) -> CompileResult:
+    """Compile bpf/lb_xdp.c for ``config`` (for eBPF-for-Windows with ``efw_include``)."""
     if not isinstance(config, BuildConfig):
         raise InvalidConfig(f"config {config!r} is not a BuildConfig")
-    return compile_object(source_path("lb_xdp.c", src_dir), out_path, render_defines(config))
+    return compile_object(source_path("lb_xdp.c", src_dir), out_path, render_defines(config),
+                          efw_include=efw_include)
 
 
-def compile_decap(kind: str, out_path: str | os.PathLike, src_dir: str | os.PathLike | None = None) -> CompileResult:
-    """Compile the backend decap program: kind 'xdp' (decap_xdp.c) or 'tc' (decap_tc.c)."""
+def compile_decap(kind: str, out_path: str | os.PathLike, src_dir: str | os.PathLike | None = None,
+                  efw_include: str | os.PathLike | None = None) -> CompileResult:
+    """Compile the backend decap program: kind 'xdp' (decap_xdp.c) or 'tc' (decap_tc.c, Linux only)."""
     names = {"xdp": "decap_xdp.c", "tc": "decap_tc.c"}
     if kind not in names:
         raise InvalidConfig(f"decap kind {kind!r} is not one of xdp, tc")
-    return compile_object(source_path(names[kind], src_dir), out_path, {})
+    if kind == "tc" and efw_include is not None:
+        raise InvalidConfig("decap kind 'tc' is Linux only (eBPF-for-Windows backends use xdp)")
+    return compile_object(source_path(names[kind], src_dir), out_path, {}, efw_include=efw_include)

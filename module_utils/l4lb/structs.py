@@ -252,6 +252,18 @@ def maglev_value_size(maglev_size: int) -> int:
     return 4 * maglev_size
 
 
+# The Maglev inner map's template (maps.h): a map of the object's own that no program uses and
+# nothing pins, there for eBPF-for-Windows, whose loader and verifier find an inner map only among
+# the object's maps. Not in map_specs: the control plane never opens it.
+MAGLEV_TEMPLATE = "lb4_maglev_tmpl"
+
+
+def maglev_inner_spec(maglev_size: int = LB_MAGLEV_LUT_SIZE) -> tuple:
+    """(type, key size, value size, max_entries) of every inner Maglev map and of the template."""
+    from . import libbpf as _b
+    return (_b.BPF_MAP_TYPE_ARRAY, 4, maglev_value_size(maglev_size), 1)
+
+
 # Map name -> (type, key size, value size, max_entries). value size of lb4_maglev is the inner
 # map id (u32); its inner ARRAY has key u32, value u32[LB_MAGLEV_LUT_SIZE], max_entries 1.
 # Sizes come from the mirrors above so the two cannot drift.

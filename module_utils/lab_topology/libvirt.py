@@ -18,9 +18,9 @@ and the VIP route to that host, as the seed does.
 
 Windows guests (``lab_os: windows``) boot a user's Windows image (sysprepped, with cloudbase-init
 and the virtio drivers, as OpenStack images are) from its disk, with a cloudbase-init config drive
-(an ISO labelled ``config-2``, :func:`windows_seed`) carrying the node's static address, the
-administrator password, and a first-boot script that imports a WinRM certificate the lab made
-(signed by the lab's CA, so the controller validates it) and listens for WinRM on HTTPS.
+(a seed volume labelled ``config-2``, :func:`cloudbase_seed`) carrying the node's static address,
+the administrator password, and a first-boot script that imports a WinRM certificate the lab
+made (signed by the lab's CA, so the controller validates it) and listens for WinRM on HTTPS.
 
 Only objects this provider made are ever changed: a domain carries the lab's metadata element,
 the network its bridge and host address, the pool its directory. Anything else with a colliding
@@ -38,12 +38,15 @@ import ipaddress
 import json
 import os
 import shutil
+import socket
 import tempfile
+import time
 import urllib.parse
 import uuid
 import xml.etree.ElementTree as ET
 
-from ..lab_image import ImageError, kernel_cmdline
+from ..l4lb import procs
+from ..lab_image import CMDLINE_BASE, ImageError, kernel_cmdline, nocloud_seed
 from . import libvirt_daemon
 from .model import TopologyError
 from .provider import (Action, ProviderError, TopologyProvider, checksum_offload_is_off,
@@ -51,98 +54,36 @@ from .provider import (Action, ProviderError, TopologyProvider, checksum_offload
 
 METADATA_NS = "https://github.com/l4lb-lab/l4lb/ns/lab/1"
 NODE_OSES = ("linux", "windows")
+SEEDS = ("auto", "cmdline", "nocloud", "configdrive")
+# Each seed volume kind: its label, and the file holding the instance id that names it.
+SEED_VOLUMES = {"nocloud": ("cidata", "meta-data", "instance-id"),
+                "configdrive": ("config-2", "openstack/latest/meta_data.json", "uuid")}
+# Windows Server 2022 asks for 2 GiB at least.
+WINDOWS_MIN_MEMORY_MB = 2048
 DOMAIN_TYPES = ("auto", "kvm", "qemu")
 DEFAULT_MEMORY_MB = 1024
 DEFAULT_VCPUS = 1
 # What one guest's overlay may grow to in a lab run (packages are in the base; logs, builds).
 OVERLAY_GROWTH_MB = 1024
 _VIR_DOMAIN_XML_INACTIVE = 2
-# Windows Server 2022 asks for 2 GiB at least.
-WINDOWS_MIN_MEMORY_MB = 2048
-SEED_LABEL = "config-2"  # what cloudbase-init's ConfigDriveService looks for
-
-
-def _ps_quote(text):
-    """``text`` as a single-quoted PowerShell string."""
-    return "'" + str(text).replace("'", "''") + "'"
-
-
-def _winrm_script(pfx, passphrase, subnet):
-    """The first-boot script (cloudbase-init user data, run as SYSTEM by PowerShell): import the
-    WinRM certificate the lab made for this node and listen on HTTPS with it, reachable from the
-    lab's subnet only."""
-    return "\n".join([
-        "#ps1_sysnative",
-        "# L4LB lab: WinRM over HTTPS with the certificate the lab made for this node (its CA is the lab's).",
-        "$ErrorActionPreference = 'Stop'",
-        "$path = Join-Path -Path $env:TEMP -ChildPath 'l4lb-winrm.pfx'",
-        f"[IO.File]::WriteAllBytes($path, [Convert]::FromBase64String('{base64.b64encode(pfx).decode()}'))",
-        f"$secret = ConvertTo-SecureString -String {_ps_quote(passphrase)} -AsPlainText -Force",
-        "$cert = Import-PfxCertificate -FilePath $path -CertStoreLocation Cert:\\LocalMachine\\My -Password $secret",
-        "Remove-Item -LiteralPath $path",
-        "Get-ChildItem -Path WSMan:\\localhost\\Listener | Where-Object { $_.Keys -contains 'Transport=HTTPS' } | "
-        "Remove-Item -Recurse -Force",
-        "New-Item -Path WSMan:\\localhost\\Listener -Transport HTTPS -Address * "
-        "-CertificateThumbPrint $cert.Thumbprint -Force | Out-Null",
-        "if (-not (Get-NetFirewallRule -Name 'l4lb-winrm-https' -ErrorAction SilentlyContinue)) {",
-        "    New-NetFirewallRule -Name 'l4lb-winrm-https' -DisplayName 'L4LB lab: WinRM over HTTPS' -Direction Inbound "
-        f"-Protocol TCP -LocalPort 5986 -RemoteAddress '{subnet}' -Action Allow | Out-Null",
-        "}",
-        ""])
-
-
-def windows_seed(name, ip_cidr, mtu, mac, admin_password, pfx, pfx_passphrase=""):
-    """The cloudbase-init config drive of a Windows guest: ``({path: bytes}, seed id)``.
-
-    ``openstack/latest/meta_data.json`` names the host and carries the administrator password
-    (cloudbase-init's SetUserPasswordPlugin sets it for the user its configuration names);
-    ``network_data.json`` gives the NIC with ``mac`` its static address and MTU (no gateway, no
-    DNS: the lab's switch is isolated); ``user_data`` is :func:`_winrm_script`. The seed id, the
-    instance's uuid, is a digest of everything else, so a changed seed is a new instance to
-    cloudbase-init and applied again."""
-    iface = ipaddress.IPv4Interface(ip_cidr)
-    network = {"links": [{"id": "lab0", "type": "phy", "ethernet_mac_address": mac, "mtu": mtu}],
-               "networks": [{"id": "lab", "type": "ipv4", "link": "lab0", "ip_address": str(iface.ip),
-                             "netmask": str(iface.network.netmask), "routes": [], "network_id": "lab"}],
-               "services": []}
-    files = {"openstack/latest/network_data.json": json.dumps(network, indent=2, sort_keys=True).encode() + b"\n",
-             "openstack/latest/user_data": _winrm_script(pfx, pfx_passphrase, iface.network).encode()}
-    digest = hashlib.sha256()
-    for path in sorted(files):
-        digest.update(path.encode() + b"\0" + files[path] + b"\0")
-    digest.update(f"{name}\0{admin_password}".encode())
-    seed_id = str(uuid.UUID(hex=digest.hexdigest()[:32]))
-    meta = {"uuid": seed_id, "name": name, "hostname": name, "launch_index": 0,
-            "availability_zone": "l4lb", "admin_pass": admin_password}
-    files["openstack/latest/meta_data.json"] = json.dumps(meta, indent=2, sort_keys=True).encode() + b"\n"
-    return files, seed_id
-
-
-def build_seed_iso(files, iso_path, xorriso="xorriso"):
-    """Write ``files`` into an ISO 9660 image labelled config-2 at ``iso_path`` (mode 0600: it
-    holds the administrator password), replacing it atomically."""
-    parent = os.path.dirname(iso_path)
-    os.makedirs(parent, mode=0o700, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=parent) as tmp:
-        root = os.path.join(tmp, "root")
-        for rel, data in files.items():
-            path = os.path.join(root, rel)
-            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-            with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
-                f.write(data)
-        out = os.path.join(tmp, "seed.iso")
-        run([xorriso, "-as", "mkisofs", "-quiet", "-V", SEED_LABEL, "-J", "-R", "-o", out, root])
-        os.chmod(out, 0o600)
-        os.replace(out, iso_path)
 
 
 class Machine:
     """What the libvirt provider needs per node beyond the model: memory, vCPUs, the image to
-    boot and the node's OS. Built from the module's ``machines`` option."""
+    boot and the node's OS. Built from the module's ``machines`` option.
+
+    How the node learns who it is (``seed``): with a ``kernel`` (the image lab_image builds) it
+    is booted directly with the lab's kernel command line (``cmdline``); without one it boots
+    the image's own bootloader and cloud-init reads a NoCloud seed volume (``nocloud``), which
+    is what a stock cloud image (the seed's Ubuntu) understands. ``seed`` set explicitly
+    overrides that choice (``nocloud`` with a kernel: booted directly, configured by cloud-init).
+    A Windows node boots its image's own loader with a cloudbase-init config drive
+    (``configdrive``), holding its WinRM certificate (``winrm_pfx``, PKCS#12, and its passphrase).
+    """
 
     def __init__(self, name, memory_mb=DEFAULT_MEMORY_MB, vcpus=DEFAULT_VCPUS, image=None,
-                 kernel=None, initrd=None, os_name="linux", mac=None, winrm_pfx=None,
-                 winrm_pfx_passphrase=""):
+                 kernel=None, initrd=None, os_name="linux", mac=None, seed=None, winrm_pfx=None,
+                 winrm_pfx_passphrase=None):
         self.name = name
         self.memory_mb = memory_mb
         self.vcpus = vcpus
@@ -151,8 +92,17 @@ class Machine:
         self.initrd = initrd
         self.os = os_name
         self.mac = mac
-        self.winrm_pfx = winrm_pfx  # a Windows guest's WinRM certificate and key (PKCS#12)
+        self.seed_setting = seed or "auto"
+        self.winrm_pfx = winrm_pfx
         self.winrm_pfx_passphrase = winrm_pfx_passphrase or ""
+
+    @property
+    def seed(self):
+        if self.seed_setting != "auto":
+            return self.seed_setting
+        if self.os == "windows":
+            return "configdrive"
+        return "cmdline" if self.kernel else "nocloud"
 
 
 def _cpu_has_virtualisation(cpuinfo="/proc/cpuinfo"):
@@ -187,7 +137,6 @@ def domain_signature(xml):
     disk = root.find("devices/disk")
     serial = root.find("devices/serial/source")
     owner = root.find(f"metadata/{{{METADATA_NS}}}lab")
-    cdrom = root.find("devices/disk[@device='cdrom']/source")
     return {
         "type": root.get("type"),
         "memory_kib": _memory_kib(root),
@@ -210,7 +159,6 @@ def domain_signature(xml):
         "console_log": serial.get("path") if serial is not None else None,
         "owner": owner.get("prefix") if owner is not None else None,
         "seed": owner.get("seed") if owner is not None else None,
-        "seed_iso": cdrom.get("file") if cdrom is not None else None,
     }
 
 
@@ -228,6 +176,123 @@ def network_signature(xml):
         "mtu": int(mtu.get("size")) if mtu is not None else None,
         "routes": routes,
     }
+
+
+def _ssh_answers(ip, port, timeout=3.0):
+    """True when an SSH server's banner comes back from ip:port."""
+    try:
+        with socket.create_connection((ip, port), timeout=timeout) as sock:
+            return sock.recv(64).startswith(b"SSH-")
+    except OSError:
+        return False
+
+
+def _port_answers(ip, port, timeout=3.0):
+    """True when ip:port accepts a TCP connection (a Windows guest's WinRM HTTPS listener: it
+    listens only once its first-boot script ran)."""
+    try:
+        with socket.create_connection((ip, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def write_seed(path, files, label="cidata", mode=0o644):
+    """A seed volume at ``path``: an ISO 9660 image labelled ``label`` (``cidata``: a NoCloud
+    seed, as cloud-localds makes it; ``config-2``: a cloudbase-init config drive) holding
+    ``files`` ({path in the volume: text}); written whole with ``mode``, then renamed."""
+    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    d = tempfile.mkdtemp(prefix=".seed.", dir=os.path.dirname(path))
+    try:
+        root = os.path.join(d, "root")
+        for name, text in files.items():
+            os.makedirs(os.path.dirname(os.path.join(root, name)), mode=0o700, exist_ok=True)
+            with open(os.path.join(root, name), "w") as f:
+                f.write(text)
+        tmp = path + ".tmp"
+        run(["xorriso", "-as", "mkisofs", "-quiet", "-output", tmp, "-volid", label, "-joliet", "-rock", root])
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def read_seed(path):
+    """The files of the seed volume at ``path`` ({name: text}), None when there is none or it
+    cannot be read (it is then written again)."""
+    if not os.path.isfile(path):
+        return None
+    d = tempfile.mkdtemp(prefix=".seed-read.", dir=os.path.dirname(path))
+    try:
+        p = run(["xorriso", "-osirrox", "on", "-indev", path, "-extract", "/", d], check=False)
+        if p.returncode != 0:
+            return None
+        out = {}
+        for top, dirs, names in os.walk(d):
+            for sub in dirs:
+                os.chmod(os.path.join(top, sub), 0o700)  # extracted read-only, like the ISO
+            for name in names:
+                with open(os.path.join(top, name)) as f:
+                    out[os.path.relpath(os.path.join(top, name), d)] = f.read()
+        return out
+    finally:
+        os.chmod(d, 0o700)  # xorriso gives the directory the ISO root's read-only mode
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def _ps_quote(text):
+    """``text`` as a single-quoted PowerShell string."""
+    return "'" + str(text).replace("'", "''") + "'"
+
+
+def _winrm_script(pfx, passphrase, subnet):
+    """The first-boot script (cloudbase-init user data, run as SYSTEM by PowerShell): import the
+    WinRM certificate the lab made for this node and listen on HTTPS with it, reachable from the
+    lab's subnet only."""
+    return "\n".join([
+        "#ps1_sysnative",
+        "# L4LB lab: WinRM over HTTPS with the certificate the lab made for this node (its CA is the lab's).",
+        "$ErrorActionPreference = 'Stop'",
+        "$path = Join-Path -Path $env:TEMP -ChildPath 'l4lb-winrm.pfx'",
+        f"[IO.File]::WriteAllBytes($path, [Convert]::FromBase64String('{base64.b64encode(pfx).decode()}'))",
+        f"$secret = ConvertTo-SecureString -String {_ps_quote(passphrase)} -AsPlainText -Force",
+        "$cert = Import-PfxCertificate -FilePath $path -CertStoreLocation Cert:\\LocalMachine\\My -Password $secret",
+        "Remove-Item -LiteralPath $path",
+        "Get-ChildItem -Path WSMan:\\localhost\\Listener | Where-Object { $_.Keys -contains 'Transport=HTTPS' } | "
+        "Remove-Item -Recurse -Force",
+        "New-Item -Path WSMan:\\localhost\\Listener -Transport HTTPS -Address * "
+        "-CertificateThumbPrint $cert.Thumbprint -Force | Out-Null",
+        "if (-not (Get-NetFirewallRule -Name 'l4lb-winrm-https' -ErrorAction SilentlyContinue)) {",
+        "    New-NetFirewallRule -Name 'l4lb-winrm-https' -DisplayName 'L4LB lab: WinRM over HTTPS' -Direction Inbound "
+        f"-Protocol TCP -LocalPort 5986 -RemoteAddress '{subnet}' -Action Allow | Out-Null",
+        "}",
+        ""])
+
+
+def cloudbase_seed(name, ip_cidr, mtu, mac, admin_password, pfx, pfx_passphrase=""):
+    """The cloudbase-init config drive of a Windows guest ({path: text}).
+
+    ``openstack/latest/meta_data.json`` names the host and carries the administrator password
+    (cloudbase-init's SetUserPasswordPlugin sets it for the user its configuration names);
+    ``network_data.json`` gives the NIC with ``mac`` its static address and MTU (no gateway, no
+    DNS: the lab's switch is isolated); ``user_data`` is :func:`_winrm_script`. The instance's
+    uuid is a digest of everything else, so a changed seed is a new instance to cloudbase-init,
+    which applies it again."""
+    iface = ipaddress.IPv4Interface(ip_cidr)
+    network = {"links": [{"id": "lab0", "type": "phy", "ethernet_mac_address": mac, "mtu": mtu}],
+               "networks": [{"id": "lab", "type": "ipv4", "link": "lab0", "ip_address": str(iface.ip),
+                             "netmask": str(iface.network.netmask), "routes": [], "network_id": "lab"}],
+               "services": []}
+    files = {"openstack/latest/network_data.json": json.dumps(network, indent=2, sort_keys=True) + "\n",
+             "openstack/latest/user_data": _winrm_script(pfx, pfx_passphrase, iface.network)}
+    digest = hashlib.sha256()
+    for path in sorted(files):
+        digest.update(f"{path}\0{files[path]}\0".encode())
+    digest.update(f"{name}\0{admin_password}".encode())
+    meta = {"uuid": str(uuid.UUID(hex=digest.hexdigest()[:32])), "name": name, "hostname": name,
+            "launch_index": 0, "availability_zone": "l4lb", "admin_pass": admin_password}
+    files["openstack/latest/meta_data.json"] = json.dumps(meta, indent=2, sort_keys=True) + "\n"
+    return files
 
 
 def _remove_dir(path):
@@ -310,9 +375,8 @@ class LibvirtProvider(TopologyProvider):
                 m = Machine(m["name"], memory_mb=m.get("memory_mb", DEFAULT_MEMORY_MB),
                             vcpus=m.get("vcpus", DEFAULT_VCPUS), image=m.get("image"),
                             kernel=m.get("kernel"), initrd=m.get("initrd"),
-                            os_name=m.get("os") or "linux", mac=m.get("mac"),
-                            winrm_pfx=m.get("winrm_pfx"),
-                            winrm_pfx_passphrase=m.get("winrm_pfx_passphrase"))
+                            os_name=m.get("os") or "linux", mac=m.get("mac"), seed=m.get("seed"),
+                            winrm_pfx=m.get("winrm_pfx"), winrm_pfx_passphrase=m.get("winrm_pfx_passphrase"))
             self.machines[m.name] = m
         self._connect = connect
         self._conn = None
@@ -326,7 +390,6 @@ class LibvirtProvider(TopologyProvider):
         self.warnings = []
         self._virt_type = None
         self.windows_admin_password = windows_admin_password or ""
-        self._seeds = {}
 
     # -- naming ------------------------------------------------------------------------------
 
@@ -362,27 +425,41 @@ class LibvirtProvider(TopologyProvider):
         return os.path.join(self.console_dir, f"{n.name}.log")
 
     @property
+    def seed_dir(self):
+        return os.path.join(self.lab_dir, "seed")
+
+    def seed_path(self, n):
+        return os.path.join(self.seed_dir, f"{n.name}.iso")
+
+    def seed_files(self, n):
+        """The seed volume's files of a guest that boots its own image (Machine.seed: a NoCloud
+        seed, or a Windows guest's config drive), else None."""
+        m = self.machine(n)
+        if m.seed == "nocloud":
+            return nocloud_seed(n.name, f"{n.ip}/{self.t.subnet.prefixlen}", n.mtu, self.ssh_pubkey, self.mac(n))
+        if m.seed == "configdrive":
+            with open(m.winrm_pfx, "rb") as f:
+                pfx = f.read()
+            return cloudbase_seed(n.name, f"{n.ip}/{self.t.subnet.prefixlen}", n.mtu, self.mac(n),
+                                  self.windows_admin_password, pfx, m.winrm_pfx_passphrase)
+        return None
+
+    def seed_id(self, n, files):
+        """The instance id the seed's files name (recorded in the domain's definition)."""
+        _label, name, key = SEED_VOLUMES[self.machine(n).seed]
+        return json.loads(files[name])[key]
+
+    def write_seed(self, n, files):
+        label = SEED_VOLUMES[self.machine(n).seed][0]
+        # a config drive holds the administrator password: root only
+        write_seed(self.seed_path(n), files, label=label, mode=0o600 if label == "config-2" else 0o644)
+
+    @property
     def known_hosts(self):
         return os.path.join(self.lab_dir, "known_hosts")
 
     def machine(self, n):
         return self.machines.get(n.name) or Machine(n.name)
-
-    def is_windows(self, n):
-        return self.machine(n).os == "windows" or n.os == "windows"
-
-    def seed_iso(self, n):
-        return os.path.join(self.lab_dir, "seed", f"{n.name}.iso")
-
-    def seed(self, n):
-        """A Windows guest's config drive files and seed id (made once per provider)."""
-        if n.name not in self._seeds:
-            with open(self.machine(n).winrm_pfx, "rb") as f:
-                pfx = f.read()
-            self._seeds[n.name] = windows_seed(n.name, f"{n.ip}/{self.t.subnet.prefixlen}", n.mtu,
-                                               self.mac(n), self.windows_admin_password, pfx,
-                                               self.machine(n).winrm_pfx_passphrase)
-        return self._seeds[n.name]
 
     def mac(self, n):
         return self.machine(n).mac or n.mac
@@ -399,6 +476,36 @@ class LibvirtProvider(TopologyProvider):
             capture["namespace"] = self.host_ns
         return {"nodes": nodes, "capture": capture, "uri": self.effective_uri,
                 "known_hosts": self.known_hosts, "namespaces": [self.host_ns] if self.confined else []}
+
+    def wait_ready(self, timeout, port=22):
+        """Until each guest's sshd answers on its switch address (its banner read), probed from
+        the client's side of the switch: the confined host namespace, or this one. A guest that
+        is up answers at once, so a rerun does not wait. None when the switch is not on this
+        machine (a remote hypervisor): the playbook's wait_for_connection covers that case."""
+        if not self.bridge_is_local:
+            return None
+        pending = {n.name: str(n.ip) for n in self.guests}
+        windows = {n.name for n in self.guests if self.machine(n).seed == "configdrive"}
+
+        def probe():
+            for name, ip in list(pending.items()):
+                if _port_answers(ip, 5986) if name in windows else _ssh_answers(ip, port):
+                    del pending[name]
+
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.confined:
+                procs.in_netns(probe, os.path.join("/run/netns", self.host_ns))
+            else:
+                probe()
+            if not pending:
+                return [n.name for n in self.guests]
+            if time.monotonic() >= deadline:
+                logs = ", ".join(self.console_log(n) for n in self.guests if n.name in pending)
+                how = " (WinRM on 5986 for the Windows ones)" if windows & set(pending) else ""
+                raise ProviderError(f"guests {', '.join(sorted(pending))} did not answer SSH{how} within "
+                                    f"{timeout:g} s (lab_guest_boot_timeout); their consoles: {logs}")
+            time.sleep(2)
 
     @property
     def effective_uri(self):
@@ -454,6 +561,11 @@ class LibvirtProvider(TopologyProvider):
             if not self.ssh_pubkey:
                 problems.append("lab_libvirt_ssh_pubkey is empty: guests are reached only by the "
                                 "lab's SSH key")
+        if state == "present" and any(self.machine(n).seed in SEED_VOLUMES for n in self.guests) \
+                and not shutil.which("xorriso"):
+            problems.append("xorriso is not installed: guests booting an image of their own (no "
+                            "lab_image_kernel) get a NoCloud seed volume, Windows guests a config "
+                            "drive, that xorriso writes (scripts/setup.sh installs it)")
         if problems:
             raise TopologyError(problems)
         if state != "present":
@@ -470,29 +582,36 @@ class LibvirtProvider(TopologyProvider):
         for n in self.guests:
             m = self.machine(n)
             host = f"hostvars[{n.name}]"
+            if m.seed_setting not in SEEDS:
+                problems.append(f"{host}.lab_image_seed {m.seed_setting!r} must be one of {', '.join(SEEDS)}")
             if m.os not in NODE_OSES:
                 problems.append(f"{host}.lab_os {m.os!r} must be one of {', '.join(NODE_OSES)}")
-            elif self.is_windows(n):
+            elif m.os == "windows" or n.os == "windows":
                 problems += self._check_windows(n, m, host)
             if isinstance(m.memory_mb, bool) or not isinstance(m.memory_mb, int) or not 256 <= m.memory_mb <= 65536:
                 problems.append(f"{host}.lab_memory_mb {m.memory_mb!r} must be an integer in 256..65536")
             if isinstance(m.vcpus, bool) or not isinstance(m.vcpus, int) or not 1 <= m.vcpus <= 64:
                 problems.append(f"{host}.lab_vcpus {m.vcpus!r} must be an integer in 1..64")
             paths = [("lab_image", m.image)]
-            if not self.is_windows(n):  # a Windows guest boots from its disk
+            if m.seed == "cmdline" or (m.initrd and m.seed != "configdrive"):
                 paths += [("lab_image_kernel", m.kernel), ("lab_image_initrd", m.initrd)]
             for var, path in paths:
                 if not path:
-                    problems.append(f"{host}.{var} is not set (the lab_image role builds one)")
+                    problems.append(f"{host}.{var} is not set (the lab_image role builds one; an image "
+                                    "of your own without lab_image_kernel boots its own bootloader "
+                                    "with a NoCloud seed)")
                 elif not os.path.isabs(path):
                     problems.append(f"{host}.{var} {path!r} must be an absolute path")
                 elif not os.path.isfile(path):
                     problems.append(f"{host}.{var} {path} does not exist")
-            if not problems and self.ssh_pubkey and not self.is_windows(n):
+            if not problems and self.ssh_pubkey:
                 try:
-                    self.cmdline(n)
+                    if m.seed in SEED_VOLUMES:
+                        self.seed_files(n)
+                    else:
+                        self.cmdline(n)
                 except ImageError as e:
-                    problems.append(f"{host}: its kernel command line cannot be made: {e}")
+                    problems.append(f"{host}: its first-boot settings ({m.seed}) cannot be made: {e}")
             mac = self.mac(n).lower()
             if mac in macs:
                 problems.append(f"{host}.lab_mac {mac} duplicates hostvars[{macs[mac]}].lab_mac")
@@ -500,9 +619,13 @@ class LibvirtProvider(TopologyProvider):
         return problems
 
     def _check_windows(self, n, m, host):
-        """What a Windows guest needs beyond a Linux one: its image's own boot, its seed's
-        inputs (the WinRM certificate, the administrator password), xorriso, and memory."""
+        """What a Windows guest needs beyond a Linux one: a config drive (its seed), with the
+        WinRM certificate and the administrator password, and memory; its config drive is made
+        on this machine."""
         problems = []
+        if m.seed != "configdrive":
+            problems.append(f"{host}.lab_image_seed {m.seed_setting!r}: a Windows guest boots with a "
+                            "cloudbase-init config drive (auto or configdrive)")
         if not m.winrm_pfx:
             problems.append(f"{host}: a Windows guest needs its WinRM certificate (PKCS#12, the "
                             "lab_topology role makes it: machines[].winrm_pfx)")
@@ -511,9 +634,6 @@ class LibvirtProvider(TopologyProvider):
         if not self.windows_admin_password:
             problems.append(f"{host}: a Windows guest needs the administrator password "
                             "(lab_winrm_password: L4LB_WINRM_PASSWORD or vault_lab_winrm_password)")
-        if not shutil.which("xorriso"):
-            problems.append(f"{host}: requirement: xorriso (makes the Windows guest's config drive) "
-                            "is not on PATH (run scripts/setup.sh)")
         if not isinstance(m.memory_mb, bool) and isinstance(m.memory_mb, int) and m.memory_mb < WINDOWS_MIN_MEMORY_MB:
             problems.append(f"{host}.lab_memory_mb {m.memory_mb} is too little for Windows Server 2022 "
                             f"(at least {WINDOWS_MIN_MEMORY_MB})")
@@ -671,23 +791,27 @@ class LibvirtProvider(TopologyProvider):
         dom = ET.Element("domain", type=self.virt_type())
         ET.SubElement(dom, "name").text = self.domain_name(n)
         ET.SubElement(dom, "description").text = f"L4LB lab {self.t.prefix}: node {n.name} ({n.role})"
-        windows = self.is_windows(n)
         meta = ET.SubElement(dom, "metadata")
-        owner = ET.SubElement(meta, f"{{{METADATA_NS}}}lab", prefix=self.t.prefix, node=n.name)
-        if windows:
-            owner.set("seed", self.seed(n)[1])
+        seed = self.seed_files(n)
+        windows = m.seed == "configdrive"
+        lab = ET.SubElement(meta, f"{{{METADATA_NS}}}lab", prefix=self.t.prefix, node=n.name)
+        if seed:
+            # the seed's identity in the definition: a changed seed is a changed domain, which
+            # is restarted so that cloud-init (cloudbase-init) applies it
+            lab.set("seed", self.seed_id(n, seed))
         ET.SubElement(dom, "memory", unit="KiB").text = str(m.memory_mb * 1024)
         ET.SubElement(dom, "vcpu").text = str(m.vcpus)
         os_el = ET.SubElement(dom, "os")
         ET.SubElement(os_el, "type", arch="x86_64").text = "hvm"
-        if windows:
-            # BIOS boot from the image's disk (no Secure Boot: eBPF-for-Windows 0.12.0 needs
-            # test signing)
-            ET.SubElement(os_el, "boot", dev="hd")
-        else:
+        if m.kernel and not windows:
             ET.SubElement(os_el, "kernel").text = m.kernel
             ET.SubElement(os_el, "initrd").text = m.initrd
-            ET.SubElement(os_el, "cmdline").text = self.cmdline(n)
+            # with a seed, cloud-init configures the node: the command line only boots it
+            ET.SubElement(os_el, "cmdline").text = " ".join(CMDLINE_BASE) if seed else self.cmdline(n)
+        else:
+            # the image's own loader; BIOS, so no Secure Boot (eBPF-for-Windows 0.12.0 needs
+            # test signing)
+            ET.SubElement(os_el, "boot", dev="hd")
         features = ET.SubElement(dom, "features")
         ET.SubElement(features, "acpi")
         if windows:
@@ -710,12 +834,19 @@ class LibvirtProvider(TopologyProvider):
         ET.SubElement(disk, "driver", name="qemu", type="qcow2")
         ET.SubElement(disk, "source", file=self.overlay(n))
         ET.SubElement(disk, "target", dev="vda", bus="virtio")
-        if windows:
-            seed = ET.SubElement(dev, "disk", type="file", device="cdrom")
-            ET.SubElement(seed, "driver", name="qemu", type="raw")
-            ET.SubElement(seed, "source", file=self.seed_iso(n))
-            ET.SubElement(seed, "target", dev="sda", bus="sata")
-            ET.SubElement(seed, "readonly")
+        if seed and windows:
+            # cloudbase-init looks for its config drive on a CD-ROM first
+            drive = ET.SubElement(dev, "disk", type="file", device="cdrom")
+            ET.SubElement(drive, "driver", name="qemu", type="raw")
+            ET.SubElement(drive, "source", file=self.seed_path(n))
+            ET.SubElement(drive, "target", dev="sda", bus="sata")
+            ET.SubElement(drive, "readonly")
+        elif seed:
+            cidata = ET.SubElement(dev, "disk", type="file", device="disk")
+            ET.SubElement(cidata, "driver", name="qemu", type="raw")
+            ET.SubElement(cidata, "source", file=self.seed_path(n))
+            ET.SubElement(cidata, "target", dev="vdb", bus="virtio")
+            ET.SubElement(cidata, "readonly")
         iface = ET.SubElement(dev, "interface", type="network")
         ET.SubElement(iface, "mac", address=self.mac(n))
         ET.SubElement(iface, "source", network=self.network_name)
@@ -738,7 +869,9 @@ class LibvirtProvider(TopologyProvider):
 
     def current(self):
         """What is really there: the confined daemon, the network, pool, volumes, domains."""
-        snap = {"daemon": None, "network": None, "pool": None, "volumes": {}, "domains": {}}
+        snap = {"daemon": None, "network": None, "pool": None, "volumes": {}, "domains": {},
+                "seeds": {n.name: read_seed(self.seed_path(n)) for n in self.guests
+                          if self.machine(n).seed in SEED_VOLUMES}}
         if self.confined:
             snap["daemon"] = self.daemon.status() if self.daemon is not None else None
             if not self.daemon_running():
@@ -765,7 +898,6 @@ class LibvirtProvider(TopologyProvider):
             if dom is not None:
                 snap["domains"][n.name] = dict(domain_signature(dom.XMLDesc(_VIR_DOMAIN_XML_INACTIVE)),
                                                active=bool(dom.isActive()))
-        snap["seeds"] = {n.name: os.path.isfile(self.seed_iso(n)) for n in self.guests if self.is_windows(n)}
         return snap
 
     # -- plan --------------------------------------------------------------------------------
@@ -826,10 +958,12 @@ class LibvirtProvider(TopologyProvider):
         want = domain_signature(self.domain_xml(n))
         have = {k: v for k, v in dom.items() if k != "active"} if dom else None
         new_overlay = vol is None or vol.get("backing") != m.image
-        seed = []  # a lost drive alone is rebuilt without touching the running domain
-        if self.is_windows(n) and (have != want or not snap.get("seeds", {}).get(n.name)):
-            seed.append(Action(f"build config drive {self.seed_iso(n)} for {n.name} (seed {want['seed']})",
-                               func=lambda n=n: build_seed_iso(self.seed(n)[0], self.seed_iso(n))))
+        seed = self.seed_files(n)
+        if seed is not None and (snap.get("seeds") or {}).get(n.name) != seed:
+            what = ("config drive: " + f"{n.name}, {n.ip}, WinRM over HTTPS" if m.seed == "configdrive"
+                    else f"NoCloud: {n.name}, {n.ip}, the lab's key")
+            acts.append(Action(f"write seed {self.seed_path(n)} ({what})",
+                               func=lambda n=n, seed=seed: self.write_seed(n, seed)))
         if dom is not None and (have != want or new_overlay) and dom["active"]:
             acts.append(Action(f"stop domain {name} (to apply a changed definition)",
                                func=lambda n=n: self._destroy(n)))
@@ -844,7 +978,7 @@ class LibvirtProvider(TopologyProvider):
                                f"{m.vcpus} vCPU, {want['mac']})", func=lambda n=n: self._define_domain(n)))
         if dom is None or not dom["active"] or acts:
             acts.append(Action(f"start domain {name}", func=lambda n=n: self._start_domain(n)))
-        return seed + acts
+        return acts
 
     def _plan_absent(self, snap):
         """Remove what the lab made; an object with a lab name that the lab did not make stays
@@ -881,7 +1015,7 @@ class LibvirtProvider(TopologyProvider):
     def _start_daemon(self):
         # The daemon's private mount namespace sees only directories that exist when it starts
         # (libvirt_daemon: shadowed parents), so the lab's own are made first.
-        for d in (self.pool_dir, self.console_dir):
+        for d in (self.pool_dir, self.console_dir, self.seed_dir):
             os.makedirs(d, mode=0o755, exist_ok=True)
         self.daemon.start()
 
@@ -1085,6 +1219,5 @@ class LibvirtProvider(TopologyProvider):
     def _describe_domain(name, sig, active):
         return [f"domain {name} {sig['type']} {sig['memory_kib'] // 1024 if sig['memory_kib'] else '?'} MiB "
                 f"{sig['vcpus']} vCPU {sig['mac']} mtu {sig['mtu']} {'running' if active else 'shut off'}",
-                f"  boot {sig['kernel']} {sig['cmdline']}" if sig.get("kernel") else
-                f"  boot disk, config drive {sig.get('seed_iso')} (seed {sig.get('seed')})",
+                f"  boot {sig['kernel']} {sig['cmdline']}",
                 f"  disk {sig['disk']}"]

@@ -13,6 +13,7 @@ other caller) drives every provider the same way:
     snap = provider.current()           # the real state, read from the system
     actions = provider.plan(state, snap)   # [] when nothing differs (idempotence, check mode)
     provider.apply(actions)             # in order; stops at the first failure, naming it
+    provider.wait_ready(timeout)        # nodes that boot: until each answers (state present)
     provider.describe(snap), provider.describe_desired()   # --diff text
     provider.placement()                # where each node and the LB's switch port are, for the
                                         # roles after the topology (connection, capture point)
@@ -116,6 +117,13 @@ class TopologyProvider(abc.ABC):
                 raise ProviderError(f"{a.text}: {e}") from e
             done.append(a.text)
         return done
+
+    def wait_ready(self, timeout):
+        """Wait (up to ``timeout`` seconds) until every node can be reached by the roles after
+        the topology; return the names confirmed, or None when this provider cannot tell (the
+        playbook then waits on its own). Raise ProviderError naming the nodes still silent.
+        Nodes that exist as soon as they are created (namespaces) are ready at once."""
+        return [n.name for n in self.t.nodes]
 
     @abc.abstractmethod
     def describe(self, snap):

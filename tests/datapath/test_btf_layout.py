@@ -104,7 +104,7 @@ def test_every_struct_matches_structs_py(obj):
 def test_every_map_definition_matches(obj):
     path, m = obj
     btf = Btf(path)
-    specs = {**S.map_specs(m), **EXTRA_MAPS}
+    specs = {**S.map_specs(m), **EXTRA_MAPS, S.MAGLEV_TEMPLATE: S.maglev_inner_spec(m)}
     assert sorted(btf.map_names()) == sorted(specs), "maps in the object differ from structs.map_specs"
     for name, (mtype, ksize, vsize, maxe) in specs.items():
         d = btf.map_def(name)
@@ -113,6 +113,19 @@ def test_every_map_definition_matches(obj):
     inner = btf.map_def("lb4_maglev")["inner"]
     assert inner == {"type": libbpf.BPF_MAP_TYPE_ARRAY, "key_size": 4, "value_size": S.maglev_value_size(m),
                      "max_entries": 1}
+
+
+def test_maglev_template_is_the_inner_definition(obj):
+    """eBPF-for-Windows (libbtf, PREVAIL) resolves lb4_maglev's inner map to the .maps variable
+    whose BTF type is the one __array(values, ...) points at: the template must be that very type,
+    and it must not be pinned (nothing reuses it)."""
+    btf = Btf(obj[0])
+    outer = btf.var("lb4_maglev")
+    values = next(mb for mb in outer["members"] if mb["name"] == "values")
+    inner_id = btf.resolve(btf.resolve(values["type_id"])["type_id"])["type_id"]
+    tmpl = [t for t in btf.types.values() if t["kind"] == "VAR" and t["name"] == S.MAGLEV_TEMPLATE]
+    assert len(tmpl) == 1 and tmpl[0]["type_id"] == inner_id
+    assert "pinning" not in btf.map_def(S.MAGLEV_TEMPLATE)
 
 
 def test_loaded_maps_match(obj, pin_root):
@@ -124,7 +137,8 @@ def test_loaded_maps_match(obj, pin_root):
     o = libbpf.BpfObject(path, root)
     try:
         o.load()
-        for name, (mtype, ksize, vsize, maxe) in {**S.map_specs(m), **EXTRA_MAPS}.items():
+        for name, (mtype, ksize, vsize, maxe) in {**S.map_specs(m), **EXTRA_MAPS,
+                                                  S.MAGLEV_TEMPLATE: S.maglev_inner_spec(m)}.items():
             info = libbpf.map_info(o.map_fd(name))
             assert (info.type, info.key_size, info.value_size, info.max_entries) == (mtype, ksize, vsize, maxe), name
         fd = libbpf.map_create(libbpf.BPF_MAP_TYPE_ARRAY, "lb4_maglev_in", 4, S.maglev_value_size(m), 1)

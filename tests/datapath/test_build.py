@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from l4lb import build, flowhash
@@ -75,3 +77,54 @@ def test_flowhash_known_values():
     assert h == flowhash.flow_hash(0x14010164, b"\x28\x01\x01\x01", 40000, 80, 6)
     assert h != flowhash.flow_hash("20.1.1.100", "40.1.1.1", 40000, 80, 17)
     assert 0 <= flowhash.maglev_index("20.1.1.100", "40.1.1.1", 40000, 80, 6, 2039) < 2039
+
+
+def _fake_clang(tmp_path):
+    """A clang that records its arguments and writes an empty object."""
+    log = tmp_path / "clang.args"
+    clang = tmp_path / "clang"
+    clang.write_text("#!/bin/sh\n"
+                     "[ \"$1\" = --version ] && { echo 'fake clang 1'; exit 0; }\n"
+                     f"printf '%s\\n' \"$@\" > {log}\n"
+                     "while [ $# -gt 1 ]; do [ \"$1\" = -o ] && : > \"$2\"; shift; done\n")
+    clang.chmod(0o755)
+    return str(clang), log
+
+
+def test_windows_target_command_line(tmp_path, monkeypatch):
+    """efw_include selects compat.h's Windows branch: -DLB_TARGET_WINDOWS, the eBPF-for-Windows
+    include directory after the project's, freestanding (clang's own stdint.h), no Linux
+    multiarch include."""
+    clang, log = _fake_clang(tmp_path)
+    monkeypatch.setenv("L4LB_CLANG", clang)
+    efw = tmp_path / "efw"
+    efw.mkdir()
+    (efw / "bpf_helpers.h").write_text("")
+    res = build.compile_lb(build.BuildConfig(**GOOD), tmp_path / "lb.o", efw_include=efw)
+    args = log.read_text().splitlines()
+    assert args[:8] == ["-O2", "-g", "-target", "bpf", "-Wall", "-Wno-unused-function", "-ffreestanding",
+                        f"-I{build.source_path('lb_xdp.c').parent / 'include'}"]
+    assert args[9] == f"-I{efw}" and "-DLB_TARGET_WINDOWS" in args and "-DMODE_SNAT=1" in args
+    assert not [a for a in args if a.startswith("-I/usr/include")]
+    assert res.defines["LB_TARGET_WINDOWS"] is None
+    build.compile_decap("xdp", tmp_path / "d.o", efw_include=efw)
+    assert "-DLB_TARGET_WINDOWS" in log.read_text().splitlines()
+
+
+def test_windows_target_refusals(tmp_path):
+    with pytest.raises(InvalidConfig, match="bpf_helpers.h"):
+        build.compile_lb(build.BuildConfig(**GOOD), tmp_path / "lb.o", efw_include=tmp_path)
+    (tmp_path / "bpf_helpers.h").write_text("")
+    with pytest.raises(InvalidConfig, match="Linux only"):
+        build.compile_decap("tc", tmp_path / "d.o", efw_include=tmp_path)
+
+
+@pytest.mark.skipif(not os.environ.get("L4LB_EFW_INCLUDE"),
+                    reason="set L4LB_EFW_INCLUDE to eBPF-for-Windows v0.12.0's include/ (README)")
+def test_windows_target_compiles_cleanly(tmp_path):
+    """Against the real 0.12.0 headers: no error and no warning (eBPF-for-Windows uses -Werror)."""
+    efw = os.environ["L4LB_EFW_INCLUDE"]
+    for mode in build.MODES:
+        res = build.compile_lb(build.BuildConfig(**GOOD, mode=mode), tmp_path / f"lb_{mode}.o", efw_include=efw)
+        assert res.warnings == ""
+    assert build.compile_decap("xdp", tmp_path / "decap.o", efw_include=efw).warnings == ""

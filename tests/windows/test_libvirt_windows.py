@@ -77,7 +77,8 @@ def converge(p, state="present"):
 
 
 def test_the_config_drive_files_exactly():
-    files, seed_id = lv.windows_seed("win1", "20.1.1.10/24", 1520, "02:4c:14:01:01:0a", PASSWORD, b"PFX", "it's")
+    files = lv.cloudbase_seed("win1", "20.1.1.10/24", 1520, "02:4c:14:01:01:0a", PASSWORD, b"PFX", "it's")
+    seed_id = json.loads(files["openstack/latest/meta_data.json"])["uuid"]
     assert sorted(files) == ["openstack/latest/meta_data.json", "openstack/latest/network_data.json",
                              "openstack/latest/user_data"]
     assert json.loads(files["openstack/latest/meta_data.json"]) == {
@@ -88,7 +89,7 @@ def test_the_config_drive_files_exactly():
         "networks": [{"id": "lab", "type": "ipv4", "link": "lab0", "ip_address": "20.1.1.10",
                       "netmask": "255.255.255.0", "routes": [], "network_id": "lab"}],
         "services": []}
-    assert files["openstack/latest/user_data"].decode() == (
+    assert files["openstack/latest/user_data"] == (
         "#ps1_sysnative\n"
         "# L4LB lab: WinRM over HTTPS with the certificate the lab made for this node (its CA is the lab's).\n"
         "$ErrorActionPreference = 'Stop'\n"
@@ -106,16 +107,19 @@ def test_the_config_drive_files_exactly():
         "Inbound -Protocol TCP -LocalPort 5986 -RemoteAddress '20.1.1.0/24' -Action Allow | Out-Null\n"
         "}\n")
     # the seed id follows every input: a changed seed is a new instance to cloudbase-init
-    again = lv.windows_seed("win1", "20.1.1.10/24", 1520, "02:4c:14:01:01:0a", PASSWORD, b"PFX", "it's")[1]
-    other = lv.windows_seed("win1", "20.1.1.10/24", 1520, "02:4c:14:01:01:0a", PASSWORD + "x", b"PFX", "it's")[1]
+    def uuid_of(f):
+        return json.loads(f["openstack/latest/meta_data.json"])["uuid"]
+    again = uuid_of(lv.cloudbase_seed("win1", "20.1.1.10/24", 1520, "02:4c:14:01:01:0a", PASSWORD, b"PFX", "it's"))
+    other = uuid_of(lv.cloudbase_seed("win1", "20.1.1.10/24", 1520, "02:4c:14:01:01:0a", PASSWORD + "x", b"PFX",
+                                      "it's"))
     assert again == seed_id != other
 
 
 @pytest.mark.skipif(not shutil.which("xorriso"), reason="xorriso is installed by scripts/setup.sh")
 def test_the_config_drive_is_an_iso_labelled_config_2(tmp_path):
-    files, _ = lv.windows_seed("win1", "20.1.1.10/24", 1500, "02:4c:14:01:01:0a", PASSWORD, b"PFX")
+    files = lv.cloudbase_seed("win1", "20.1.1.10/24", 1500, "02:4c:14:01:01:0a", PASSWORD, b"PFX")
     iso = tmp_path / "seed" / "win1.iso"
-    lv.build_seed_iso(files, str(iso))
+    lv.write_seed(str(iso), files, label="config-2", mode=0o600)
     assert oct(iso.stat().st_mode & 0o777) == "0o600"
     out = subprocess.run(["xorriso", "-indev", str(iso), "-pvd_info", "-find", "/", "-type", "f"],
                          capture_output=True, text=True, check=True)
@@ -127,7 +131,8 @@ def test_the_config_drive_is_an_iso_labelled_config_2(tmp_path):
     subprocess.run(["xorriso", "-osirrox", "on", "-indev", str(iso), "-extract", "/", str(extract)],
                    capture_output=True, check=True)
     for rel, data in files.items():
-        assert (extract / rel).read_bytes() == data
+        assert (extract / rel).read_text() == data
+    assert lv.read_seed(str(iso)) == files
 
 
 def test_windows_domain_boots_its_disk_with_the_config_drive(files, tmp_path):
@@ -143,7 +148,7 @@ def test_windows_domain_boots_its_disk_with_the_config_drive(files, tmp_path):
     assert cdrom.find("source").get("file") == str(tmp_path / "lab" / "seed" / "win1.iso")
     assert (cdrom.find("target").get("bus"), cdrom.find("readonly") is not None) == ("sata", True)
     owner = root.find(f"metadata/{{{lv.METADATA_NS}}}lab")
-    assert owner.get("seed") == p.seed(win1)[1]
+    assert owner.get("seed") == json.loads(p.seed_files(win1)["openstack/latest/meta_data.json"])["uuid"]
     # the Linux guest is as before
     lb = ET.fromstring(p.domain_xml(p.t.node("lb")))
     assert lb.find("os/kernel").text.endswith("vmlinuz") and lb.find("devices/disk[@device='cdrom']") is None
@@ -164,22 +169,21 @@ def test_windows_domain_xml_is_valid_for_libvirt(files, tmp_path):
 def test_plan_apply_rerun_and_a_changed_seed(files, tmp_path):
     p, hv = make(files, tmp_path)
     done = converge(p)
-    assert any(t.startswith("build config drive") and "win1" in t for t in done)
+    assert any(t.startswith(f"write seed {tmp_path}/lab/seed/win1.iso (config drive: win1, 20.1.1.10") for t in done)
     assert (tmp_path / "lab" / "seed" / "win1.iso").is_file()
     assert p.plan("present", p.current()) == []
     snap = p.current()
     assert p.describe(snap) == p.describe_desired()
-    assert f"  boot disk, config drive {tmp_path}/lab/seed/win1.iso (seed " in p.describe(snap)
     assert PASSWORD not in p.describe(snap)
     # another password: a new seed, the drive rebuilt, the domain redefined and restarted
     p2, _ = make(files, tmp_path, hv=hv, windows_admin_password=PASSWORD + "2")
     texts = converge(p2)
-    assert texts[0].startswith("build config drive") and any(t.startswith("define domain l4tw-win1") for t in texts)
+    assert texts[0].startswith("write seed") and any(t.startswith("define domain l4tw-win1") for t in texts)
     assert p2.plan("present", p2.current()) == []
     # a lost drive is rebuilt, nothing else
     (tmp_path / "lab" / "seed" / "win1.iso").unlink()
     texts = [a.text for a in p2.plan("present", p2.current())]
-    assert len(texts) == 1 and texts[0].startswith("build config drive")
+    assert [t.split(" (")[0] for t in texts] == [f"write seed {tmp_path}/lab/seed/win1.iso", "start domain l4tw-win1"]
     assert converge(p2, "absent") and not (tmp_path / "lab").exists()
 
 
@@ -256,3 +260,25 @@ def test_the_role_hands_each_windows_guest_its_certificate():
     libvirt_arg = r.value(main["lab_topology"]["libvirt"], lab_topology_provider="libvirt",
                           lab_topology_libvirt={"uri": "qemu:///system", "machines": machines})
     assert libvirt_arg["windows_admin_password"] == "pw"
+
+
+def test_wait_ready_probes_winrm_on_windows_guests(files, tmp_path, monkeypatch):
+    """A Windows guest is ready when its WinRM HTTPS listener takes a connection (no sshd)."""
+    p, _ = make(files, tmp_path)
+    monkeypatch.setattr(lv.LibvirtProvider, "bridge_is_local", property(lambda self: True))
+    asked = []
+
+    def ssh(ip, port):
+        asked.append(("ssh", ip, port))
+        return True
+
+    def tcp(ip, port):
+        asked.append(("tcp", ip, port))
+        return False
+
+    monkeypatch.setattr(lv, "_ssh_answers", ssh)
+    monkeypatch.setattr(lv, "_port_answers", tcp)
+    with pytest.raises(lv.ProviderError, match=r"guests win1 did not answer SSH \(WinRM on 5986 for the Windows "
+                                               r"ones\) within 0 s"):
+        p.wait_ready(0)
+    assert ("ssh", "20.1.1.1", 22) in asked and ("tcp", "20.1.1.10", 5986) in asked

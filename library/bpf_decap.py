@@ -28,6 +28,11 @@ description:
   - An attached XDP program is replaced atomically (one netlink replace, C(XDP_FLAGS_REPLACE));
     the tc filter is replaced atomically with C(tc filter replace) at a fixed I(tc_pref) and
     handle 1.
+  - A device has one IPIP decap - with I(state=present), the other method's program on I(device)
+    (C(decap_tc) for I(method=xdp), C(decap_xdp) for I(method=tc)) is detached and its pin
+    removed in the same task, as I(state=absent) of that method would, after the wanted one is
+    attached, so there is no moment without a decap (while both are attached the XDP one
+    decapsulates first and the tc one sees no IPIP). Reported in RV(other) and RV(actions).
   - Runs in the network namespace the task runs in (with the C(netns) connection, the node's).
 version_added: "0.1.0"
 author: L4LB lab toolkit maintainers (@l4lb-lab)
@@ -79,7 +84,7 @@ options:
     default: 1
   state:
     description:
-      - C(present) compiles, loads, pins and attaches.
+      - C(present) compiles, loads, pins and attaches, then detaches the other method (see above).
       - C(absent) detaches the program when it is ours (the pinned one, or named I(program)),
         removes the tc filter (and the C(clsact) qdisc when no filter is left on it) and the pin.
     type: str
@@ -87,9 +92,10 @@ options:
     default: present
 notes:
   - Supports check mode (the candidate is compiled in a temporary directory and loaded to learn
-    its tag; nothing is pinned or attached) and diff (program tag, id, attach point).
-  - Needs clang, libbpf 1.x (C(libbpf.so.1)), iproute2's C(tc) for I(method=tc), a mounted bpffs,
-    and root.
+    its tag; nothing is pinned or attached) and diff (program tag, id, attach point; the other
+    method's under C(other)).
+  - Needs clang, libbpf 1.x (C(libbpf.so.1)), iproute2's C(tc) (for I(method=tc), and with
+    I(state=present) to check the tc hook for the other method), a mounted bpffs, and root.
   - Linux only. On a Windows backend (eBPF-for-Windows 0.12.0) the seed's
     C(netsh ebpf add program decap_permit_packet.o pinpath=ipip_decap) does this job.
   - See also the module C(xdp_program) (library/ in the repository).
@@ -110,6 +116,15 @@ EXAMPLES = r"""
     src: "{{ playbook_dir }}/../bpf/decap_tc.c"
     build_dir: /run/l4lb/linux1/decap
     pin_dir: /sys/fs/bpf/l4lb/linux1
+
+- name: tc decap on a device that had the XDP one - the XDP decap is detached in the same task
+  bpf_decap:
+    method: tc
+    src: "{{ playbook_dir }}/../bpf/decap_tc.c"
+    build_dir: /run/l4lb/win1/decap
+    pin_dir: /sys/fs/bpf/l4lb/win1
+  register: decap
+  # decap.other.actions: ["detach XDP program 412 from eth0", "remove pin /sys/fs/bpf/l4lb/win1/decap_xdp"]
 
 - name: Detach the tc decap and remove its pin
   bpf_decap:
@@ -161,17 +176,46 @@ object:
   type: str
   sample: /run/l4lb/win1/decap/decap_xdp.o
 actions:
-  description: What was (or in check mode would be) done, in order.
+  description: What was (or in check mode would be) done, in order (with I(state=present), the other method's last).
   returned: always
   type: list
   elements: str
   sample: ["pin decap_xdp at /sys/fs/bpf/l4lb/win1/decap_xdp", "attach XDP (native) to eth0"]
+other:
+  description:
+    - The other method on I(device), detached (C(state=absent) of it) - its C(method), C(pin), the
+      C(tag) and C(name) of the program that was attached there (null when none) and its
+      C(actions) (empty when there was nothing to do).
+  returned: state=present
+  type: dict
+  sample: {"method": "tc", "pin": "/sys/fs/bpf/l4lb/win1/decap_tc", "tag": "6d3e2c1b0a998877",
+           "name": "decap_tc", "actions": ["delete tc ingress filter pref 1 handle 1 on eth0"]}
 """
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible.module_utils.l4lb import decap
 from ansible.module_utils.l4lb.module_shell import run_module
+
+OTHER = {"xdp": "tc", "tc": "xdp"}
+
+
+def present_and_other_absent(module, spec, tc_bin):
+    """The wanted method attached, then the other one on the device detached (one decap per
+    device; attach first, so the device is never without one)."""
+    kw = dict(check_mode=module.check_mode, diff=module._diff, run_command=module.run_command, tc_bin=tc_bin)
+    result = decap.ensure(spec, "present", **kw)
+    other = decap.DecapSpec(method=OTHER[spec.method], device=spec.device, build_dir=spec.build_dir,
+                            pin_dir=spec.pin_dir, tc_pref=spec.tc_pref)
+    gone = decap.ensure(other, "absent", **kw)
+    result["other"] = {k: gone.get(k) for k in ("method", "pin", "tag", "name", "actions")}
+    result["actions"] = result["actions"] + gone["actions"]
+    result["changed"] = result["changed"] or gone["changed"]
+    result["warnings"] = (result.get("warnings") or []) + (gone.get("warnings") or [])
+    if module._diff:
+        for side in ("before", "after"):
+            result["diff"][side]["other"] = dict(gone["diff"][side], method=other.method)
+    return result
 
 
 def main():
@@ -192,17 +236,25 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
-    tc_bin = module.get_bin_path("tc") if p["method"] == "tc" else None
-    if p["method"] == "tc" and not tc_bin:
-        module.fail_json(msg="iproute2's tc is not installed (needed for method=tc)")
+    need_tc = p["method"] == "tc" or p["state"] == "present"
+    tc_bin = module.get_bin_path("tc") if need_tc else None
+    if need_tc and not tc_bin:
+        module.fail_json(msg="iproute2's tc is not installed (needed for method=tc, and with state=present "
+                             "to check the tc hook for the other method)")
     if not 1 <= p["tc_pref"] <= 0xFFFF:
         module.fail_json(msg=f"tc_pref {p['tc_pref']} is not in 1..65535")
     spec = decap.DecapSpec(
         method=p["method"], device=p["device"], build_dir=p["build_dir"], pin_dir=p["pin_dir"], src=p["src"],
         defines=p["defines"], program=p["program"], attach_mode=p["attach_mode"], tc_pref=p["tc_pref"],
     )
-    run_module(module, lambda: decap.ensure(spec, p["state"], check_mode=module.check_mode, diff=module._diff,
-                                            run_command=module.run_command, tc_bin=tc_bin))
+
+    def action():
+        if p["state"] == "present":
+            return present_and_other_absent(module, spec, tc_bin)
+        return decap.ensure(spec, "absent", check_mode=module.check_mode, diff=module._diff,
+                            run_command=module.run_command, tc_bin=tc_bin)
+
+    run_module(module, action)
 
 
 if __name__ == "__main__":

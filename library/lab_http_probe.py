@@ -25,7 +25,8 @@ description:
   - With I(bulk=true) it instead moves data through the VIP (the answers the backends of this lab
     give) - an upload of I(bulk_bytes) random bytes to I(upload_path), which the backend echoes
     back, and a download of I(download_path), a file of known content (line I(i) is I(i) as 63
-    decimal digits and a newline). Each is compared by SHA-256 and bounded by I(bulk_timeout); a
+    decimal digits and a newline, C(module_utils/lab_bulk.py), what C(lab_nginx) writes with
+    I(bulk_kib)). Each is compared by SHA-256 and bounded by I(bulk_timeout); a
     transfer that makes no progress for I(timeout) seconds is reported as stalled, with the bytes
     moved so far (a DSR path that cannot carry full-size packets stalls the upload after the
     first window).
@@ -178,6 +179,7 @@ import struct
 import time
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.lab_bulk import content as known_content
 
 
 def _parse_head(head):
@@ -238,12 +240,6 @@ def one_request(vip, port, sport, bind_address, request, timeout):
         return status, headers
     finally:
         _close(s, clean)
-
-
-def known_content(size):
-    """The download's content: line i is i as 63 decimal digits plus a newline (64 bytes)."""
-    lines = (size + 63) // 64
-    return b"".join(b"%063d\n" % i for i in range(lines))[:size]
 
 
 def _transfer(vip, port, request, body, timeout, total_timeout):

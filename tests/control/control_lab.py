@@ -55,19 +55,25 @@ def in_lb(*argv, check=True):
     return sh("nsenter", f"--net=/run/netns/{LB_NS}", "--", *argv, check=check)
 
 
+def in_be(*argv, check=True):
+    """Run a command inside the backend namespace."""
+    return sh("nsenter", f"--net=/run/netns/{BE_NS}", "--", *argv, check=check)
+
+
 class ModuleRunner:
-    """Runs one of our modules on the LB node through ansible-playbook and the netns plugin."""
+    """Runs one of our modules on a node of the slice (``lb`` by default, or ``be``) through
+    ansible-playbook and the netns plugin."""
 
     def __init__(self, tmpdir):
         self.tmpdir = tmpdir
         self.inventory = os.path.join(tmpdir, "hosts.yml")
         with open(self.inventory, "w") as f:
-            json.dump({"all": {"hosts": {"lb": {
-                "ansible_host": LB_NS, "ansible_connection": "netns",
-                "ansible_python_interpreter": PYTHON}}}}, f)
+            json.dump({"all": {"hosts": {name: {
+                "ansible_host": ns, "ansible_connection": "netns",
+                "ansible_python_interpreter": PYTHON} for name, ns in (("lb", LB_NS), ("be", BE_NS))}}}, f)
 
-    def __call__(self, module, args, check=False, diff=False):
-        play = [{"name": "t", "hosts": "lb", "gather_facts": False,
+    def __call__(self, module, args, check=False, diff=False, host="lb"):
+        play = [{"name": "t", "hosts": host, "gather_facts": False,
                  "tasks": [{"name": "m", module: args, "register": "r", "ignore_errors": True}]}]
         path = os.path.join(self.tmpdir, "play.yml")
         with open(path, "w") as f:
@@ -83,7 +89,7 @@ class ModuleRunner:
             data = json.loads(p.stdout)
         except json.JSONDecodeError:
             raise AssertionError(f"ansible-playbook output is not JSON:\n{p.stdout}\n{p.stderr}")
-        return data["plays"][0]["tasks"][0]["hosts"]["lb"]
+        return data["plays"][0]["tasks"][0]["hosts"][host]
 
 
 def l4lbctl(*args, check=False):

@@ -40,6 +40,14 @@ def run(module_name, args):
     ("lb_service", {"id": "one", "pin_dir": "/z", "state": "absent"}, "id"),
     ("lb_dumpstate", {"pin_dir": "/z"}, "id"),
     ("lb_neighbor", {"pin_dir": "/z", "address": "20.1.1.1", "state": "gone"}, "state"),
+    # Refused before anything is read or changed (this runs in the root namespace: only inputs
+    # that must fail belong here; the real runs are in test_backend_modules.py).
+    ("lab_backend_net", {"vips": ["40.1.1.1"], "state": "gone"}, "state"),
+    ("lab_backend_net", {"vips": ["40.1.1"], "state": "absent"}, "vips: '40.1.1' is not an IPv4 address"),
+    ("lab_backend_net", {"advmss": "lots"}, "advmss"),
+    ("lab_nginx", {"conf": "/x/nginx.conf", "prefix": "/x", "pid_file": "/x/pid", "bulk_kib": 65537},
+     "bulk_kib 65537 is not in 0..65536"),
+    ("bpf_decap", {"method": "tc", "build_dir": "/y", "pin_dir": "/z"}, "src"),
 ])
 def test_argument_spec_rejects(module, args, needle):
     result = run(module, args)

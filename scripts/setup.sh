@@ -12,7 +12,8 @@ OS_PACKAGES=(
   iproute2 ethtool util-linux kmod iputils-ping
   # VM guests (issue 8): the base image is built from Debian's packages
   mmdebstrap qemu-utils e2fsprogs
-  # VM guests booting an image of their own: the NoCloud seed volume (an ISO labelled cidata)
+  # VM guests booting an image of their own: the NoCloud seed volume (an ISO labelled cidata),
+  # and a Windows guest's cloudbase-init config drive (config-2)
   xorriso
   # VM guests (issue 8): libvirtd with its qemu driver (the lab runs its own, confined, instance:
   # module_utils/lab_topology/libvirt_daemon.py; no system service is enabled or started),
@@ -20,8 +21,6 @@ OS_PACKAGES=(
   # rules (libvirt 9.0 has no nftables backend), nc for SSH's ProxyCommand into the lab namespace
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libxml2-utils qemu-system-x86
   iptables netcat-openbsd
-  # Windows guests (issue 10): xorriso makes their cloudbase-init config drive
-  xorriso
   # backends and client
   nginx-light curl wrk nftables tcpdump
   # libvirt-python builds against libvirt's headers

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: lab_topology
-short_description: Build or remove the L4LB lab's topology (namespaces, or libvirt guests)
+short_description: Build or remove the L4LB lab's topology (namespaces, libvirt guests, or external hosts)
 description:
   - Realises the lab topology through a provider (O(provider)); the model, its validation and
     the provider interface are in C(module_utils/lab_topology/) (C(model.py), C(provider.py)),
@@ -24,6 +24,8 @@ description:
     is ever added to the root namespace. O(state=absent) kills every process whose network
     namespace is a lab namespace (found by namespace inode), deletes the namespaces, and removes
     O(bpffs_dir) and O(state_dir).
+  - B(external) takes nodes that already exist (the user's machines, e.g. Windows hosts reached
+    over WinRM); the model is validated, nothing is made or removed.
   - B(libvirt) builds the seed's lab as real guests. The switch is an isolated libvirt network
     C(<prefix>-switch) (bridge C(<prefix>-br), no DHCP, no DNS) whose host address is the client
     node's address and which carries the client's route C(<vip>/32 via <lb address>); the client
@@ -57,7 +59,7 @@ options:
   provider:
     description: How nodes are realised (inventory C(lab_topology_provider)).
     type: str
-    choices: [netns, libvirt]
+    choices: [netns, libvirt, external]
     default: netns
   prefix:
     description: Name prefix of everything the lab makes (inventory C(lab_prefix)).
@@ -95,6 +97,14 @@ options:
           - The backend's decapsulation method (inventory C(backend_decap)), C(xdp) or C(tc);
             required for backends. Checked by the module itself so the error names the host.
         type: str
+      os:
+        description:
+          - The node's OS (inventory C(lab_os)). C(windows) is accepted where the Windows roles
+            exist (backends, with C(xdp) decap) and refused, naming the host, elsewhere; the
+            C(netns) provider refuses it (a namespace runs no Windows). Checked by the module
+            itself (C(linux) or C(windows)) so the error names the host.
+        type: str
+        default: linux
       mtu:
         description:
           - MTU of the node's interface (and of its switch-side veth, or its virtio-net device),
@@ -154,6 +164,9 @@ options:
       ssh_pubkey:
         description: The lab's SSH public key (one line), put on every guest's kernel command line.
         type: str
+      windows_admin_password:
+        description: The administrator password of Windows guests (their config drive sets it; inventory C(lab_winrm_password)).
+        type: str
       machines:
         description: Per guest node - memory, vCPUs, the image to boot, OS.
         type: list
@@ -182,9 +195,19 @@ options:
             description: Initrd for direct boot (inventory C(lab_image_initrd)).
             type: path
           os:
-            description: The node's OS (inventory C(lab_os)); C(windows) is refused until the Windows roles exist.
+            description:
+              - The node's OS (inventory C(lab_os)). A C(windows) guest boots O(libvirt.machines[].image)
+                (a user's sysprepped Windows image with cloudbase-init and the virtio drivers) from its
+                disk, with a cloudbase-init config drive (ISO C(config-2)) giving it its address, the
+                administrator password and WinRM over HTTPS with O(libvirt.machines[].winrm_pfx).
             type: str
             default: linux
+          winrm_pfx:
+            description: A Windows guest's WinRM certificate and key, PKCS#12 (the lab_topology role makes it, signed by the lab's CA).
+            type: path
+          winrm_pfx_passphrase:
+            description: The passphrase of O(libvirt.machines[].winrm_pfx).
+            type: str
           mac:
             description: MAC of the node's interface (inventory C(lab_mac)); default C(02:4c:) and the address bytes.
             type: str
@@ -195,9 +218,13 @@ options:
               - C(nocloud) - a cloud-init NoCloud seed volume (label C(cidata)) the provider writes to
                 C(<lab_dir>/seed/<node>.iso) with xorriso; for stock cloud images, which then boot
                 their own bootloader (no O(libvirt.machines[].kernel)).
-              - C(auto) - C(cmdline) with a kernel, else C(nocloud).
+              - C(configdrive) - a Windows guest's cloudbase-init config drive (label C(config-2), mode
+                0600) at the same place - its address, the administrator password
+                (O(libvirt.windows_admin_password)) and WinRM over HTTPS with
+                O(libvirt.machines[].winrm_pfx).
+              - C(auto) - C(configdrive) for C(os=windows), else C(cmdline) with a kernel, else C(nocloud).
             type: str
-            choices: [auto, cmdline, nocloud]
+            choices: [auto, cmdline, nocloud, configdrive]
             default: auto
 notes:
   - Must run as root on the machine hosting the lab, or (libvirt, not confined) with access to O(libvirt.uri).
@@ -324,14 +351,15 @@ def provider_settings(p):
     lv = p["libvirt"] or {}
     return {"uri": lv.get("uri") or "qemu:///system", "confined": lv.get("confined", True),
             "lab_dir": lv.get("lab_dir"), "domain_type": lv.get("domain_type") or "auto",
-            "ssh_pubkey": lv.get("ssh_pubkey"), "machines": lv.get("machines") or []}
+            "ssh_pubkey": lv.get("ssh_pubkey"), "machines": lv.get("machines") or [],
+            "windows_admin_password": lv.get("windows_admin_password")}
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
             state=dict(type="str", choices=["present", "absent"], default="present"),
-            provider=dict(type="str", choices=["netns", "libvirt"], default="netns"),
+            provider=dict(type="str", choices=["netns", "libvirt", "external"], default="netns"),
             prefix=dict(type="str", required=True),
             subnet=dict(type="str", required=True),
             vip=dict(type="str", required=True),
@@ -341,6 +369,7 @@ def main():
                 role=dict(type="str", required=True, choices=["lb", "backend", "client"]),
                 decap=dict(type="str"),
                 mtu=dict(type="int", default=1500),
+                os=dict(type="str", default="linux"),
             )),
             bridge=dict(type="str", default="br0"),
             node_iface=dict(type="str", default="eth0"),
@@ -354,6 +383,7 @@ def main():
                 lab_dir=dict(type="path"),
                 domain_type=dict(type="str", choices=["auto", "kvm", "qemu"], default="auto"),
                 ssh_pubkey=dict(type="str", no_log=False),
+                windows_admin_password=dict(type="str", no_log=True),
                 machines=dict(type="list", elements="dict", default=[], options=dict(
                     name=dict(type="str", required=True),
                     memory_mb=dict(type="int", default=1024),
@@ -363,7 +393,9 @@ def main():
                     initrd=dict(type="path"),
                     os=dict(type="str", default="linux"),
                     mac=dict(type="str"),
-                    seed=dict(type="str", choices=["auto", "cmdline", "nocloud"], default="auto"),
+                    seed=dict(type="str", choices=["auto", "cmdline", "nocloud", "configdrive"], default="auto"),
+                    winrm_pfx=dict(type="path"),
+                    winrm_pfx_passphrase=dict(type="str", no_log=True),
                 )),
             )),
         ),

@@ -12,7 +12,8 @@ OS_PACKAGES=(
   iproute2 ethtool util-linux kmod iputils-ping
   # VM guests (issue 8): the base image is built from Debian's packages
   mmdebstrap qemu-utils e2fsprogs
-  # VM guests booting an image of their own: the NoCloud seed volume (an ISO labelled cidata)
+  # VM guests booting an image of their own: the NoCloud seed volume (an ISO labelled cidata),
+  # and a Windows guest's cloudbase-init config drive (config-2)
   xorriso
   # VM guests (issue 8): libvirtd with its qemu driver (the lab runs its own, confined, instance:
   # module_utils/lab_topology/libvirt_daemon.py; no system service is enabled or started),

@@ -209,7 +209,7 @@ def test_absent_leaves_foreign_objects_with_the_labs_names(image, tmp_path):
 @pytest.mark.parametrize("over, needle", [
     ({"win1": {"image": "/nonexistent/base.qcow2"}}, "hostvars[win1].lab_image /nonexistent/base.qcow2 does not exist"),
     ({"lb": {"kernel": None}}, "hostvars[lb].lab_image_kernel is not set"),
-    ({"linux1": {"os": "windows"}}, "hostvars[linux1].lab_os 'windows': Windows guests are not supported"),
+    ({"linux1": {"os": "windows"}}, "hostvars[linux1]: a Windows guest needs its WinRM certificate"),
     ({"linux1": {"os": "plan9"}}, "hostvars[linux1].lab_os 'plan9' must be one of linux, windows"),
     ({"lb": {"memory_mb": 64}}, "hostvars[lb].lab_memory_mb 64 must be an integer in 256..65536"),
     ({"win1": {"vcpus": 0}}, "hostvars[win1].lab_vcpus 0 must be an integer in 1..64"),

@@ -33,7 +33,7 @@ def test_client_routes_the_vip_via_the_lb_node():
 
 
 def test_every_registered_provider_implements_the_interface():
-    assert {"netns", "libvirt"} <= set(lt.PROVIDERS)
+    assert {"netns", "libvirt", "external"} <= set(lt.PROVIDERS)
     for name, cls in lt.PROVIDERS.items():
         assert issubclass(cls, lt.TopologyProvider) and cls.name == name
         assert not inspect.isabstract(cls), f"{name} leaves abstract methods"
@@ -51,7 +51,7 @@ def test_the_interface_is_enforced():
 
 
 def test_unknown_provider_is_refused_by_variable_name():
-    with pytest.raises(lt.TopologyError, match="lab_topology_provider 'vmware' is not one of libvirt, netns"):
+    with pytest.raises(lt.TopologyError, match="lab_topology_provider 'vmware' is not one of external, libvirt, netns"):
         lt.get_provider("vmware", lt.build_topology(SPEC))
 
 

@@ -10,6 +10,7 @@
 * ``netns``: the embedded lab's provider (network namespaces on this machine).
 * ``libvirt``: real guests on an isolated libvirt network (``libvirt_daemon``: the lab's own
   libvirtd confined to a namespace).
+* ``external``: machines the user already has (e.g. Windows hosts); validated, never changed.
 
 Imported by the ``lab_topology`` module as ``ansible.module_utils.lab_topology`` and by tests and
 benches as ``lab_topology`` (with ``module_utils/`` on ``sys.path``). Standard library only.
@@ -17,11 +18,12 @@ benches as ``lab_topology`` (with ``module_utils/`` on ``sys.path``). Standard l
 
 from __future__ import annotations
 
-from .model import DECAP_METHODS, NODE_ROLES, Node, Route, Topology, TopologyError, build_topology
+from .model import DECAP_METHODS, NODE_OSES, NODE_ROLES, WINDOWS_ROLES, Node, Route, Topology, TopologyError, build_topology
 from .provider import PROVIDERS, Action, ProviderError, TopologyProvider, get_provider, register
 from .netns import NetnsProvider, is_bpffs, kill_pids, lab_pids
 from .libvirt import LibvirtProvider
+from .external import ExternalProvider
 
-__all__ = ["DECAP_METHODS", "NODE_ROLES", "Node", "Route", "Topology", "TopologyError", "build_topology",
+__all__ = ["DECAP_METHODS", "NODE_OSES", "NODE_ROLES", "WINDOWS_ROLES", "Node", "Route", "Topology", "TopologyError", "build_topology",
            "PROVIDERS", "Action", "ProviderError", "TopologyProvider", "get_provider", "register",
-           "NetnsProvider", "LibvirtProvider", "is_bpffs", "kill_pids", "lab_pids"]
+           "NetnsProvider", "LibvirtProvider", "ExternalProvider", "is_bpffs", "kill_pids", "lab_pids"]

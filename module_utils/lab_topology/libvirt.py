@@ -16,6 +16,12 @@ seed's host and client and leaves the root namespace untouched; False uses ``uri
 ``qemu:///system`` or ``qemu+ssh://host/system``), whose network then adds the client address
 and the VIP route to that host, as the seed does.
 
+Windows guests (``lab_os: windows``) boot a user's Windows image (sysprepped, with cloudbase-init
+and the virtio drivers, as OpenStack images are) from its disk, with a cloudbase-init config drive
+(a seed volume labelled ``config-2``, :func:`cloudbase_seed`) carrying the node's static address,
+the administrator password, and a first-boot script that imports a WinRM certificate the lab
+made (signed by the lab's CA, so the controller validates it) and listens for WinRM on HTTPS.
+
 Only objects this provider made are ever changed: a domain carries the lab's metadata element,
 the network its bridge and host address, the pool its directory. Anything else with a colliding
 name is refused before any change.
@@ -26,12 +32,17 @@ tests that inject a connection (``test:///default``) need nothing more.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import ipaddress
 import json
 import os
 import shutil
 import socket
 import tempfile
 import time
+import urllib.parse
+import uuid
 import xml.etree.ElementTree as ET
 
 from ..l4lb import procs
@@ -43,7 +54,12 @@ from .provider import (Action, ProviderError, TopologyProvider, checksum_offload
 
 METADATA_NS = "https://github.com/l4lb-lab/l4lb/ns/lab/1"
 NODE_OSES = ("linux", "windows")
-SEEDS = ("auto", "cmdline", "nocloud")
+SEEDS = ("auto", "cmdline", "nocloud", "configdrive")
+# Each seed volume kind: its label, and the file holding the instance id that names it.
+SEED_VOLUMES = {"nocloud": ("cidata", "meta-data", "instance-id"),
+                "configdrive": ("config-2", "openstack/latest/meta_data.json", "uuid")}
+# Windows Server 2022 asks for 2 GiB at least.
+WINDOWS_MIN_MEMORY_MB = 2048
 DOMAIN_TYPES = ("auto", "kvm", "qemu")
 DEFAULT_MEMORY_MB = 1024
 DEFAULT_VCPUS = 1
@@ -61,10 +77,13 @@ class Machine:
     the image's own bootloader and cloud-init reads a NoCloud seed volume (``nocloud``), which
     is what a stock cloud image (the seed's Ubuntu) understands. ``seed`` set explicitly
     overrides that choice (``nocloud`` with a kernel: booted directly, configured by cloud-init).
+    A Windows node boots its image's own loader with a cloudbase-init config drive
+    (``configdrive``), holding its WinRM certificate (``winrm_pfx``, PKCS#12, and its passphrase).
     """
 
     def __init__(self, name, memory_mb=DEFAULT_MEMORY_MB, vcpus=DEFAULT_VCPUS, image=None,
-                 kernel=None, initrd=None, os_name="linux", mac=None, seed=None):
+                 kernel=None, initrd=None, os_name="linux", mac=None, seed=None, winrm_pfx=None,
+                 winrm_pfx_passphrase=None):
         self.name = name
         self.memory_mb = memory_mb
         self.vcpus = vcpus
@@ -74,11 +93,15 @@ class Machine:
         self.os = os_name
         self.mac = mac
         self.seed_setting = seed or "auto"
+        self.winrm_pfx = winrm_pfx
+        self.winrm_pfx_passphrase = winrm_pfx_passphrase or ""
 
     @property
     def seed(self):
         if self.seed_setting != "auto":
             return self.seed_setting
+        if self.os == "windows":
+            return "configdrive"
         return "cmdline" if self.kernel else "nocloud"
 
 
@@ -164,18 +187,31 @@ def _ssh_answers(ip, port, timeout=3.0):
         return False
 
 
-def write_seed(path, files):
-    """A NoCloud seed volume at ``path``: an ISO 9660 image labelled ``cidata`` holding
-    ``files`` ({name: text}), as cloud-localds makes it; written whole, then renamed."""
+def _port_answers(ip, port, timeout=3.0):
+    """True when ip:port accepts a TCP connection (a Windows guest's WinRM HTTPS listener: it
+    listens only once its first-boot script ran)."""
+    try:
+        with socket.create_connection((ip, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def write_seed(path, files, label="cidata", mode=0o644):
+    """A seed volume at ``path``: an ISO 9660 image labelled ``label`` (``cidata``: a NoCloud
+    seed, as cloud-localds makes it; ``config-2``: a cloudbase-init config drive) holding
+    ``files`` ({path in the volume: text}); written whole with ``mode``, then renamed."""
     os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
     d = tempfile.mkdtemp(prefix=".seed.", dir=os.path.dirname(path))
     try:
+        root = os.path.join(d, "root")
         for name, text in files.items():
-            with open(os.path.join(d, name), "w") as f:
+            os.makedirs(os.path.dirname(os.path.join(root, name)), mode=0o700, exist_ok=True)
+            with open(os.path.join(root, name), "w") as f:
                 f.write(text)
         tmp = path + ".tmp"
-        run(["xorriso", "-as", "mkisofs", "-quiet", "-output", tmp, "-volid", "cidata", "-joliet", "-rock",
-             *[os.path.join(d, name) for name in sorted(files)]])
+        run(["xorriso", "-as", "mkisofs", "-quiet", "-output", tmp, "-volid", label, "-joliet", "-rock", root])
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     finally:
         shutil.rmtree(d, ignore_errors=True)
@@ -192,13 +228,71 @@ def read_seed(path):
         if p.returncode != 0:
             return None
         out = {}
-        for name in os.listdir(d):
-            with open(os.path.join(d, name)) as f:
-                out[name] = f.read()
+        for top, dirs, names in os.walk(d):
+            for sub in dirs:
+                os.chmod(os.path.join(top, sub), 0o700)  # extracted read-only, like the ISO
+            for name in names:
+                with open(os.path.join(top, name)) as f:
+                    out[os.path.relpath(os.path.join(top, name), d)] = f.read()
         return out
     finally:
         os.chmod(d, 0o700)  # xorriso gives the directory the ISO root's read-only mode
         shutil.rmtree(d, ignore_errors=True)
+
+
+def _ps_quote(text):
+    """``text`` as a single-quoted PowerShell string."""
+    return "'" + str(text).replace("'", "''") + "'"
+
+
+def _winrm_script(pfx, passphrase, subnet):
+    """The first-boot script (cloudbase-init user data, run as SYSTEM by PowerShell): import the
+    WinRM certificate the lab made for this node and listen on HTTPS with it, reachable from the
+    lab's subnet only."""
+    return "\n".join([
+        "#ps1_sysnative",
+        "# L4LB lab: WinRM over HTTPS with the certificate the lab made for this node (its CA is the lab's).",
+        "$ErrorActionPreference = 'Stop'",
+        "$path = Join-Path -Path $env:TEMP -ChildPath 'l4lb-winrm.pfx'",
+        f"[IO.File]::WriteAllBytes($path, [Convert]::FromBase64String('{base64.b64encode(pfx).decode()}'))",
+        f"$secret = ConvertTo-SecureString -String {_ps_quote(passphrase)} -AsPlainText -Force",
+        "$cert = Import-PfxCertificate -FilePath $path -CertStoreLocation Cert:\\LocalMachine\\My -Password $secret",
+        "Remove-Item -LiteralPath $path",
+        "Get-ChildItem -Path WSMan:\\localhost\\Listener | Where-Object { $_.Keys -contains 'Transport=HTTPS' } | "
+        "Remove-Item -Recurse -Force",
+        "New-Item -Path WSMan:\\localhost\\Listener -Transport HTTPS -Address * "
+        "-CertificateThumbPrint $cert.Thumbprint -Force | Out-Null",
+        "if (-not (Get-NetFirewallRule -Name 'l4lb-winrm-https' -ErrorAction SilentlyContinue)) {",
+        "    New-NetFirewallRule -Name 'l4lb-winrm-https' -DisplayName 'L4LB lab: WinRM over HTTPS' -Direction Inbound "
+        f"-Protocol TCP -LocalPort 5986 -RemoteAddress '{subnet}' -Action Allow | Out-Null",
+        "}",
+        ""])
+
+
+def cloudbase_seed(name, ip_cidr, mtu, mac, admin_password, pfx, pfx_passphrase=""):
+    """The cloudbase-init config drive of a Windows guest ({path: text}).
+
+    ``openstack/latest/meta_data.json`` names the host and carries the administrator password
+    (cloudbase-init's SetUserPasswordPlugin sets it for the user its configuration names);
+    ``network_data.json`` gives the NIC with ``mac`` its static address and MTU (no gateway, no
+    DNS: the lab's switch is isolated); ``user_data`` is :func:`_winrm_script`. The instance's
+    uuid is a digest of everything else, so a changed seed is a new instance to cloudbase-init,
+    which applies it again."""
+    iface = ipaddress.IPv4Interface(ip_cidr)
+    network = {"links": [{"id": "lab0", "type": "phy", "ethernet_mac_address": mac, "mtu": mtu}],
+               "networks": [{"id": "lab", "type": "ipv4", "link": "lab0", "ip_address": str(iface.ip),
+                             "netmask": str(iface.network.netmask), "routes": [], "network_id": "lab"}],
+               "services": []}
+    files = {"openstack/latest/network_data.json": json.dumps(network, indent=2, sort_keys=True) + "\n",
+             "openstack/latest/user_data": _winrm_script(pfx, pfx_passphrase, iface.network)}
+    digest = hashlib.sha256()
+    for path in sorted(files):
+        digest.update(f"{path}\0{files[path]}\0".encode())
+    digest.update(f"{name}\0{admin_password}".encode())
+    meta = {"uuid": str(uuid.UUID(hex=digest.hexdigest()[:32])), "name": name, "hostname": name,
+            "launch_index": 0, "availability_zone": "l4lb", "admin_pass": admin_password}
+    files["openstack/latest/meta_data.json"] = json.dumps(meta, indent=2, sort_keys=True) + "\n"
+    return files
 
 
 def _remove_dir(path):
@@ -263,7 +357,8 @@ class LibvirtProvider(TopologyProvider):
     name = "libvirt"
 
     def __init__(self, topology, uri="qemu:///system", confined=True, lab_dir=None,
-                 domain_type="auto", ssh_pubkey=None, machines=None, connect=None, daemon=None):
+                 domain_type="auto", ssh_pubkey=None, machines=None, connect=None, daemon=None,
+                 windows_admin_password=None):
         """``machines``: dicts (the module's ``libvirt.machines``) or :class:`Machine`;
         ``connect``: a function uri -> connection (tests inject ``test:///default``);
         ``daemon``: the confined daemon (default: :class:`ConfinedDaemon` when ``confined``)."""
@@ -280,7 +375,8 @@ class LibvirtProvider(TopologyProvider):
                 m = Machine(m["name"], memory_mb=m.get("memory_mb", DEFAULT_MEMORY_MB),
                             vcpus=m.get("vcpus", DEFAULT_VCPUS), image=m.get("image"),
                             kernel=m.get("kernel"), initrd=m.get("initrd"),
-                            os_name=m.get("os") or "linux", mac=m.get("mac"), seed=m.get("seed"))
+                            os_name=m.get("os") or "linux", mac=m.get("mac"), seed=m.get("seed"),
+                            winrm_pfx=m.get("winrm_pfx"), winrm_pfx_passphrase=m.get("winrm_pfx_passphrase"))
             self.machines[m.name] = m
         self._connect = connect
         self._conn = None
@@ -293,6 +389,7 @@ class LibvirtProvider(TopologyProvider):
         self.host_ns = f"{p}-host"
         self.warnings = []
         self._virt_type = None
+        self.windows_admin_password = windows_admin_password or ""
 
     # -- naming ------------------------------------------------------------------------------
 
@@ -335,10 +432,27 @@ class LibvirtProvider(TopologyProvider):
         return os.path.join(self.seed_dir, f"{n.name}.iso")
 
     def seed_files(self, n):
-        """The NoCloud seed of a guest that boots its own image (Machine.seed), else None."""
-        if self.machine(n).seed != "nocloud":
-            return None
-        return nocloud_seed(n.name, f"{n.ip}/{self.t.subnet.prefixlen}", n.mtu, self.ssh_pubkey, self.mac(n))
+        """The seed volume's files of a guest that boots its own image (Machine.seed: a NoCloud
+        seed, or a Windows guest's config drive), else None."""
+        m = self.machine(n)
+        if m.seed == "nocloud":
+            return nocloud_seed(n.name, f"{n.ip}/{self.t.subnet.prefixlen}", n.mtu, self.ssh_pubkey, self.mac(n))
+        if m.seed == "configdrive":
+            with open(m.winrm_pfx, "rb") as f:
+                pfx = f.read()
+            return cloudbase_seed(n.name, f"{n.ip}/{self.t.subnet.prefixlen}", n.mtu, self.mac(n),
+                                  self.windows_admin_password, pfx, m.winrm_pfx_passphrase)
+        return None
+
+    def seed_id(self, n, files):
+        """The instance id the seed's files name (recorded in the domain's definition)."""
+        _label, name, key = SEED_VOLUMES[self.machine(n).seed]
+        return json.loads(files[name])[key]
+
+    def write_seed(self, n, files):
+        label = SEED_VOLUMES[self.machine(n).seed][0]
+        # a config drive holds the administrator password: root only
+        write_seed(self.seed_path(n), files, label=label, mode=0o600 if label == "config-2" else 0o644)
 
     @property
     def known_hosts(self):
@@ -371,10 +485,11 @@ class LibvirtProvider(TopologyProvider):
         if not self.bridge_is_local:
             return None
         pending = {n.name: str(n.ip) for n in self.guests}
+        windows = {n.name for n in self.guests if self.machine(n).seed == "configdrive"}
 
         def probe():
             for name, ip in list(pending.items()):
-                if _ssh_answers(ip, port):
+                if _port_answers(ip, 5986) if name in windows else _ssh_answers(ip, port):
                     del pending[name]
 
         deadline = time.monotonic() + timeout
@@ -387,7 +502,8 @@ class LibvirtProvider(TopologyProvider):
                 return [n.name for n in self.guests]
             if time.monotonic() >= deadline:
                 logs = ", ".join(self.console_log(n) for n in self.guests if n.name in pending)
-                raise ProviderError(f"guests {', '.join(sorted(pending))} did not answer SSH within "
+                how = " (WinRM on 5986 for the Windows ones)" if windows & set(pending) else ""
+                raise ProviderError(f"guests {', '.join(sorted(pending))} did not answer SSH{how} within "
                                     f"{timeout:g} s (lab_guest_boot_timeout); their consoles: {logs}")
             time.sleep(2)
 
@@ -445,11 +561,11 @@ class LibvirtProvider(TopologyProvider):
             if not self.ssh_pubkey:
                 problems.append("lab_libvirt_ssh_pubkey is empty: guests are reached only by the "
                                 "lab's SSH key")
-        if state == "present" and any(self.machine(n).seed == "nocloud" for n in self.guests) \
+        if state == "present" and any(self.machine(n).seed in SEED_VOLUMES for n in self.guests) \
                 and not shutil.which("xorriso"):
             problems.append("xorriso is not installed: guests booting an image of their own (no "
-                            "lab_image_kernel) get a NoCloud seed volume that xorriso writes "
-                            "(scripts/setup.sh installs it)")
+                            "lab_image_kernel) get a NoCloud seed volume, Windows guests a config "
+                            "drive, that xorriso writes (scripts/setup.sh installs it)")
         if problems:
             raise TopologyError(problems)
         if state != "present":
@@ -470,16 +586,14 @@ class LibvirtProvider(TopologyProvider):
                 problems.append(f"{host}.lab_image_seed {m.seed_setting!r} must be one of {', '.join(SEEDS)}")
             if m.os not in NODE_OSES:
                 problems.append(f"{host}.lab_os {m.os!r} must be one of {', '.join(NODE_OSES)}")
-            elif m.os == "windows":
-                problems.append(f"{host}.lab_os 'windows': Windows guests are not supported by the "
-                                "libvirt provider yet (the Windows roles of issue 10 do not exist); "
-                                "use lab_os: linux")
+            elif m.os == "windows" or n.os == "windows":
+                problems += self._check_windows(n, m, host)
             if isinstance(m.memory_mb, bool) or not isinstance(m.memory_mb, int) or not 256 <= m.memory_mb <= 65536:
                 problems.append(f"{host}.lab_memory_mb {m.memory_mb!r} must be an integer in 256..65536")
             if isinstance(m.vcpus, bool) or not isinstance(m.vcpus, int) or not 1 <= m.vcpus <= 64:
                 problems.append(f"{host}.lab_vcpus {m.vcpus!r} must be an integer in 1..64")
             paths = [("lab_image", m.image)]
-            if m.seed == "cmdline" or m.initrd:
+            if m.seed == "cmdline" or (m.initrd and m.seed != "configdrive"):
                 paths += [("lab_image_kernel", m.kernel), ("lab_image_initrd", m.initrd)]
             for var, path in paths:
                 if not path:
@@ -492,7 +606,7 @@ class LibvirtProvider(TopologyProvider):
                     problems.append(f"{host}.{var} {path} does not exist")
             if not problems and self.ssh_pubkey:
                 try:
-                    if m.seed == "nocloud":
+                    if m.seed in SEED_VOLUMES:
                         self.seed_files(n)
                     else:
                         self.cmdline(n)
@@ -502,6 +616,30 @@ class LibvirtProvider(TopologyProvider):
             if mac in macs:
                 problems.append(f"{host}.lab_mac {mac} duplicates hostvars[{macs[mac]}].lab_mac")
             macs[mac] = n.name
+        return problems
+
+    def _check_windows(self, n, m, host):
+        """What a Windows guest needs beyond a Linux one: a config drive (its seed), with the
+        WinRM certificate and the administrator password, and memory; its config drive is made
+        on this machine."""
+        problems = []
+        if m.seed != "configdrive":
+            problems.append(f"{host}.lab_image_seed {m.seed_setting!r}: a Windows guest boots with a "
+                            "cloudbase-init config drive (auto or configdrive)")
+        if not m.winrm_pfx:
+            problems.append(f"{host}: a Windows guest needs its WinRM certificate (PKCS#12, the "
+                            "lab_topology role makes it: machines[].winrm_pfx)")
+        elif not os.path.isabs(m.winrm_pfx) or not os.path.isfile(m.winrm_pfx):
+            problems.append(f"{host}: winrm_pfx {m.winrm_pfx} does not exist")
+        if not self.windows_admin_password:
+            problems.append(f"{host}: a Windows guest needs the administrator password "
+                            "(lab_winrm_password: L4LB_WINRM_PASSWORD or vault_lab_winrm_password)")
+        if not isinstance(m.memory_mb, bool) and isinstance(m.memory_mb, int) and m.memory_mb < WINDOWS_MIN_MEMORY_MB:
+            problems.append(f"{host}.lab_memory_mb {m.memory_mb} is too little for Windows Server 2022 "
+                            f"(at least {WINDOWS_MIN_MEMORY_MB})")
+        if not self.confined and urllib.parse.urlparse(self.uri).netloc:
+            problems.append(f"{host}: a Windows guest's config drive is made on this machine, so "
+                            f"lab_libvirt_uri {self.uri!r} must be a local hypervisor")
         return problems
 
     def daemon_running(self):
@@ -655,28 +793,39 @@ class LibvirtProvider(TopologyProvider):
         ET.SubElement(dom, "description").text = f"L4LB lab {self.t.prefix}: node {n.name} ({n.role})"
         meta = ET.SubElement(dom, "metadata")
         seed = self.seed_files(n)
+        windows = m.seed == "configdrive"
         lab = ET.SubElement(meta, f"{{{METADATA_NS}}}lab", prefix=self.t.prefix, node=n.name)
         if seed:
             # the seed's identity in the definition: a changed seed is a changed domain, which
-            # is restarted so that cloud-init applies it
-            lab.set("seed", json.loads(seed["meta-data"])["instance-id"])
+            # is restarted so that cloud-init (cloudbase-init) applies it
+            lab.set("seed", self.seed_id(n, seed))
         ET.SubElement(dom, "memory", unit="KiB").text = str(m.memory_mb * 1024)
         ET.SubElement(dom, "vcpu").text = str(m.vcpus)
         os_el = ET.SubElement(dom, "os")
         ET.SubElement(os_el, "type", arch="x86_64").text = "hvm"
-        if m.kernel:
+        if m.kernel and not windows:
             ET.SubElement(os_el, "kernel").text = m.kernel
             ET.SubElement(os_el, "initrd").text = m.initrd
             # with a seed, cloud-init configures the node: the command line only boots it
             ET.SubElement(os_el, "cmdline").text = " ".join(CMDLINE_BASE) if seed else self.cmdline(n)
         else:
+            # the image's own loader; BIOS, so no Secure Boot (eBPF-for-Windows 0.12.0 needs
+            # test signing)
             ET.SubElement(os_el, "boot", dev="hd")
         features = ET.SubElement(dom, "features")
         ET.SubElement(features, "acpi")
+        if windows:
+            ET.SubElement(features, "apic")
+            hyperv = ET.SubElement(features, "hyperv", mode="custom")
+            ET.SubElement(hyperv, "relaxed", state="on")
+            ET.SubElement(hyperv, "vapic", state="on")
+            ET.SubElement(hyperv, "spinlocks", state="on", retries="8191")
         # TCG's default CPU model lacks what a current kernel and clang expect; "maximum" gives
         # every feature TCG emulates. KVM passes the host's CPU through.
         ET.SubElement(dom, "cpu", mode="host-passthrough" if self.virt_type() == "kvm" else "maximum")
-        ET.SubElement(dom, "clock", offset="utc")
+        clock = ET.SubElement(dom, "clock", offset="localtime" if windows else "utc")
+        if windows:
+            ET.SubElement(clock, "timer", name="hypervclock", present="yes")
         ET.SubElement(dom, "on_poweroff").text = "destroy"
         ET.SubElement(dom, "on_reboot").text = "restart"
         ET.SubElement(dom, "on_crash").text = "destroy"
@@ -685,7 +834,14 @@ class LibvirtProvider(TopologyProvider):
         ET.SubElement(disk, "driver", name="qemu", type="qcow2")
         ET.SubElement(disk, "source", file=self.overlay(n))
         ET.SubElement(disk, "target", dev="vda", bus="virtio")
-        if seed:
+        if seed and windows:
+            # cloudbase-init looks for its config drive on a CD-ROM first
+            drive = ET.SubElement(dev, "disk", type="file", device="cdrom")
+            ET.SubElement(drive, "driver", name="qemu", type="raw")
+            ET.SubElement(drive, "source", file=self.seed_path(n))
+            ET.SubElement(drive, "target", dev="sda", bus="sata")
+            ET.SubElement(drive, "readonly")
+        elif seed:
             cidata = ET.SubElement(dev, "disk", type="file", device="disk")
             ET.SubElement(cidata, "driver", name="qemu", type="raw")
             ET.SubElement(cidata, "source", file=self.seed_path(n))
@@ -715,7 +871,7 @@ class LibvirtProvider(TopologyProvider):
         """What is really there: the confined daemon, the network, pool, volumes, domains."""
         snap = {"daemon": None, "network": None, "pool": None, "volumes": {}, "domains": {},
                 "seeds": {n.name: read_seed(self.seed_path(n)) for n in self.guests
-                          if self.machine(n).seed == "nocloud"}}
+                          if self.machine(n).seed in SEED_VOLUMES}}
         if self.confined:
             snap["daemon"] = self.daemon.status() if self.daemon is not None else None
             if not self.daemon_running():
@@ -804,8 +960,10 @@ class LibvirtProvider(TopologyProvider):
         new_overlay = vol is None or vol.get("backing") != m.image
         seed = self.seed_files(n)
         if seed is not None and (snap.get("seeds") or {}).get(n.name) != seed:
-            acts.append(Action(f"write seed {self.seed_path(n)} (NoCloud: {n.name}, {n.ip}, the lab's key)",
-                               func=lambda n=n, seed=seed: write_seed(self.seed_path(n), seed)))
+            what = ("config drive: " + f"{n.name}, {n.ip}, WinRM over HTTPS" if m.seed == "configdrive"
+                    else f"NoCloud: {n.name}, {n.ip}, the lab's key")
+            acts.append(Action(f"write seed {self.seed_path(n)} ({what})",
+                               func=lambda n=n, seed=seed: self.write_seed(n, seed)))
         if dom is not None and (have != want or new_overlay) and dom["active"]:
             acts.append(Action(f"stop domain {name} (to apply a changed definition)",
                                func=lambda n=n: self._destroy(n)))

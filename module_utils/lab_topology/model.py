@@ -18,6 +18,13 @@ import re
 IFNAMSIZ = 15  # longest Linux interface name (IFNAMSIZ - 1)
 NODE_ROLES = ("lb", "backend", "client")
 DECAP_METHODS = ("xdp", "tc")
+NODE_OSES = ("linux", "windows")
+# The node roles whose Windows roles exist (backend: windows_ebpf + backend_windows). The LB node
+# joins when its Windows control plane is wired into the playbooks (issue 10 item 4); the client
+# runs the lab's Python probes and stays Linux.
+WINDOWS_ROLES = ("backend",)
+# A Windows backend decapsulates IPIP with XDP only (eBPF-for-Windows has no tc hook).
+WINDOWS_DECAP = ("xdp",)
 _IFNAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # Directories the teardown must never remove, whatever the inventory says.
@@ -50,12 +57,13 @@ DEFAULT_MTU = 1500
 
 
 class Node:
-    def __init__(self, name, ip, role, decap=None, mtu=DEFAULT_MTU):
+    def __init__(self, name, ip, role, decap=None, mtu=DEFAULT_MTU, os_name="linux"):
         self.name = name
         self.ip = ip  # ipaddress.IPv4Address
         self.role = role
         self.decap = decap
         self.mtu = mtu  # of the node's interface and its switch-side peer
+        self.os = os_name  # the node's OS (inventory lab_os): linux or windows
         self.routes = []
         self.link = name  # the node's port on the switch
 
@@ -67,7 +75,7 @@ class Node:
 
     def as_dict(self, prefixlen):
         return {"name": self.name, "ip": f"{self.ip}/{prefixlen}",
-                "mac": self.mac, "mtu": self.mtu,
+                "mac": self.mac, "mtu": self.mtu, "os": self.os,
                 "role": self.role, "decap": self.decap, "switch_port": self.link,
                 "routes": [{"dst": str(r.dst), "via": str(r.via)} for r in self.routes]}
 
@@ -126,7 +134,7 @@ def _check_dir(value, var, problems, under=None):
 def build_topology(spec):
     """Validate ``spec`` (a plain dict) and return a :class:`Topology`.
 
-    spec keys: prefix, subnet, vip, nodes (list of {name, ip, role, decap, mtu}), bridge, node_iface,
+    spec keys: prefix, subnet, vip, nodes (list of {name, ip, role, decap, mtu, os}), bridge, node_iface,
     state_dir, bpffs_dir, xdp_pass_src. Raises TopologyError naming every bad variable; changes
     nothing. A provider checks what only it cares about in its ``preflight``.
     """
@@ -193,6 +201,17 @@ def build_topology(spec):
         if role == "backend" and decap not in DECAP_METHODS:
             problems.append(f"hostvars[{name}].backend_decap {decap!r} must be one of "
                             f"{', '.join(DECAP_METHODS)}")
+        os_name = raw.get("os") or "linux"
+        if os_name not in NODE_OSES:
+            problems.append(f"hostvars[{name}].lab_os {os_name!r} must be one of {', '.join(NODE_OSES)}")
+        elif os_name == "windows" and role in NODE_ROLES and role not in WINDOWS_ROLES:
+            why = ("the client runs the lab's Python probes (lab_verify)" if role == "client" else
+                   "the LB node's Windows control plane is not wired into the playbooks yet (issue 10)")
+            problems.append(f"hostvars[{name}].lab_os 'windows': a Windows {role} node is not supported: "
+                            f"{why}; Windows roles exist for: {', '.join(WINDOWS_ROLES)}")
+        elif os_name == "windows" and role == "backend" and decap in DECAP_METHODS and decap not in WINDOWS_DECAP:
+            problems.append(f"hostvars[{name}].backend_decap {decap!r}: a Windows backend decapsulates "
+                            f"with {', '.join(WINDOWS_DECAP)} (eBPF-for-Windows has no tc hook)")
         mtu = raw.get("mtu")
         mtu = DEFAULT_MTU if mtu in (None, "") else mtu
         try:
@@ -223,7 +242,8 @@ def build_topology(spec):
             problems.append(f"{var} {ip} duplicates hostvars[{seen_ip[ip]}].lab_ip")
         else:
             seen_ip[ip] = name
-        nodes.append(Node(name, ip, role, decap if role == "backend" else None, mtu))
+        nodes.append(Node(name, ip, role, decap if role == "backend" else None, mtu,
+                          os_name if os_name in NODE_OSES else "linux"))
 
     lbs = [n for n in nodes if n.role == "lb"]
     clients = [n for n in nodes if n.role == "client"]

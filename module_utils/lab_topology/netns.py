@@ -107,6 +107,10 @@ class NetnsProvider(TopologyProvider):
             raise TopologyError(f"requirement: lab_topology (netns) must run as root (euid is {os.geteuid()}): "
                                 "it creates network namespaces, links and XDP programs")
         for n in self.t.nodes:
+            if n.os != "linux":
+                problems.append(f"hostvars[{n.name}].lab_os {n.os!r}: a network namespace runs no "
+                                f"{n.os.capitalize()}; for Windows hosts you have, use "
+                                "lab_topology_provider: external (inventory/windows)")
             if n.name == "switch":
                 problems.append("inventory_hostname 'switch' collides with the switch namespace "
                                 f"{self.switch_ns}")

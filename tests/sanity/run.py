@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 # Copyright: (c) 2026, L4LB lab toolkit contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Run `ansible-test sanity` on library/, module_utils/ and connection_plugins/.
+"""Run `ansible-test sanity` on library/, module_utils/, connection_plugins/ and filter_plugins/.
 
 ansible-test only checks collections, and this project is not one: its playbooks find the modules
 through ansible.cfg (`library`, `module_utils`, `connection_plugins`). So this script generates a
@@ -11,6 +11,7 @@ files (the directory gets its own `git init`: build/ is ignored by the project's
     library/*.py            -> plugins/modules/
     module_utils/**         -> plugins/module_utils/
     connection_plugins/*.py -> plugins/connection/
+    filter_plugins/*.py     -> plugins/filter/
 
 The one change made to the copies: the project's own imports, `ansible.module_utils.l4lb...` and
 `ansible.module_utils.lab_topology`, are rewritten to the collection's
@@ -46,6 +47,7 @@ LAYOUT = (
     ('library', 'plugins/modules'),
     ('module_utils', 'plugins/module_utils'),
     ('connection_plugins', 'plugins/connection'),
+    ('filter_plugins', 'plugins/filter'),
 )
 # The project's own module_utils: every package and module directly in module_utils/.
 OWN_UTILS = sorted(os.path.splitext(n)[0] for n in os.listdir(os.path.join(ROOT, 'module_utils'))

@@ -1,0 +1,163 @@
+"""The Windows roles' decisions, as pure functions (filter_plugins/l4lb_windows.py): the
+eBPF-for-Windows version gate, the readers of netsh ebpf and bcdedit output, and the decap plan."""
+
+from __future__ import annotations
+
+import pytest
+from ansible.errors import AnsibleFilterError
+
+# netsh ebpf show programs / show pins, as eBPF-for-Windows 0.12.0's ebpfnetsh prints them
+# (libs/ebpfnetsh/programs.cpp, pins.cpp: the header lines and printf formats).
+PROGRAMS = ("\r\n"
+            "    ID  Pins  Links  Mode       Type           Name\r\n"
+            "======  ====  =====  =========  =============  ====================\r\n"
+            "     5     1      1  JIT        xdp            decap_xdp\r\n"
+            "    12     0      1  JIT        bind           bind_monitor\r\n")
+PINS = ("\r\n"
+        "     ID     Type  Path\r\n"
+        "=======  =======  ==============\r\n"
+        "      5  Program  ipip_decap\r\n"
+        "     12  Program  /ebpf/global/other\r\n")
+EMPTY_PROGRAMS = ("\r\n    ID  Pins  Links  Mode       Type           Name\r\n"
+                  "======  ====  =====  =========  =============  ====================\r\n")
+EMPTY_PINS = "\r\n     ID     Type  Path\r\n=======  =======  ==============\r\n"
+
+
+@pytest.mark.parametrize("version, hook", [
+    ("0.12.0", True), ("v0.12.0", True), ("0.12", True), ("0.12.0.0", True), ("0.11.0", True),
+    ("0.9.0", True), ("0.12.0-rc1", True),
+    ("0.13.0", False), ("0.13.0-rc1", False), ("0.14.0", False), ("1.0.0", False), ("1.0.0-rc2", False),
+    ("0.20.0", False), ("1.5.0", False),
+])
+def test_xdp_hook_by_version(winfilters, version, hook):
+    assert winfilters.efw_has_xdp_hook(version) is hook
+
+
+@pytest.mark.parametrize("bad", ["", None, "latest", "0", "0.x.1", "12", " 0.12.0 beta"])
+def test_a_non_version_is_an_error(winfilters, bad):
+    with pytest.raises(AnsibleFilterError, match="is not an eBPF-for-Windows version"):
+        winfilters.efw_has_xdp_hook(bad)
+
+
+@pytest.mark.parametrize("kind, decap, mode, needs", [
+    ("lb", None, "snat", True), ("lb", None, "dsr", True),
+    ("backend", "xdp", "dsr", True), ("backend", "xdp", "snat", False),
+    ("backend", "none", "dsr", False), ("backend", "tc", "dsr", False), ("client", None, "dsr", False),
+])
+def test_which_nodes_need_xdp(winfilters, kind, decap, mode, needs):
+    assert bool(winfilters.efw_xdp_need(kind, decap, mode)) is needs
+
+
+def test_gate_passes_0_12_0_everywhere(winfilters):
+    for kind, decap, mode in (("lb", None, "dsr"), ("backend", "xdp", "dsr"), ("backend", "xdp", "snat")):
+        assert winfilters.efw_xdp_gate("0.12.0", "h", kind, decap, mode) == ""
+
+
+def test_gate_refuses_0_13_on_the_lb_naming_version_and_reason(winfilters):
+    assert winfilters.efw_xdp_gate("0.13.0", "lb", "lb", None, "snat") == (
+        "lb: windows_ebpf_version 0.13.0 has no XDP hook (eBPF-for-Windows removed it from netebpfext "
+        "in 0.13.0, and XDP-for-Windows, its successor, lacks bpf_xdp_adjust_head, which IPIP decap and "
+        "DSR encapsulation need), but this node needs XDP: it is the LB node (the load balancer is an "
+        "XDP program). Use eBPF-for-Windows 0.12.0.")
+
+
+def test_gate_refuses_a_dsr_xdp_backend_on_1_x(winfilters):
+    msg = winfilters.efw_xdp_gate("1.0.0", "win1", "backend", "xdp", "dsr")
+    assert msg.startswith("win1: windows_ebpf_version 1.0.0 has no XDP hook")
+    assert msg.endswith("this node needs XDP: it decapsulates DSR's IPIP packets with XDP (backend_decap "
+                        "xdp, lb_mode dsr). Use eBPF-for-Windows 0.12.0.")
+
+
+def test_gate_lets_a_backend_that_needs_no_xdp_run_a_newer_release(winfilters):
+    assert winfilters.efw_xdp_gate("0.13.0", "win1", "backend", "xdp", "snat") == ""
+    assert winfilters.efw_xdp_gate("1.0.0", "win1", "backend", "none", "dsr") == ""
+
+
+def test_gate_names_a_bad_version(winfilters):
+    assert winfilters.efw_xdp_gate("latest", "win1", "backend", "xdp", "dsr") == (
+        "win1: windows_ebpf_version 'latest' is not an eBPF-for-Windows version (like 0.12.0)")
+
+
+def test_netsh_programs_table(winfilters):
+    assert winfilters.netsh_programs(PROGRAMS) == [
+        {"id": 5, "pins": 1, "links": 1, "mode": "JIT", "type": "xdp", "name": "decap_xdp"},
+        {"id": 12, "pins": 0, "links": 1, "mode": "JIT", "type": "bind", "name": "bind_monitor"}]
+    assert winfilters.netsh_programs(EMPTY_PROGRAMS) == []
+    assert winfilters.netsh_programs("") == []
+    assert winfilters.netsh_programs("The following command was not found: ebpf show programs.") == []
+
+
+def test_netsh_pins_table(winfilters):
+    assert winfilters.netsh_pins(PINS) == [{"id": 5, "type": "Program", "path": "ipip_decap"},
+                                           {"id": 12, "type": "Program", "path": "/ebpf/global/other"}]
+    assert winfilters.netsh_pins(EMPTY_PINS) == []
+
+
+def plan(winfilters, pins=PINS, programs=PROGRAMS, state="present", reload=False):
+    return winfilters.efw_decap_plan(pins, programs, "ipip_decap", "decap_xdp", state, reload)
+
+
+def test_decap_plan_present_and_attached_is_left_alone(winfilters):
+    assert plan(winfilters) == {"action": "none", "ids": [5],
+                                "reason": "program 5 (decap_xdp, xdp) pinned at ipip_decap and attached"}
+
+
+def test_decap_plan_adds_when_nothing_is_pinned(winfilters):
+    assert plan(winfilters, pins=EMPTY_PINS, programs=EMPTY_PROGRAMS) == {
+        "action": "add", "ids": [], "reason": "nothing pinned at ipip_decap"}
+
+
+def test_decap_plan_replaces_a_changed_object(winfilters):
+    assert plan(winfilters, reload=True) == {"action": "replace", "ids": [5],
+                                             "reason": "its object changed (program 5)"}
+
+
+def test_decap_plan_replaces_a_detached_or_foreign_program(winfilters):
+    detached = PROGRAMS.replace("     5     1      1  JIT", "     5     1      0  JIT")
+    assert plan(winfilters, programs=detached)["reason"] == "program 5 (decap_xdp) is pinned but not attached"
+    other = PROGRAMS.replace("decap_xdp", "decap_permit_packet")
+    assert plan(winfilters, programs=other) == {
+        "action": "replace", "ids": [5],
+        "reason": "program 5 pinned at ipip_decap is xdp 'decap_permit_packet', not xdp 'decap_xdp'"}
+    assert plan(winfilters, programs=EMPTY_PROGRAMS)["action"] == "replace"
+
+
+def test_decap_plan_replaces_duplicates(winfilters):
+    two = PINS + "      7  Program  ipip_decap\r\n"
+    assert plan(winfilters, pins=two) == {"action": "replace", "ids": [5, 7],
+                                          "reason": "2 programs pinned at ipip_decap"}
+
+
+def test_decap_plan_absent(winfilters):
+    assert plan(winfilters, state="absent") == {"action": "delete", "ids": [5],
+                                                "reason": "program 5 pinned at ipip_decap"}
+    assert plan(winfilters, pins=EMPTY_PINS, state="absent") == {
+        "action": "none", "ids": [], "reason": "nothing pinned at ipip_decap"}
+
+
+# bcdedit /enum {current} (English), with and without test signing.
+BCD_ON = """
+Windows Boot Loader
+-------------------
+identifier              {current}
+device                  partition=C:
+path                    \\Windows\\system32\\winload.efi
+description             Windows Server
+locale                  en-US
+testsigning             Yes
+nx                      OptOut
+"""
+
+
+def test_bcdedit_testsigning(winfilters):
+    assert winfilters.bcdedit_testsigning(BCD_ON) is True
+    assert winfilters.bcdedit_testsigning(BCD_ON.replace("Yes", "No")) is False
+    assert winfilters.bcdedit_testsigning(BCD_ON.replace("testsigning             Yes\n", "")) is False
+    assert winfilters.bcdedit_testsigning(BCD_ON.replace("\n", "\r\n")) is True
+    assert winfilters.bcdedit_testsigning("") is False
+
+
+def test_filters_are_registered_under_their_names(winfilters):
+    names = set(winfilters.FilterModule().filters())
+    assert names == {"l4lb_efw_has_xdp_hook", "l4lb_efw_xdp_need", "l4lb_efw_xdp_gate", "l4lb_netsh_programs",
+                     "l4lb_netsh_pins", "l4lb_efw_decap_plan", "l4lb_bcdedit_testsigning"}

@@ -15,6 +15,7 @@ import pytest
 
 import labtest  # noqa: F401  (puts module_utils on ansible.module_utils' path)
 from ansible.module_utils.lab_topology import TopologyError, build_topology, get_provider
+from ansible.module_utils.lab_topology import guest_seed
 from ansible.module_utils.lab_topology import libvirt as lv
 
 libvirt = pytest.importorskip("libvirt")
@@ -335,7 +336,7 @@ def test_an_image_of_its_own_boots_with_a_nocloud_seed(image, tmp_path):
     seed = str(tmp_path / "lab" / "seed" / "win1.iso")
     assert f"write seed {seed} (NoCloud: win1, 20.1.1.10, the lab's key)" in done
     want = nocloud_seed("win1", "20.1.1.10/24", 1520, PUBKEY, "02:4c:14:01:01:0a")
-    assert lv.read_seed(seed) == want
+    assert guest_seed.read_seed(seed) == want
     assert subprocess.run(["xorriso", "-indev", seed, "-pvd_info"], capture_output=True,
                           text=True).stdout.count("Volume Id    : cidata") == 1
     xml = hv.lookupByName("l4tv-win1").XMLDesc(0)
@@ -349,5 +350,5 @@ def test_an_image_of_its_own_boots_with_a_nocloud_seed(image, tmp_path):
     acts = [a.text for a in p2.plan("present", p2.current())]
     assert acts[0].startswith(f"write seed {seed}") and "stop domain l4tv-win1 (to apply a changed definition)" in acts
     converge(p2)
-    assert "02:4c:14:01:01:aa" in lv.read_seed(seed)["network-config"]
+    assert "02:4c:14:01:01:aa" in guest_seed.read_seed(seed)["network-config"]
     assert p2.plan("present", p2.current()) == []

@@ -14,6 +14,7 @@ import pytest
 
 import labtest  # noqa: F401  (puts module_utils on ansible.module_utils' path)
 from ansible.module_utils.lab_topology import TopologyError, build_topology, get_provider
+from ansible.module_utils.lab_topology import guest_seed
 from ansible.module_utils.lab_topology import libvirt as lv
 
 libvirt = pytest.importorskip("libvirt")
@@ -77,7 +78,7 @@ def converge(p, state="present"):
 
 
 def test_the_config_drive_files_exactly():
-    files = lv.cloudbase_seed("win1", "20.1.1.10/24", 1520, "02:4c:14:01:01:0a", PASSWORD, b"PFX", "it's")
+    files = guest_seed.cloudbase_seed("win1", "20.1.1.10/24", 1520, "02:4c:14:01:01:0a", PASSWORD, b"PFX", "it's")
     seed_id = json.loads(files["openstack/latest/meta_data.json"])["uuid"]
     assert sorted(files) == ["openstack/latest/meta_data.json", "openstack/latest/network_data.json",
                              "openstack/latest/user_data"]
@@ -109,17 +110,17 @@ def test_the_config_drive_files_exactly():
     # the seed id follows every input: a changed seed is a new instance to cloudbase-init
     def uuid_of(f):
         return json.loads(f["openstack/latest/meta_data.json"])["uuid"]
-    again = uuid_of(lv.cloudbase_seed("win1", "20.1.1.10/24", 1520, "02:4c:14:01:01:0a", PASSWORD, b"PFX", "it's"))
-    other = uuid_of(lv.cloudbase_seed("win1", "20.1.1.10/24", 1520, "02:4c:14:01:01:0a", PASSWORD + "x", b"PFX",
+    again = uuid_of(guest_seed.cloudbase_seed("win1", "20.1.1.10/24", 1520, "02:4c:14:01:01:0a", PASSWORD, b"PFX", "it's"))
+    other = uuid_of(guest_seed.cloudbase_seed("win1", "20.1.1.10/24", 1520, "02:4c:14:01:01:0a", PASSWORD + "x", b"PFX",
                                       "it's"))
     assert again == seed_id != other
 
 
 @pytest.mark.skipif(not shutil.which("xorriso"), reason="xorriso is installed by scripts/setup.sh")
 def test_the_config_drive_is_an_iso_labelled_config_2(tmp_path):
-    files = lv.cloudbase_seed("win1", "20.1.1.10/24", 1500, "02:4c:14:01:01:0a", PASSWORD, b"PFX")
+    files = guest_seed.cloudbase_seed("win1", "20.1.1.10/24", 1500, "02:4c:14:01:01:0a", PASSWORD, b"PFX")
     iso = tmp_path / "seed" / "win1.iso"
-    lv.write_seed(str(iso), files, label="config-2", mode=0o600)
+    guest_seed.write_seed(str(iso), files, label="config-2", mode=0o600)
     assert oct(iso.stat().st_mode & 0o777) == "0o600"
     out = subprocess.run(["xorriso", "-indev", str(iso), "-pvd_info", "-find", "/", "-type", "f"],
                          capture_output=True, text=True, check=True)
@@ -132,7 +133,7 @@ def test_the_config_drive_is_an_iso_labelled_config_2(tmp_path):
                    capture_output=True, check=True)
     for rel, data in files.items():
         assert (extract / rel).read_text() == data
-    assert lv.read_seed(str(iso)) == files
+    assert guest_seed.read_seed(str(iso)) == files
 
 
 def test_windows_domain_boots_its_disk_with_the_config_drive(files, tmp_path):

@@ -18,11 +18,11 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
-import platform
 import shutil
 import subprocess
 from pathlib import Path
 
+from . import platform
 from .errors import InvalidConfig, L4LBError
 from .lifetimes import CtTimeouts
 from .maglev import DEFAULT_SIZE as DEFAULT_MAGLEV_SIZE
@@ -166,13 +166,6 @@ def clang_version(clang: str | None = None) -> str:
     return _version_cache[clang]
 
 
-def _system_includes() -> list[str]:
-    """Where asm/types.h lives on Debian multiarch (clang -target bpf does not look there)."""
-    arch = {"x86_64": "x86_64-linux-gnu", "aarch64": "aarch64-linux-gnu"}.get(platform.machine())
-    dirs = [f"/usr/include/{arch}"] if arch and os.path.isdir(f"/usr/include/{arch}") else []
-    return [f"-I{d}" for d in dirs]
-
-
 WINDOWS_DEFINE = "LB_TARGET_WINDOWS"
 
 
@@ -194,7 +187,7 @@ def compile_object(src: str | os.PathLike, out_path: str | os.PathLike, defines:
     defines = dict(defines or {})
     incs = [f"-I{d}" for d in (include_dirs or [src.parent / "include", src.parent])]
     if efw_include is None:
-        target = _system_includes()
+        target = platform.current().clang_args()
     else:
         defines[WINDOWS_DEFINE] = None
         target = ["-ffreestanding"]

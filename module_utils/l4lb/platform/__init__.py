@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from ..errors import InvalidConfig
 
-NAMES = ("linux",)
+NAMES = ("linux", "windows")
 
 
 @dataclass(frozen=True)
@@ -187,6 +187,9 @@ def _make(name: str) -> Platform:
     if name == "linux":
         from .linux import LinuxPlatform
         return LinuxPlatform()
+    if name == "windows":
+        from .windows import WindowsPlatform
+        return WindowsPlatform()
     raise InvalidConfig(f"platform {name!r} (L4LB_PLATFORM) is not one of {', '.join(NAMES)}")
 
 

@@ -177,6 +177,24 @@ def test_the_core_on_windows_calls_only_exported_functions(win):
     assert win.runs and all(argv == W.powershell_argv(W.device_script("Ethernet")) for argv in win.runs)
 
 
+def test_l4lbctl_on_windows(win, monkeypatch, capsys):
+    """The CLI a Windows role drives: its default pin directory is the adapter's, and
+    ``--json mode show`` answers from the adapter."""
+    import importlib.machinery
+    import importlib.util
+    monkeypatch.delenv("L4LB_PIN_DIR", raising=False)
+    path = os.path.join(os.path.dirname(CORE), "..", "bin", "l4lbctl")
+    loader = importlib.machinery.SourceFileLoader("l4lbctl_win", path)
+    spec = importlib.util.spec_from_loader("l4lbctl_win", loader)
+    cli = importlib.util.module_from_spec(spec)
+    loader.exec_module(cli)
+    assert cli.DEFAULTS["pin_dir"] == "/ebpf/global/l4lb/lb"
+    assert cli.main(["--json", "--device", "Ethernet", "mode", "show"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert (shown["device"], shown["prog_id"], shown["changed"]) == ("Ethernet", 0, False)
+    assert win.api.missing == set()
+
+
 def test_windows_lock_is_one_writer_at_a_time(win):
     with win.adapter.lock("/ebpf/global/l4lbt/lb/maps"):
         with pytest.raises(L4LBError, match="another writer holds the lock on /ebpf/global/l4lbt/lb/maps"):

@@ -7,7 +7,9 @@ The seed's agent compiles ``bpf_xdp.c`` on the LB node with the device's MAC, ad
 and the mode as ``-D`` macros; so do we. Rendering the macros (:func:`render_defines`) is kept
 apart from running the compiler (:func:`compile_object`). The eBPF-for-Windows target is the same
 compile with ``efw_include`` (its ``include/`` directory): compat.h's Windows branch, selected by
-``-DLB_TARGET_WINDOWS`` (scripts/check-efw builds it so against the 0.12.0 headers).
+``-DLB_TARGET_WINDOWS`` (scripts/check-efw builds it so against the 0.12.0 headers). Without
+``efw_include`` the node's own target is built: the platform adapter's ``efw_include()`` (a
+Windows node: eBPF-for-Windows' ``include/``), else Linux's with its ``system_includes()``.
 
     cfg = BuildConfig(lb_ip="20.1.1.1", lb_mac="02:00:14:01:01:01", ifindex=3, mode="snat")
     result = compile_lb(cfg, "/run/l4lb/lb_xdp.o")
@@ -176,7 +178,11 @@ def compile_object(src: str | os.PathLike, out_path: str | os.PathLike, defines:
 
     ``efw_include``: compile for eBPF-for-Windows against that ``include/`` directory instead of
     Linux's headers (-DLB_TARGET_WINDOWS). Its headers include <stdint.h>; -ffreestanding makes
-    that clang's own, not the build host's C library (glibc's cannot serve -target bpf)."""
+    that clang's own, not the build host's C library (glibc's cannot serve -target bpf).
+    None: the node's own target (the platform adapter's ``efw_include()``)."""
+    plat = platform.current()
+    if efw_include is None:
+        efw_include = plat.efw_include()
     src = Path(src)
     out = Path(out_path)
     if not src.is_file():
@@ -187,7 +193,7 @@ def compile_object(src: str | os.PathLike, out_path: str | os.PathLike, defines:
     defines = dict(defines or {})
     incs = [f"-I{d}" for d in (include_dirs or [src.parent / "include", src.parent])]
     if efw_include is None:
-        target = platform.current().clang_args()
+        target = plat.system_includes()
     else:
         defines[WINDOWS_DEFINE] = None
         target = ["-ffreestanding"]

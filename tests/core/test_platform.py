@@ -195,6 +195,18 @@ def test_l4lbctl_on_windows(win, monkeypatch, capsys):
     assert win.api.missing == set()
 
 
+def test_a_windows_node_compiles_for_ebpf_for_windows(tmp_path):
+    """Without efw_include, build.compile_object builds the node's own target: on the Windows
+    adapter eBPF-for-Windows' include/ (refused here, naming it: it has no bpf_helpers.h)."""
+    from l4lb import build
+    src = tmp_path / "x.c"
+    src.write_text("int x;\n")
+    with platform.use(W.WindowsPlatform(efw_dir=str(tmp_path))):
+        with pytest.raises(InvalidConfig, match=r"efw_include '.*\\\\include' has no bpf_helpers.h"):
+            build.compile_object(src, tmp_path / "x.o")
+    assert L.LinuxPlatform().efw_include() is None
+
+
 def test_windows_lock_is_one_writer_at_a_time(win):
     with win.adapter.lock("/ebpf/global/l4lbt/lb/maps"):
         with pytest.raises(L4LBError, match="another writer holds the lock on /ebpf/global/l4lbt/lb/maps"):
@@ -262,9 +274,9 @@ def test_ps_quote_exactly():
     assert W.ps_quote("a'b\u2018c\u201bd") == "'a''b\u2018\u2018c\u201b\u201bd'"
 
 
-def test_windows_clang_args_mutex_and_pins_exactly():
+def test_windows_build_target_mutex_and_pins_exactly():
     adapter = W.WindowsPlatform(efw_dir=EFW_DIR)
-    assert adapter.clang_args() == ["-DLB_TARGET_WINDOWS", "-IC:\\Program Files\\ebpf-for-windows\\include"]
+    assert (adapter.efw_include(), adapter.system_includes()) == ("C:\\Program Files\\ebpf-for-windows\\include", [])
     assert adapter.mutex_name("/ebpf/global/l4lb/lb/maps") == "Global\\l4lb-c88117dfb8c854d1"
     assert (adapter.pin_root, adapter.xdp_modes, adapter.batch_ops) == ("/ebpf/global", ("generic",), False)
 

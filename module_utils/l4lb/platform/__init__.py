@@ -7,8 +7,8 @@ Both systems export the libbpf API (libbpf.so.1; eBPF-for-Windows' ebpfapi.dll),
 map, object and program code (:mod:`..libbpf`) is shared; what differs is here: which library
 and how it logs, the layouts of ``bpf_map_info``/``bpf_prog_info`` and the map type numbers,
 whether batch map calls exist, where and how pins live, how XDP is attached and queried, the
-advisory lock, how a device's index, address, MAC and next hops are found, and clang's extra
-arguments. ARCHITECTURE.md ("Platform seam") lists the members and how to add an adapter.
+advisory lock, how a device's index, address, MAC and next hops are found, and what the datapath
+is compiled for. ARCHITECTURE.md ("Platform seam") lists the members and how to add an adapter.
 
 The adapter is chosen once, by the OS this runs on (``$L4LB_PLATFORM`` overrides it); tests
 swap one in with :func:`use`. Adapters are imported only when chosen, and load their libraries
@@ -174,9 +174,13 @@ class Platform(abc.ABC):
     # --- build ----------------------------------------------------------------------------------
 
     @abc.abstractmethod
-    def clang_args(self) -> list:
-        """clang's arguments beyond ``-O2 -g -target bpf`` and the sources' includes: the
-        system's include directories and the target's macros."""
+    def efw_include(self):
+        """What the datapath is compiled for on this node: eBPF-for-Windows' ``include/``
+        directory (build.compile_object's Windows target), or None for the Linux target."""
+
+    @abc.abstractmethod
+    def system_includes(self) -> list:
+        """clang's include arguments for the Linux target on this build host."""
 
 
 _current: list = []

@@ -347,7 +347,10 @@ class LinuxPlatform(Platform):
 
     # --- build ----------------------------------------------------------------------------------
 
-    def clang_args(self) -> list:
+    def efw_include(self):
+        return None
+
+    def system_includes(self) -> list:
         """Where asm/types.h lives on Debian multiarch (clang -target bpf does not look there)."""
         arch = {"x86_64": "x86_64-linux-gnu", "aarch64": "aarch64-linux-gnu"}.get(_os_platform.machine())
         return [f"-I/usr/include/{arch}"] if arch and os.path.isdir(f"/usr/include/{arch}") else []

@@ -24,8 +24,8 @@
   ``Get-NetIPAddress``; the exact command is :func:`device_script`), next hops through
   iphlpapi's ``SendARP`` (the cache first, else one ARP exchange on the interface the route to
   the address picks).
-- Build: ``-DLB_TARGET_WINDOWS`` and eBPF-for-Windows' ``include`` directory
-  (bpf/include/compat.h).
+- Build: the Windows target of build.compile_object (``-DLB_TARGET_WINDOWS``, bpf/include/compat.h)
+  against eBPF-for-Windows' ``include`` directory.
 
 File descriptors are the C runtime's (EbpfApi.dll uses the same ucrtbase as Python), so
 ``os.close`` and ``os.dup`` serve as on Linux. Nothing here loads a Windows library at import
@@ -432,5 +432,8 @@ class WindowsPlatform(Platform):
 
     # --- build --------------------------------------------------------------------------------
 
-    def clang_args(self) -> list:
-        return ["-DLB_TARGET_WINDOWS", "-I" + ntpath.join(self.efw_dir, "include")]
+    def efw_include(self):
+        return ntpath.join(self.efw_dir, "include")
+
+    def system_includes(self) -> list:
+        return []   # no Linux-target compile here: efw_include() is the target

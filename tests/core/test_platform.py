@@ -119,7 +119,7 @@ def win(tmp_path, monkeypatch):
     adapter = W.WindowsPlatform(efw_dir=EFW_DIR, loader=lambda path: api, system_loader=system.load, run=run)
     objects = {mode: _object_file(tmp_path, f"lb_xdp_{mode}") for mode in ("snat", "dsr")}
     monkeypatch.setattr(program, "_build", lambda desired, dev, out_dir: types.SimpleNamespace(
-        path=objects[desired.mode], defines={}, clang_version="fake"))
+        path=objects[desired.mode], defines={}, clang_version="fake", cached=False))
     with platform.use(adapter):
         yield types.SimpleNamespace(api=api, system=system, runs=runs, adapter=adapter, tmp=tmp_path)
 

@@ -360,6 +360,14 @@ class LibvirtProvider(TopologyProvider):
     def mac(self, n):
         return self.machine(n).mac or n.mac
 
+    def missing(self, snap):
+        """Guests whose domain is not defined or not running; the client too when it is the
+        confined daemon's namespace and the daemon does not run."""
+        out = [n.name for n in self.guests if not snap["domains"].get(n.name, {}).get("active")]
+        if self.client is not None and self.confined and not (snap.get("daemon") or {}).get("running"):
+            out.append(self.client.name)
+        return out
+
     def placement(self):
         nodes = {n.name: {"connection": "ssh", "host": str(n.ip), "domain": self.domain_name(n)}
                  for n in self.guests}

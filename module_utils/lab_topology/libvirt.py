@@ -38,7 +38,6 @@ import shutil
 import socket
 import time
 import urllib.parse
-import uuid
 import xml.etree.ElementTree as ET
 
 from ..l4lb import procs

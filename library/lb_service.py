@@ -14,7 +14,7 @@ description:
   - The seed agent's C(service update --frontend=VIP:PORT --backends=IP:PORT,... --id=N) and
     C(service delete --id N), made declarative.
   - One service (I(id), I(frontend), I(backends), I(state)), or the whole desired set in one call
-    (I(services)): one reconcile of every service listed, with I(prune) choosing between "these
+    (I(services)) - one reconcile of every service listed, with I(prune) choosing between "these
     services, leave the others alone" (the default) and "exactly these services" (every other
     service is removed). The set is validated as a whole (ids and frontends unique, every
     backend valid, every next hop resolved) before any map is written; a refusal names the

@@ -4,19 +4,17 @@
 
 Each verb validates its input first, then reads the kernel's state, then writes (unless
 ``check_mode``), and returns a plain dict with ``changed`` and a ``diff`` (before/after), so the
-same result serves Ansible and ``l4lbctl --json``. Nothing here is Linux-specific except what
-``netdev`` (next-hop resolution) and ``program`` (compile/attach) adapt.
+same result serves Ansible and ``l4lbctl --json``. Nothing here is specific to an OS: what is
+goes through the platform adapter (:mod:`.platform`).
 """
 
 from __future__ import annotations
 
-import os
 import time
 
-from . import ct, program, reconcile
+from . import ct, platform, program, reconcile
 from .errors import InvalidConfig, L4LBError
 from .model import Service, parse_ip, parse_neighbors, parse_service_id, port_translating
-from .netdev import resolve_mac
 from .structs import U32, ip_to_be32
 
 DEFAULT_DEVICE = "eth0"
@@ -28,7 +26,7 @@ DSR_PORTS_WHY = ("in DSR the backend answers the client directly, from the port 
 
 def open_maps(pin_dir: str, maglev_size: int | None = None) -> reconcile.LBMaps:
     maps_dir = program.maps_pin_dir(pin_dir)
-    if not os.path.isdir(maps_dir):
+    if not platform.current().pin_exists(maps_dir):
         raise L4LBError(f"no load balancer is loaded: {maps_dir} does not exist "
                         "(attach it first: xdp_program / l4lbctl mode update)")
     return reconcile.LBMaps.open(maps_dir, maglev_size=maglev_size)
@@ -39,7 +37,7 @@ def resolve_neighbors(ips, device: str, known: dict | None = None) -> dict:
     known = parse_neighbors(known or {})
     out = {}
     for ip in ips:
-        out[ip] = known.get(ip) or resolve_mac(ip, device)
+        out[ip] = known.get(ip) or platform.current().resolve_mac(ip, device)
     return out
 
 
@@ -141,7 +139,7 @@ def ct_gc_loop(pin_dir: str, timeouts=None, every_s: float = 5.0, passes: int = 
     total = {"ct": 0, "snat": 0}
     done = 0
     with open_maps(pin_dir) as maps:
-        while os.path.isdir(maps_dir) and (passes == 0 or done < passes):
+        while platform.current().pin_exists(maps_dir) and (passes == 0 or done < passes):
             r = ct.gc(maps, timeouts, suspects=suspects)
             suspects = r["suspects"]
             total["ct"] += r["ct_deleted"]
@@ -159,7 +157,7 @@ def program_info(device: str, pin_dir: str) -> dict:
     """What ``device`` runs (program, mode) and the LB's trouble counters (every non-zero DROP_*
     and PASS_MTU reason; {} when no maps are pinned)."""
     info = {"changed": False, "status": program.status(device, pin_dir).as_dict(), "trouble": {}}
-    if os.path.isdir(program.maps_pin_dir(pin_dir)):
+    if platform.current().pin_exists(program.maps_pin_dir(pin_dir)):
         with open_maps(pin_dir) as maps:
             info["trouble"] = ct.trouble_counters(maps)
     return info
@@ -183,7 +181,7 @@ def mode_update(desired: program.Desired, check_mode: bool = False) -> dict:
     unpins everything and programs every service again; keeping the maps also keeps CT).
     DSR is refused, before anything is compiled or attached (check mode too), while a
     port-translating service is programmed."""
-    if desired.mode != "dsr" or not os.path.isdir(program.maps_pin_dir(desired.pin_dir)):
+    if desired.mode != "dsr" or not platform.current().pin_exists(program.maps_pin_dir(desired.pin_dir)):
         return program.ensure_present(desired, check_mode=check_mode)
     # Under the maps' lock: no service update can slip in between the check and the switch.
     with open_maps(desired.pin_dir) as maps, maps.locked():

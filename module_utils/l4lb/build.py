@@ -7,7 +7,9 @@ The seed's agent compiles ``bpf_xdp.c`` on the LB node with the device's MAC, ad
 and the mode as ``-D`` macros; so do we. Rendering the macros (:func:`render_defines`) is kept
 apart from running the compiler (:func:`compile_object`). The eBPF-for-Windows target is the same
 compile with ``efw_include`` (its ``include/`` directory): compat.h's Windows branch, selected by
-``-DLB_TARGET_WINDOWS`` (scripts/check-efw builds it so against the 0.12.0 headers).
+``-DLB_TARGET_WINDOWS`` (scripts/check-efw builds it so against the 0.12.0 headers). Without
+``efw_include`` the node's own target is built: the platform adapter's ``efw_include()`` (a
+Windows node: eBPF-for-Windows' ``include/``), else Linux's with its ``system_includes()``.
 
     cfg = BuildConfig(lb_ip="20.1.1.1", lb_mac="02:00:14:01:01:01", ifindex=3, mode="snat")
     result = compile_lb(cfg, "/run/l4lb/lb_xdp.o")
@@ -20,11 +22,11 @@ import hashlib
 import ipaddress
 import json
 import os
-import platform
 import shutil
 import subprocess
 from pathlib import Path
 
+from . import platform
 from .errors import InvalidConfig, L4LBError
 from .lifetimes import CtTimeouts
 from .maglev import DEFAULT_SIZE as DEFAULT_MAGLEV_SIZE
@@ -169,13 +171,6 @@ def clang_version(clang: str | None = None) -> str:
     return _version_cache[clang]
 
 
-def _system_includes() -> list[str]:
-    """Where asm/types.h lives on Debian multiarch (clang -target bpf does not look there)."""
-    arch = {"x86_64": "x86_64-linux-gnu", "aarch64": "aarch64-linux-gnu"}.get(platform.machine())
-    dirs = [f"/usr/include/{arch}"] if arch and os.path.isdir(f"/usr/include/{arch}") else []
-    return [f"-I{d}" for d in dirs]
-
-
 WINDOWS_DEFINE = "LB_TARGET_WINDOWS"
 
 
@@ -186,7 +181,11 @@ def compile_object(src: str | os.PathLike, out_path: str | os.PathLike, defines:
 
     ``efw_include``: compile for eBPF-for-Windows against that ``include/`` directory instead of
     Linux's headers (-DLB_TARGET_WINDOWS). Its headers include <stdint.h>; -ffreestanding makes
-    that clang's own, not the build host's C library (glibc's cannot serve -target bpf)."""
+    that clang's own, not the build host's C library (glibc's cannot serve -target bpf).
+    None: the node's own target (the platform adapter's ``efw_include()``)."""
+    plat = platform.current()
+    if efw_include is None:
+        efw_include = plat.efw_include()
     src = Path(os.path.abspath(src))  # clang's dependency list then names files absolutely
     out = Path(out_path)
     if not src.is_file():
@@ -197,7 +196,7 @@ def compile_object(src: str | os.PathLike, out_path: str | os.PathLike, defines:
     defines = dict(defines or {})
     incs = [f"-I{d}" for d in (include_dirs or [src.parent / "include", src.parent])]
     if efw_include is None:
-        target = _system_includes()
+        target = plat.system_includes()
     else:
         defines[WINDOWS_DEFINE] = None
         target = ["-ffreestanding"]

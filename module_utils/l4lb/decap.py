@@ -8,13 +8,13 @@ tag, never by files; check mode touches nothing."""
 from __future__ import annotations
 
 import os
+import posixpath
 import tempfile
 from dataclasses import asdict, dataclass, field
 
-from . import xdp
+from . import platform, xdp
 from .build import compile_object
 from .errors import InvalidConfig
-from .netdev import ifindex as device_ifindex
 from .program import load_object
 from .tc import TcIngress
 
@@ -33,7 +33,7 @@ class DecapSpec:
 
     @property
     def pin(self) -> str:
-        return os.path.join(self.pin_dir, f"decap_{self.method}")
+        return posixpath.join(self.pin_dir, f"decap_{self.method}")
 
 
 def _view(d: dict) -> dict:
@@ -110,10 +110,10 @@ def _absent(spec, ifindex, tc, actions, check_mode):
             actions.append(f"delete clsact qdisc on {spec.device} (no filter left)")
             if not check_mode:
                 tc.delete_clsact()
-    if os.path.lexists(spec.pin):
+    if platform.current().pin_exists(spec.pin):
         actions.append(f"remove pin {spec.pin}")
         if not check_mode:
-            os.unlink(spec.pin)
+            platform.current().unpin(spec.pin)
     return cur, {"prog_id": None, "tag": cur["tag"] or None, "name": cur["name"] or None}
 
 
@@ -123,7 +123,7 @@ def ensure(spec: DecapSpec, state: str = "present", check_mode: bool = False, di
 
     ``run_command`` and ``tc_bin`` (the module's run_command and the path of tc) are needed
     for method=tc only."""
-    ifindex = device_ifindex(spec.device)
+    ifindex = platform.current().ifindex(spec.device)
     tc = TcIngress(run_command, tc_bin, spec.device, spec.tc_pref) if spec.method == "tc" else None
     actions: list[str] = []
     if state == "present":

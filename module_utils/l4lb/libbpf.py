@@ -1,12 +1,13 @@
 # Copyright: (c) 2026, L4LB lab toolkit contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""ctypes adapter over libbpf: the only place the control plane touches the BPF syscall.
+"""The libbpf API over ctypes, as both systems export it: libbpf.so.1 on Linux, ebpfapi.dll on
+Windows (eBPF-for-Windows exports bpf_object__open_file, bpf_obj_get, bpf_map_*_elem, ...), so the
+rest of the core is written against this module and :mod:`.platform` only.
 
-Linux loads ``libbpf.so.1``; eBPF-for-Windows exports the same API from ``ebpfapi.dll``
-(bpf_object__open_file, bpf_object__load, bpf_obj_get, bpf_map_*_elem, ...), so the rest of
-the core is written against this module only. Functions that eBPF-for-Windows lacks
-(batch operations, BPF_PROG_TEST_RUN, bpf_xdp_attach) are marked "Linux" below; callers fall
-back or avoid them there.
+Which library is loaded, the layouts of the info structs, map type numbers, batch map calls,
+XDP attachment, pins and devices differ between the two: those are the platform adapter's
+(:mod:`.platform`; ``platform.current()``). Nothing here calls a function the other system
+lacks, except the batch calls, which run only where the adapter has them (``batch_ops``).
 
 libbpf 1.x convention: int-returning calls return -errno; pointer-returning calls return NULL
 and set errno. Every failure raises :class:`BpfError` naming the operation.
@@ -15,15 +16,13 @@ and set errno. Every failure raises :class:`BpfError` naming the operation.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno as _errno
 import os
-import sys
-import threading
 
-from .errors import BpfError, L4LBError
+from . import platform
+from .errors import BpfError
 
-# --- constants (uapi/linux/bpf.h, if_link.h) -------------------------------------------
+# --- constants (uapi/linux/bpf.h): the core's numbering on every platform ---------------------
 
 BPF_ANY = 0
 BPF_NOEXIST = 1
@@ -42,23 +41,9 @@ PERCPU_MAP_TYPES = frozenset(
     {BPF_MAP_TYPE_PERCPU_HASH, BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_LRU_PERCPU_HASH}
 )
 
-XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
-XDP_FLAGS_SKB_MODE = 1 << 1
-XDP_FLAGS_DRV_MODE = 1 << 2
-XDP_FLAGS_HW_MODE = 1 << 3
-XDP_FLAGS_REPLACE = 1 << 4
-
-XDP_ATTACHED_NONE = 0
-XDP_ATTACHED_DRV = 1
-XDP_ATTACHED_SKB = 2
-XDP_ATTACHED_HW = 3
-XDP_ATTACHED_MULTI = 4
-
 # Linux XDP verdicts (eBPF-for-Windows numbers them differently; see bpf/include/compat.h).
 XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT = range(5)
 TC_ACT_OK, TC_ACT_SHOT = 0, 2
-
-LIBBPF_WARN, LIBBPF_INFO, LIBBPF_DEBUG = range(3)
 
 
 # --- option structs (libbpf 1.1 layouts; `sz` first, so newer libbpf accepts them) -------
@@ -106,17 +91,6 @@ class XdpAttachOpts(ctypes.Structure):
     _fields_ = [("sz", ctypes.c_size_t), ("old_prog_fd", ctypes.c_int)]
 
 
-class XdpQueryOpts(ctypes.Structure):
-    _fields_ = [
-        ("sz", ctypes.c_size_t),
-        ("prog_id", ctypes.c_uint32),
-        ("drv_prog_id", ctypes.c_uint32),
-        ("hw_prog_id", ctypes.c_uint32),
-        ("skb_prog_id", ctypes.c_uint32),
-        ("attach_mode", ctypes.c_uint8),
-    ]
-
-
 class MapCreateOpts(ctypes.Structure):
     _fields_ = [
         ("sz", ctypes.c_size_t),
@@ -132,185 +106,81 @@ class MapCreateOpts(ctypes.Structure):
     ]
 
 
-class MapInfo(ctypes.Structure):
-    """struct bpf_map_info (prefix we read)."""
+# --- the functions both systems export, and the library ------------------------------------
 
-    _fields_ = [
-        ("type", ctypes.c_uint32),
-        ("id", ctypes.c_uint32),
-        ("key_size", ctypes.c_uint32),
-        ("value_size", ctypes.c_uint32),
-        ("max_entries", ctypes.c_uint32),
-        ("map_flags", ctypes.c_uint32),
-        ("name", ctypes.c_char * 16),
-        ("ifindex", ctypes.c_uint32),
-        ("btf_vmlinux_value_type_id", ctypes.c_uint32),
-        ("netns_dev", ctypes.c_uint64),
-        ("netns_ino", ctypes.c_uint64),
-        ("btf_id", ctypes.c_uint32),
-        ("btf_key_type_id", ctypes.c_uint32),
-        ("btf_value_type_id", ctypes.c_uint32),
-        ("_pad", ctypes.c_uint32),
-        ("map_extra", ctypes.c_uint64),
-    ]
+_vp, _cp, _i, _u32 = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_uint32
+_u32p = ctypes.POINTER(_u32)
 
+# name -> (restype, argtypes): what this module calls on either system. An adapter sets these
+# (and its own functions') signatures when it loads its library.
+SIGNATURES = {
+    "bpf_object__open_file": (_vp, [_cp, ctypes.POINTER(ObjectOpenOpts)]),
+    "bpf_object__load": (_i, [_vp]),
+    "bpf_object__close": (None, [_vp]),
+    "bpf_object__next_program": (_vp, [_vp, _vp]),
+    "bpf_object__find_map_by_name": (_vp, [_vp, _cp]),
+    "bpf_object__next_map": (_vp, [_vp, _vp]),
+    "bpf_program__fd": (_i, [_vp]),
+    "bpf_program__name": (_cp, [_vp]),
+    "bpf_program__pin": (_i, [_vp, _cp]),
+    "bpf_map__fd": (_i, [_vp]),
+    "bpf_map__name": (_cp, [_vp]),
+    "bpf_obj_get": (_i, [_cp]),
+    "bpf_obj_pin": (_i, [_i, _cp]),
+    "bpf_obj_get_info_by_fd": (_i, [_i, _vp, _u32p]),
+    "bpf_map_create": (_i, [_i, _cp, _u32, _u32, _u32, ctypes.POINTER(MapCreateOpts)]),
+    "bpf_map_lookup_elem": (_i, [_i, _vp, _vp]),
+    "bpf_map_update_elem": (_i, [_i, _vp, _vp, ctypes.c_uint64]),
+    "bpf_map_delete_elem": (_i, [_i, _vp]),
+    "bpf_map_get_next_key": (_i, [_i, _vp, _vp]),
+    "bpf_prog_get_fd_by_id": (_i, [_u32]),
+    "bpf_map_get_fd_by_id": (_i, [_u32]),
+    "bpf_prog_test_run_opts": (_i, [_i, ctypes.POINTER(TestRunOpts)]),
+    "bpf_xdp_attach": (_i, [_i, _i, _u32, ctypes.POINTER(XdpAttachOpts)]),
+    "bpf_xdp_detach": (_i, [_i, _u32, ctypes.POINTER(XdpAttachOpts)]),
+    "libbpf_num_possible_cpus": (_i, []),
+}
 
-class ProgInfo(ctypes.Structure):
-    """struct bpf_prog_info (prefix we read)."""
-
-    _fields_ = [
-        ("type", ctypes.c_uint32),
-        ("id", ctypes.c_uint32),
-        ("tag", ctypes.c_uint8 * 8),
-        ("jited_prog_len", ctypes.c_uint32),
-        ("xlated_prog_len", ctypes.c_uint32),
-        ("jited_prog_insns", ctypes.c_uint64),
-        ("xlated_prog_insns", ctypes.c_uint64),
-        ("load_time", ctypes.c_uint64),
-        ("created_by_uid", ctypes.c_uint32),
-        ("nr_map_ids", ctypes.c_uint32),
-        ("map_ids", ctypes.c_uint64),
-        ("name", ctypes.c_char * 16),
-        ("ifindex", ctypes.c_uint32),
-        ("gpl_compatible", ctypes.c_uint32),
-        ("netns_dev", ctypes.c_uint64),
-        ("netns_ino", ctypes.c_uint64),
-        ("nr_jited_ksyms", ctypes.c_uint32),
-        ("nr_jited_func_lens", ctypes.c_uint32),
-        ("jited_ksyms", ctypes.c_uint64),
-        ("jited_func_lens", ctypes.c_uint64),
-        ("btf_id", ctypes.c_uint32),
-        ("func_info_rec_size", ctypes.c_uint32),
-        ("func_info", ctypes.c_uint64),
-        ("nr_func_info", ctypes.c_uint32),
-        ("nr_line_info", ctypes.c_uint32),
-        ("line_info", ctypes.c_uint64),
-        ("jited_line_info", ctypes.c_uint64),
-        ("nr_jited_line_info", ctypes.c_uint32),
-        ("line_info_rec_size", ctypes.c_uint32),
-        ("jited_line_info_rec_size", ctypes.c_uint32),
-        ("nr_prog_tags", ctypes.c_uint32),
-        ("prog_tags", ctypes.c_uint64),
-        ("run_time_ns", ctypes.c_uint64),
-        ("run_cnt", ctypes.c_uint64),
-        ("recursion_misses", ctypes.c_uint64),
-        ("verified_insns", ctypes.c_uint32),
-        ("attach_btf_obj_id", ctypes.c_uint32),
-        ("attach_btf_id", ctypes.c_uint32),
-        ("_pad", ctypes.c_uint32),
-    ]
+# The batch calls (Linux >= 5.6; not in eBPF-for-Windows): called only where batch_ops is set.
+BATCH_SIGNATURES = {
+    "bpf_map_lookup_batch": (_i, [_i, _vp, _vp, _vp, _vp, _u32p, ctypes.POINTER(MapBatchOpts)]),
+    "bpf_map_update_batch": (_i, [_i, _vp, _vp, _u32p, ctypes.POINTER(MapBatchOpts)]),
+    "bpf_map_delete_batch": (_i, [_i, _vp, _u32p, ctypes.POINTER(MapBatchOpts)]),
+}
 
 
-# --- library loading and the log hook ----------------------------------------------------
-
-_PRINT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
-_log_lock = threading.Lock()
-_log_lines: list[str] = []
-
-
-def _library_name() -> str:
-    if sys.platform == "win32":
-        return "ebpfapi.dll"
-    return "libbpf.so.1"
-
-
-def _load():
-    name = _library_name()
-    try:
-        lib = ctypes.CDLL(name, use_errno=True)
-    except OSError as exc:
-        hint = "install eBPF for Windows" if sys.platform == "win32" else "apt-get install libbpf1"
-        raise L4LBError(f"cannot load {name} ({exc}); libbpf 1.x is needed on this node: {hint}") from exc
-    vp, cp, i, u32, sz = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_uint32, ctypes.c_size_t
-    sigs = {
-        "bpf_object__open_file": (vp, [cp, ctypes.POINTER(ObjectOpenOpts)]),
-        "bpf_object__load": (i, [vp]),
-        "bpf_object__close": (None, [vp]),
-        "bpf_object__find_program_by_name": (vp, [vp, cp]),
-        "bpf_object__next_program": (vp, [vp, vp]),
-        "bpf_object__find_map_by_name": (vp, [vp, cp]),
-        "bpf_object__next_map": (vp, [vp, vp]),
-        "bpf_program__fd": (i, [vp]),
-        "bpf_program__name": (cp, [vp]),
-        "bpf_program__section_name": (cp, [vp]),
-        "bpf_program__pin": (i, [vp, cp]),
-        "bpf_program__set_autoload": (i, [vp, ctypes.c_bool]),
-        "bpf_map__fd": (i, [vp]),
-        "bpf_map__name": (cp, [vp]),
-        "bpf_map__set_pin_path": (i, [vp, cp]),
-        "bpf_map__pin_path": (cp, [vp]),
-        "bpf_map__is_pinned": (ctypes.c_bool, [vp]),
-        "bpf_map__reuse_fd": (i, [vp, i]),
-        "bpf_map__set_max_entries": (i, [vp, u32]),
-        "bpf_obj_get": (i, [cp]),
-        "bpf_obj_pin": (i, [i, cp]),
-        "bpf_obj_get_info_by_fd": (i, [i, vp, ctypes.POINTER(u32)]),
-        "bpf_map_create": (i, [i, cp, u32, u32, u32, ctypes.POINTER(MapCreateOpts)]),
-        "bpf_map_lookup_elem": (i, [i, vp, vp]),
-        "bpf_map_update_elem": (i, [i, vp, vp, ctypes.c_uint64]),
-        "bpf_map_delete_elem": (i, [i, vp]),
-        "bpf_map_get_next_key": (i, [i, vp, vp]),
-        "bpf_map_lookup_batch": (i, [i, vp, vp, vp, vp, ctypes.POINTER(u32), ctypes.POINTER(MapBatchOpts)]),
-        "bpf_map_update_batch": (i, [i, vp, vp, ctypes.POINTER(u32), ctypes.POINTER(MapBatchOpts)]),
-        "bpf_map_delete_batch": (i, [i, vp, ctypes.POINTER(u32), ctypes.POINTER(MapBatchOpts)]),
-        "bpf_prog_get_fd_by_id": (i, [u32]),
-        "bpf_map_get_fd_by_id": (i, [u32]),
-        "bpf_prog_test_run_opts": (i, [i, ctypes.POINTER(TestRunOpts)]),
-        "bpf_xdp_attach": (i, [i, i, u32, ctypes.POINTER(XdpAttachOpts)]),
-        "bpf_xdp_detach": (i, [i, u32, ctypes.POINTER(XdpAttachOpts)]),
-        "bpf_xdp_query": (i, [i, i, ctypes.POINTER(XdpQueryOpts)]),
-        "libbpf_num_possible_cpus": (i, []),
-        "libbpf_set_print": (vp, [_PRINT_FN]),
-    }
-    for name, (restype, argtypes) in sigs.items():
+def set_signatures(lib, signatures: dict) -> None:
+    """Set restype/argtypes of each function in ``signatures`` that ``lib`` has (an older
+    library without one fails only when it is called)."""
+    for name, (restype, argtypes) in signatures.items():
         fn = getattr(lib, name, None)
-        if fn is None:  # older libbpf or ebpfapi.dll without it: fail only when used
+        if fn is None:
             continue
         fn.restype = restype
         fn.argtypes = argtypes
-    del sz
-    return lib
 
 
 class _LazyLib:
-    """libbpf, loaded on first use: importing this module works without it (a module can then
-    report a missing libbpf as a task failure), and each function is looked up once."""
+    """The current platform's library, loaded on first use: importing this module works
+    without it (a module can then report a missing library as a task failure), and each
+    function is looked up once (again after ``platform.use`` switches adapters)."""
 
     def __getattr__(self, name):
-        lib = self.__dict__.get("cdll")
-        if lib is None:
-            lib = self.__dict__["cdll"] = _load()
-            if hasattr(lib, "libbpf_set_print"):
-                lib.libbpf_set_print(_print_hook)
-        fn = getattr(lib, name)
+        fn = getattr(platform.current().library(), name)
         setattr(self, name, fn)
         return fn
 
+    def _reset(self) -> None:
+        self.__dict__.clear()
+
 
 _lib = _LazyLib()
-_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True) if sys.platform != "win32" else None
-
-
-@_PRINT_FN
-def _print_hook(level, fmt, va_list):
-    """Collect libbpf's messages (the verifier log among them) instead of printing them."""
-    if _libc is None:
-        return 0
-    buf = ctypes.create_string_buffer(4096)
-    _libc.vsnprintf.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_void_p]
-    _libc.vsnprintf(buf, len(buf), fmt, va_list)
-    with _log_lock:
-        if level <= LIBBPF_INFO:
-            _log_lines.append(buf.value.decode(errors="replace"))
-    return 0
+platform.on_switch(_lib._reset)
 
 
 def take_log() -> str:
-    """Return and clear what libbpf logged since the last call (warnings, verifier output)."""
-    with _log_lock:
-        text = "".join(_log_lines)
-        _log_lines.clear()
-    return text
+    """Return and clear what the library logged since the last call (warnings, verifier output)."""
+    return platform.current().take_log()
 
 
 # What a kernel or map type without batch lookups answers (the callers fall back to one by one).
@@ -346,18 +216,19 @@ def obj_pin(fd: int, path: str) -> None:
     _check(_lib.bpf_obj_pin(fd, os.fsencode(path)), "bpf_obj_pin", path)
 
 
-def map_info(fd: int) -> MapInfo:
-    info = MapInfo()
+def obj_info(fd: int, info, what: str):
+    """Fill the ctypes struct ``info`` (the platform's layout) from ``fd``."""
     size = ctypes.c_uint32(ctypes.sizeof(info))
-    _check(_lib.bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size)), "bpf_obj_get_info_by_fd(map)")
+    _check(_lib.bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size)), f"bpf_obj_get_info_by_fd({what})")
     return info
 
 
-def prog_info(fd: int) -> ProgInfo:
-    info = ProgInfo()
-    size = ctypes.c_uint32(ctypes.sizeof(info))
-    _check(_lib.bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size)), "bpf_obj_get_info_by_fd(prog)")
-    return info
+def map_info(fd: int) -> platform.MapInfo:
+    return platform.current().map_info(fd)
+
+
+def prog_info(fd: int) -> platform.ProgInfo:
+    return platform.current().prog_info(fd)
 
 
 def prog_fd_by_id(prog_id: int) -> int:
@@ -380,7 +251,7 @@ class Map:
     def __init__(self, fd: int, name: str = ""):
         self.fd = fd
         info = map_info(fd)
-        self.name = name or info.name.decode()
+        self.name = name or info.name
         self.type = info.type
         self.id = info.id
         self.key_size = info.key_size
@@ -468,6 +339,9 @@ class Map:
 
     def items(self):
         """All (key, value) pairs. Uses one batch call where the kernel supports it."""
+        if not platform.current().batch_ops:
+            yield from self._items_by_key()
+            return
         try:
             yield from self.lookup_batch()
             return
@@ -515,6 +389,8 @@ class Map:
 
     def items_list(self, chunk: int = 8192) -> list:
         """All (key, value) pairs as a list, like items() but with bigger batches."""
+        if not platform.current().batch_ops:
+            return list(self._items_by_key())
         out = []
         try:
             for batch in self._lookup_batches(chunk):
@@ -529,6 +405,10 @@ class Map:
         """Write many (key, value) pairs in one syscall; falls back to single updates."""
         pairs = [(bytes(k), bytes(v)) for k, v in pairs]
         if not pairs:
+            return
+        if not platform.current().batch_ops:
+            for k, v in pairs:
+                self.update(k, v, flags)
             return
         keys = b"".join(kv[0] for kv in pairs)
         values = b"".join(kv[1] for kv in pairs)
@@ -551,6 +431,10 @@ class Map:
         keys = [bytes(k) for k in keys]
         if not keys:
             return
+        if not platform.current().batch_ops:
+            for k in keys:
+                self.delete(k)
+            return
         blob = b"".join(keys)
         n = ctypes.c_uint32(len(keys))
         opts = MapBatchOpts(sz=ctypes.sizeof(MapBatchOpts))
@@ -568,7 +452,7 @@ def map_create(map_type: int, name: str, key_size: int, value_size: int, max_ent
                inner_map_fd: int = 0, map_flags: int = 0) -> int:
     opts = MapCreateOpts(sz=ctypes.sizeof(MapCreateOpts), inner_map_fd=inner_map_fd, map_flags=map_flags)
     return _check(
-        _lib.bpf_map_create(map_type, name.encode(), key_size, value_size, max_entries, ctypes.byref(opts)),
+        _lib.bpf_map_create(platform.current().native_map_type(map_type), name.encode(), key_size, value_size, max_entries, ctypes.byref(opts)),
         "bpf_map_create",
         name,
     )
@@ -662,7 +546,7 @@ class Program:
         _check(_lib.bpf_program__pin(self._p, os.fsencode(path)), "bpf_program__pin", path)
 
 
-# --- test runs (Linux: BPF_PROG_TEST_RUN) --------------------------------------------------
+# --- test runs (BPF_PROG_TEST_RUN; eBPF-for-Windows exports it too) --------------------------------------------------
 
 def prog_test_run(prog_fd: int, data: bytes, repeat: int = 1, out_size: int | None = None) -> tuple[int, bytes, int]:
     """Run a program on one packet; returns (retval, packet out, duration ns per run)."""
@@ -708,30 +592,3 @@ class TestRunner:
 
     def output(self) -> bytes:
         return self.dout.raw[: self.opts.data_size_out]
-
-
-# --- XDP attachment (Linux netlink via libbpf) --------------------------------------------
-
-def xdp_attach(ifindex: int, prog_fd: int, flags: int = 0, old_prog_fd: int | None = None) -> None:
-    """Attach, or atomically replace (no window without a program) when one is attached.
-
-    With ``old_prog_fd`` the kernel replaces only if that program is still the attached one
-    (XDP_FLAGS_REPLACE), so two writers cannot silently overwrite each other.
-    """
-    opts = XdpAttachOpts(sz=ctypes.sizeof(XdpAttachOpts))
-    if old_prog_fd is not None:
-        opts.old_prog_fd = old_prog_fd
-        flags |= XDP_FLAGS_REPLACE
-    _check(_lib.bpf_xdp_attach(ifindex, prog_fd, flags, ctypes.byref(opts)), "bpf_xdp_attach", f"ifindex {ifindex}")
-
-
-def xdp_detach(ifindex: int, flags: int = 0) -> None:
-    opts = XdpAttachOpts(sz=ctypes.sizeof(XdpAttachOpts))
-    _check(_lib.bpf_xdp_detach(ifindex, flags, ctypes.byref(opts)), "bpf_xdp_detach", f"ifindex {ifindex}")
-
-
-def xdp_query(ifindex: int) -> XdpQueryOpts:
-    """Which XDP program ids are attached to ifindex, and in which mode."""
-    q = XdpQueryOpts(sz=ctypes.sizeof(XdpQueryOpts))
-    _check(_lib.bpf_xdp_query(ifindex, 0, ctypes.byref(q)), "bpf_xdp_query", f"ifindex {ifindex}")
-    return q

@@ -10,16 +10,15 @@ pinned by name by libbpf, so a reload or mode switch keeps services and connecti
 from __future__ import annotations
 
 import os
+import posixpath
 import shutil
 import tempfile
 from dataclasses import dataclass, field
 
-from . import libbpf, xdp
+from . import libbpf, platform, xdp
 from .build import BuildConfig, compile_lb
 from .errors import BpfError, InvalidConfig, L4LBError
 from .maglev import DEFAULT_SIZE
-from .netdev import device as device_info
-from .netdev import ifindex as device_ifindex
 
 ATTACH_MODES = xdp.ATTACH_MODES
 VERIFIER_LOG_LINES = 30
@@ -53,21 +52,19 @@ class ProgramStatus:
 
 
 def prog_pin_path(pin_dir: str) -> str:
-    return os.path.join(pin_dir, "prog")
+    return posixpath.join(pin_dir, "prog")
 
 
 def maps_pin_dir(pin_dir: str) -> str:
-    return os.path.join(pin_dir, "maps")
+    return posixpath.join(pin_dir, "maps")
 
 
 def status(device: str, pin_dir: str) -> ProgramStatus:
-    ifindex = device_ifindex(device)
-    st = ProgramStatus(device=device, ifindex=ifindex, attached=xdp.attached(ifindex),
-                       pinned_prog_id=xdp.pinned_prog_id(prog_pin_path(pin_dir)))
-    mdir = maps_pin_dir(pin_dir)
-    if os.path.isdir(mdir):
-        st.maps_pinned = sorted(os.listdir(mdir))
-    return st
+    plat = platform.current()
+    ifindex = plat.ifindex(device)
+    return ProgramStatus(device=device, ifindex=ifindex, attached=xdp.attached(ifindex),
+                         pinned_prog_id=xdp.pinned_prog_id(prog_pin_path(pin_dir)),
+                         maps_pinned=plat.pins_under(maps_pin_dir(pin_dir)))
 
 
 def trim_verifier_log(log: str, lines: int = VERIFIER_LOG_LINES) -> str:
@@ -100,8 +97,7 @@ class Desired:
             raise InvalidConfig(f"attach_mode {self.attach_mode!r} is not one of {', '.join(ATTACH_MODES)}")
         if not os.path.isdir(self.src_dir):
             raise InvalidConfig(f"src {self.src_dir!r} is not a directory with the bpf/ sources")
-        if not os.path.isdir("/sys/fs/bpf") or not os.path.ismount("/sys/fs/bpf"):
-            raise InvalidConfig("bpffs is not mounted at /sys/fs/bpf")
+        platform.current().check_pins()
 
 
 def _build(desired: Desired, dev, out_dir: str):
@@ -134,7 +130,8 @@ def load_object(obj_path: str, pin_root: str | None = None) -> libbpf.BpfObject:
 def ensure_present(desired: Desired, check_mode: bool = False) -> dict:
     """Compile, load, pin and attach; replace atomically when the running program differs."""
     desired.validate()
-    dev = device_info(desired.device)
+    plat = platform.current()
+    dev = plat.device(desired.device)
     before = status(desired.device, desired.pin_dir)
     os.makedirs(desired.build_dir, exist_ok=True)
     work = tempfile.mkdtemp(prefix="build-", dir=desired.build_dir)
@@ -145,16 +142,12 @@ def ensure_present(desired: Desired, check_mode: bool = False) -> dict:
         maps_dir = maps_pin_dir(desired.pin_dir)
         if check_mode:
             # The candidate gets throw-away maps in a private pin root (every map pins by name,
-            # and without a root libbpf would pin into /sys/fs/bpf itself); nothing is attached.
-            load_root = tempfile.mkdtemp(prefix="l4lb_check_", dir="/sys/fs/bpf")
+            # and without a root libbpf would pin into the pin root itself); nothing is attached.
+            with plat.temp_pin_root() as load_root:
+                obj = load_object(build.path, load_root)
         else:
-            os.makedirs(maps_dir, exist_ok=True)
-            load_root = maps_dir
-        try:
-            obj = load_object(build.path, load_root)
-        finally:
-            if check_mode:
-                shutil.rmtree(load_root, ignore_errors=True)
+            plat.prepare_pin_dir(maps_dir)
+            obj = load_object(build.path, maps_dir)
         try:
             prog = obj.program()
             cand = xdp.prog_summary(prog.fd)
@@ -208,7 +201,8 @@ def ensure_absent(device: str, pin_dir: str, check_mode: bool = False) -> dict:
         before = status(device, pin_dir)
     except InvalidConfig:
         before = None  # the device is gone: only the pins can be left
-    has_pins = os.path.exists(pin_dir)
+    plat = platform.current()
+    has_pins = plat.pin_exists(pin_dir)
     ours = bool(before and before.attached.present and before.attached.prog_id == before.pinned_prog_id)
     changed = ours or has_pins
     result = {"changed": changed,
@@ -220,5 +214,5 @@ def ensure_absent(device: str, pin_dir: str, check_mode: bool = False) -> dict:
     if ours:
         xdp.detach(before.ifindex, before.attached.attach_mode)
     if has_pins:
-        shutil.rmtree(pin_dir)
+        plat.remove_pins(pin_dir)
     return result

@@ -55,19 +55,14 @@ Entries written (ARCHITECTURE.md):
 
 from __future__ import annotations
 
-import contextlib
 import errno as _errno
 import os
+import posixpath
 import socket
-
-try:
-    import fcntl
-except ImportError:  # Windows
-    fcntl = None
 from array import array
 from dataclasses import dataclass, field
 
-from . import libbpf, maglev
+from . import libbpf, maglev, platform
 from .errors import BpfError, InvalidConfig, L4LBError
 from .model import Service, check_unique, parse_neighbors, parse_service_id
 from .structs import (
@@ -114,8 +109,8 @@ class LBMaps:
         opened = {}
         try:
             for name in names:
-                path = os.path.join(pin_dir, name)
-                if not os.path.exists(path):
+                path = posixpath.join(pin_dir, name)
+                if not platform.current().pin_exists(path):
                     if name in required:
                         raise L4LBError(f"map {name} is not pinned at {path} (is the LB program loaded?)")
                     continue
@@ -146,23 +141,10 @@ class LBMaps:
     def __exit__(self, *exc):
         self.close()
 
-    @contextlib.contextmanager
     def locked(self, blocking: bool = True):
-        """Exclusive advisory lock (flock on the pin directory) for one plan+apply, so two
-        writers (an Ansible run and l4lbctl) cannot allocate the same backend id. Linux only;
-        a no-op where flock or the directory is unavailable."""
-        if fcntl is None or not self.pin_dir:
-            yield
-            return
-        fd = os.open(self.pin_dir, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-            except BlockingIOError:
-                raise L4LBError(f"another writer holds the lock on {self.pin_dir}") from None
-            yield
-        finally:
-            os.close(fd)      # releases the lock
+        """Exclusive advisory lock of the pin directory (the platform's) for one plan+apply, so
+        two writers (an Ansible run and l4lbctl) cannot allocate the same backend id."""
+        return platform.current().lock(self.pin_dir, blocking)
 
     def inner_map_ids(self) -> dict:
         """rev_nat_index -> inner map id (what the outer map returns to user space)."""
@@ -174,7 +156,7 @@ class LBMaps:
         info = libbpf.map_info(fd)
         with libbpf.Map(fd, MAGLEV_INNER_NAME) as inner:
             value = inner.lookup(U32.pack(0)) or b""
-            return value, info.value_size, info.map_flags, info.name.decode(errors="replace")
+            return value, info.value_size, info.map_flags, info.name
 
     @property
     def maglev_size(self) -> int:

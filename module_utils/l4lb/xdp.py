@@ -14,13 +14,10 @@ import errno
 import os
 from dataclasses import dataclass, field
 
-from . import libbpf
+from . import libbpf, platform
 from .errors import BpfError, L4LBError
 
 ATTACH_MODES = ("native", "generic")
-MODE_FLAGS = {"native": libbpf.XDP_FLAGS_DRV_MODE, "generic": libbpf.XDP_FLAGS_SKB_MODE}
-_ATTACHED_NAMES = {libbpf.XDP_ATTACHED_DRV: "native", libbpf.XDP_ATTACHED_SKB: "generic",
-                   libbpf.XDP_ATTACHED_HW: "offload", libbpf.XDP_ATTACHED_MULTI: "multi"}
 _NO_NATIVE = (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOTSUP)
 
 
@@ -40,7 +37,7 @@ class Attached:
 
 def prog_summary(fd: int) -> Attached:
     info = libbpf.prog_info(fd)
-    return Attached(info.id, bytes(info.tag).hex(), info.name.decode(errors="replace"))
+    return Attached(info.id, info.tag, info.name)
 
 
 def prog_by_id(prog_id: int) -> Attached:
@@ -59,16 +56,16 @@ def prog_by_id(prog_id: int) -> Attached:
 
 def attached(ifindex: int) -> Attached:
     """The XDP program on the device and the mode it is attached in."""
-    q = libbpf.xdp_query(ifindex)
-    cur = prog_by_id(q.prog_id)
+    prog_id, mode = platform.current().xdp_query(ifindex)
+    cur = prog_by_id(prog_id)
     if cur.present:
-        cur.attach_mode = _ATTACHED_NAMES.get(q.attach_mode, str(q.attach_mode))
+        cur.attach_mode = mode
     return cur
 
 
 def pinned_prog_id(pin: str) -> int:
     """Id of the program pinned at ``pin``; 0 when there is none (or the pin is not a program)."""
-    if not os.path.exists(pin):
+    if not platform.current().pin_exists(pin):
         return 0
     try:
         fd = libbpf.obj_get(pin)
@@ -83,13 +80,8 @@ def pinned_prog_id(pin: str) -> int:
 
 
 def pin_fd(fd: int, pin: str) -> None:
-    """Pin (or re-pin) the program ``fd`` at ``pin`` atomically: temporary pin, then rename."""
-    os.makedirs(os.path.dirname(pin), exist_ok=True)
-    tmp = pin + "_next"  # bpffs refuses names with dots
-    if os.path.lexists(tmp):
-        os.unlink(tmp)
-    libbpf.obj_pin(fd, tmp)
-    os.replace(tmp, pin)
+    """Pin (or re-pin) the program ``fd`` at ``pin`` (atomically where the platform can)."""
+    platform.current().repin(fd, pin)
 
 
 def pin_id(prog_id: int, pin: str) -> None:
@@ -102,7 +94,7 @@ def pin_id(prog_id: int, pin: str) -> None:
 
 
 def detach(ifindex: int, attach_mode: str) -> None:
-    libbpf.xdp_detach(ifindex, MODE_FLAGS.get(attach_mode, 0))
+    platform.current().xdp_detach(ifindex, attach_mode)
 
 
 def mode_ok(cur: Attached, attach_mode: str) -> bool:
@@ -113,19 +105,20 @@ def mode_ok(cur: Attached, attach_mode: str) -> bool:
 
 def attach(ifindex: int, prog_fd: int, attach_mode: str, cur: Attached) -> tuple[str, bool]:
     """Attach, or replace with one netlink call (no moment without a program) when a program
-    runs in the same mode. ``native`` falls back to ``generic`` when the driver refuses.
-    Returns (mode used, replaced atomically)."""
+    runs in the same mode. ``native`` falls back to ``generic`` when the driver refuses (or the
+    platform has no native XDP). Returns (mode used, replaced atomically)."""
+    plat = platform.current()
     attached_mode = cur.attach_mode if cur.present else ""
     order = [attach_mode] if attach_mode == "generic" else ["native", "generic"]
+    order = [m for m in order if m in plat.xdp_modes]
     last_exc = None
     for mode in order:
-        flags = MODE_FLAGS[mode]
         atomic = attached_mode == mode
         try:
             if atomic:
                 old_fd = libbpf.prog_fd_by_id(cur.prog_id)
                 try:
-                    libbpf.xdp_attach(ifindex, prog_fd, flags, old_prog_fd=old_fd)
+                    plat.xdp_attach(ifindex, prog_fd, mode, old_prog_fd=old_fd)
                 finally:
                     os.close(old_fd)
             else:
@@ -133,7 +126,7 @@ def attach(ifindex: int, prog_fd: int, attach_mode: str, cur: Attached) -> tuple
                     # Changing native <-> generic cannot be atomic: the kernel keeps one per mode.
                     detach(ifindex, attached_mode)
                     attached_mode = ""
-                libbpf.xdp_attach(ifindex, prog_fd, flags)
+                plat.xdp_attach(ifindex, prog_fd, mode)
             return mode, atomic
         except BpfError as exc:
             last_exc = exc
@@ -163,22 +156,26 @@ def ensure(device: str, ifindex: int, prog_fd: int, pin: str, attach_mode: str,
 
     The same program (tag) already running in an acceptable mode is kept; when only its pin is
     missing or stale, the running program is pinned. Otherwise (or with ``force``) the candidate
-    is attached (replacing atomically) and pinned. Check mode only lists the actions.
+    is attached (replacing atomically) and pinned. Check mode only lists the actions. Where the
+    platform keeps no tag (eBPF-for-Windows), the running program cannot be judged the same, so
+    the candidate always replaces it.
     """
+    plat = platform.current()
     cur = attached(ifindex)
     cand = prog_summary(prog_fd)
     done = Ensured(before=cur, attach_mode=cur.attach_mode)
-    if not force and cur.present and cur.tag == cand.tag and mode_ok(cur, attach_mode):
+    same = bool(cur.tag) and cur.tag == cand.tag
+    if not force and cur.present and same and mode_ok(cur, attach_mode):
         if pinned_prog_id(pin) != cur.prog_id:
             done.actions.append(f"pin attached program {cur.prog_id} at {pin}")
             if not check_mode:
                 pin_id(cur.prog_id, pin)
         return done
     if check_mode:
-        first = "generic" if attach_mode == "generic" else "native"
+        first = attach_mode if attach_mode in plat.xdp_modes else plat.xdp_modes[0]
         verb = "replace" if cur.present and cur.attach_mode == first else "attach"
-        done.actions += [f"{verb} XDP ({attach_mode}) on {device}", f"pin {cand.name} at {pin}"]
-        done.attach_mode = attach_mode
+        done.actions += [f"{verb} XDP ({first}) on {device}", f"pin {cand.name} at {pin}"]
+        done.attach_mode = first
         return done
     try:
         used, atomic = attach(ifindex, prog_fd, attach_mode, cur)
@@ -188,6 +185,8 @@ def ensure(device: str, ifindex: int, prog_fd: int, pin: str, attach_mode: str,
     pin_fd(prog_fd, pin)
     done.actions.append(f"pin {cand.name} at {pin}")
     done.attach_mode = used
-    if used != attach_mode:
+    if used != attach_mode and attach_mode in plat.xdp_modes:
         done.warnings.append(f"{device} refused native XDP; attached in generic mode")
+    elif used != attach_mode:
+        done.warnings.append(f"{device}: {plat.name} has no {attach_mode} XDP; attached in {used} mode")
     return done

@@ -20,9 +20,9 @@ import shutil
 import signal
 import tempfile
 
-from ..l4lb import build, libbpf, procs, xdp
+from ..l4lb import build, libbpf, platform, procs, xdp
 from ..l4lb.errors import L4LBError
-from ..l4lb.netdev import ifindex as device_ifindex
+from ..l4lb.platform.linux import XDP_ATTACHED_DRV
 from ..l4lb.program import load_object
 from .model import TopologyError
 from .provider import (Action, ProviderError, TopologyProvider, checksum_offload_is_off,
@@ -178,7 +178,7 @@ class NetnsProvider(TopologyProvider):
                 run([ip, "link", "add", "name", "b0", "type", "bridge"])
                 if obj:
                     with load_object(obj) as loaded:
-                        attach_native(device_ifindex("p0"), loaded.program().fd, "p0")
+                        attach_native(platform.current().ifindex("p0"), loaded.program().fd, "p0")
 
             try:
                 procs.in_netns(probe)
@@ -246,7 +246,7 @@ class NetnsProvider(TopologyProvider):
         def attach():
             fd = libbpf.obj_get(self.xdp_pass_pin)
             try:
-                attach_native(device_ifindex(port), fd, port)
+                attach_native(platform.current().ifindex(port), fd, port)
             finally:
                 os.close(fd)
 
@@ -349,7 +349,7 @@ class NetnsProvider(TopologyProvider):
             acts.append(Action(f"{sw}: {n.link} master {t.bridge}",
                                self._ip(sw, "link", "set", n.link, "master", t.bridge)))
         on_port = port.get("xdp", {})  # iproute2's view: mode 1 is XDP_ATTACHED_DRV (native)
-        if (reload_pin or on_port.get("mode") != libbpf.XDP_ATTACHED_DRV
+        if (reload_pin or on_port.get("mode") != XDP_ATTACHED_DRV
                 or on_port.get("prog", {}).get("id") != snap["xdp_pin_id"]):
             acts.append(Action(f"{sw}: attach xdp_pass (native) to {n.link}",
                                func=lambda port=n.link: self._attach_xdp_pass(port)))

@@ -48,7 +48,7 @@ def _in_netns(argv, netns, netns_dir):
 def offload_features(dev, netns=None, netns_dir="/run/netns"):
     """``dev``'s offload features, ``{name: "on" | "off"}``, from ethtool's JSON output ({} when
     it cannot be read). ethtool stays for these: the core has no adapter for offload features
-    (netdev.py reads iproute2's JSON, which does not carry them)."""
+    (its Linux adapter reads iproute2's JSON, which does not carry them)."""
     p = run(_in_netns(["ethtool", "--json", "-k", dev], netns, netns_dir), check=False)
     try:
         features = json.loads(p.stdout)[0] if p.returncode == 0 else {}

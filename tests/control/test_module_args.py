@@ -68,12 +68,12 @@ def test_src_must_exist():
     assert result["failed"] is True and "/nonexistent/bpf" in result["msg"]
 
 
-def test_missing_libbpf_is_a_task_failure(monkeypatch):
+def test_missing_libbpf_is_a_task_failure():
     """Without libbpf.so.1 a module fails its task with a message naming the library and the
     package to install (the module still imports: libbpf is loaded on first use)."""
-    from ansible.module_utils.l4lb import libbpf
-    monkeypatch.setattr(libbpf, "_library_name", lambda: "libbpf-missing-h9cc.so.1")
-    monkeypatch.setattr(libbpf, "_lib", libbpf._LazyLib())
-    result = run("xdp_program_info", {"device": "lo", "pin_dir": "/sys/fs/bpf/none"})
+    from ansible.module_utils.l4lb import platform
+    from ansible.module_utils.l4lb.platform.linux import LinuxPlatform
+    with platform.use(LinuxPlatform("libbpf-missing-h9cc.so.1")):
+        result = run("xdp_program_info", {"device": "lo", "pin_dir": "/sys/fs/bpf/none"})
     assert result["failed"] is True
     assert "libbpf-missing-h9cc.so.1" in result["msg"] and "apt-get install libbpf1" in result["msg"], result

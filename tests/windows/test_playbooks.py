@@ -91,12 +91,12 @@ def test_no_password_in_verbose_output_from_a_vault(inputs, tmp_path):
     assert_unreachable_without(out, [password, vault_pass])
 
 
-def test_lab_topology_refuses_the_windows_lb_node_naming_it():
-    rc, out = run(["playbooks/site.yml", "--tags", "lab_topology", "--limit", "localhost"])
-    assert rc == 2, out
-    assert ("lab_topology: hostvars[lb].lab_os 'windows': a Windows lb node is not supported: the LB node's "
-            "Windows control plane is not wired into the playbooks yet (issue 10); Windows roles exist for: "
-            "backend") in out
+def test_lab_topology_external_accepts_the_seeds_windows_lb_node_and_changes_nothing():
+    """inventory/windows as it is: the LB node and win1/win2 on Windows (the seed's lab)."""
+    rc, out = run(["playbooks/site.yml", "--tags", "lab_topology", "--limit", "localhost", "-v"])
+    assert rc == 0, out
+    assert "localhost                  : ok=3    changed=0" in out
+    assert '"mtu": 1500, "name": "lb", "os": "windows", "role": "lb"' in out
 
 
 def test_lab_topology_external_accepts_windows_backends_and_changes_nothing(tmp_path):

@@ -43,7 +43,10 @@ description:
   - C(l4lb_netsh_programs), C(l4lb_netsh_pins), C(l4lb_efw_decap_plan) - the decap program's state.
   - C(l4lb_bcdedit_testsigning) - test signing in C(bcdedit /enum {current}) output.
   - C(l4lb_program_version) - the version in C(python --version) or C(clang --version) output.
+  - C(l4lb_prereqs_to_install) - the prerequisites whose C(--version) is not the wanted one.
   - C(l4lb_ctl_json) - the result of C(l4lbctl --json), or a failure naming what it printed.
+  - C(l4lb_program_info) - C(l4lbctl --json mode show) shaped as the C(xdp_program_info) result.
+  - C(l4lb_ctl_backends) - a service's backends as l4lbctl's C(--backends) takes them.
   - C(l4lb_win_cmdline) - an argument list as one Windows command line (a scheduled task's arguments).
 author: L4LB lab toolkit contributors (@l4lb-lab)
 """
@@ -165,6 +168,19 @@ def program_version(text):
     return m.group(1) if m else ""
 
 
+def prereqs_to_install(results):
+    """From the loop results of reading each prerequisite's ``--version`` (each with its ``item``,
+    a prerequisite with ``version``): the prerequisites whose program is missing or printed
+    another version. Skipped results are ignored."""
+    out = []
+    for r in results or []:
+        if not isinstance(r, dict) or r.get("skipped") or "item" not in r:
+            continue
+        if program_version(r.get("stdout", "")) != str(r["item"].get("version", "")):
+            out.append(r["item"])
+    return out
+
+
 def ctl_json(stdout, rc=0):
     """What ``l4lbctl --json`` answered: its JSON object (``changed``, ``diff``, ... or, exit 1,
     ``failed`` and ``msg``); when it printed no JSON object (Python missing, a traceback, a usage
@@ -178,6 +194,37 @@ def ctl_json(stdout, rc=0):
         return value
     head = " | ".join(text.splitlines()[:5]) or "(nothing)"
     return {"failed": True, "changed": False, "msg": f"l4lbctl answered no JSON (exit {rc}): {head}"}
+
+
+def ctl_backends(backends):
+    """A service's backends as l4lbctl's ``--backends`` takes them (``IP:PORT[@WEIGHT],...``), from
+    lb_service's forms: a comma-separated string, or a list of ``IP:PORT[@WEIGHT]`` strings and
+    ``{ip (or address), port, weight}`` dicts. Values are not judged here: l4lbctl validates them
+    (before any map is written) and names what is wrong."""
+    if isinstance(backends, str):
+        return backends
+    if not isinstance(backends, (list, tuple)):
+        raise AnsibleFilterError(f"backends {backends!r} is not a list or a comma-separated string")
+    out = []
+    for b in backends:
+        if isinstance(b, dict):
+            ip = b.get("ip", b.get("address"))
+            if ip is None or "port" not in b:
+                raise AnsibleFilterError(f"backend {b!r} needs 'ip' and 'port'")
+            out.append(f"{ip}:{b['port']}" + (f"@{b['weight']}" if b.get("weight") is not None else ""))
+        else:
+            out.append(str(b).strip())
+    return ",".join(out)
+
+
+def program_info(shown):
+    """``l4lbctl --json mode show``'s answer in the shape of the xdp_program_info module's
+    result: ``status`` (device, prog_id, name, mode, ...) and ``trouble``."""
+    shown = dict(shown or {})
+    trouble = shown.pop("trouble", {}) or {}
+    for key in ("changed", "failed", "msg"):
+        shown.pop(key, None)
+    return {"changed": False, "status": shown, "trouble": trouble}
 
 
 def win_cmdline(argv):
@@ -199,6 +246,9 @@ class FilterModule:
             "l4lb_efw_decap_plan": efw_decap_plan,
             "l4lb_bcdedit_testsigning": bcdedit_testsigning,
             "l4lb_program_version": program_version,
+            "l4lb_prereqs_to_install": prereqs_to_install,
             "l4lb_ctl_json": ctl_json,
+            "l4lb_ctl_backends": ctl_backends,
+            "l4lb_program_info": program_info,
             "l4lb_win_cmdline": win_cmdline,
         }

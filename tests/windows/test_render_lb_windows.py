@@ -186,8 +186,20 @@ def test_absent_needs_l4lbctl_on_the_node(lb):
     one = {"results": [{"stat": {"exists": True}}, {"stat": {"exists": False}}]}
     assert absent.value(cond, lb_node_windows_ctl_files=one) is False
     assert lb.value(cond) is True
-    stat = lb.task("windows.yml", "Is l4lbctl on the node")
+    # check mode on a node without them yet: l4lbctl does not run, and that is said
+    checking = Renderer("lb_node", "lb", **INVENTORY, ansible_check_mode=True)
+    assert checking.value(cond, lb_node_windows_ctl_files=one) is False
+    assert checking.value(cond, lb_node_windows_ctl_files=both) is True
+    stat = lb.task("windows.yml", "Are Python and l4lbctl on the node")
     assert lb.value(stat["loop"]) == [PY, CTL]
+    assert [r.value("{{ %s }}" % stat["when"]) for r in (lb, checking, absent)] == [False, True, True]
+    why = lb.task("windows.yml", "Say why l4lbctl did not run")
+    assert checking.value(why["ansible.builtin.debug"]["msg"], **why["vars"]) == (
+        f"lb: {PY} or {CTL} is not on the node, so l4lbctl cannot tell what it would do (check mode; a real run "
+        "installs them first, then attaches)")
+    assert absent.value(why["ansible.builtin.debug"]["msg"], **why["vars"]) == (
+        f"lb: {PY} or {CTL} is not on the node, so no load balancer of the lab's can be detached by it; pins "
+        f"left under {PIN} show in `netsh ebpf show pins`")
 
 
 def test_lb_node_program_comes_from_l4lbctls_answer(lb):

@@ -26,6 +26,7 @@ BENCHES = {
     "upload": "bench.upload",
     "snat": "bench.snat",
     "vm_lab": "bench.vm_lab",
+    "services_playbook": "bench.services_playbook",
 }
 
 HEADER = ("# Benchmarks\n\nMeasured with `make bench` (`python -m bench.run`); each section says "

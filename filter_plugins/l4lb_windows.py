@@ -46,7 +46,6 @@ description:
   - C(l4lb_prereqs_to_install) - the prerequisites whose C(--version) is not the wanted one.
   - C(l4lb_ctl_json) - the result of C(l4lbctl --json), or a failure naming what it printed.
   - C(l4lb_program_info) - C(l4lbctl --json mode show) shaped as the C(xdp_program_info) result.
-  - C(l4lb_ctl_backends) - a service's backends as l4lbctl's C(--backends) takes them.
   - C(l4lb_win_cmdline) - an argument list as one Windows command line (a scheduled task's arguments).
 author: L4LB lab toolkit contributors (@l4lb-lab)
 """
@@ -196,27 +195,6 @@ def ctl_json(stdout, rc=0):
     return {"failed": True, "changed": False, "msg": f"l4lbctl answered no JSON (exit {rc}): {head}"}
 
 
-def ctl_backends(backends):
-    """A service's backends as l4lbctl's ``--backends`` takes them (``IP:PORT[@WEIGHT],...``), from
-    lb_service's forms: a comma-separated string, or a list of ``IP:PORT[@WEIGHT]`` strings and
-    ``{ip (or address), port, weight}`` dicts. Values are not judged here: l4lbctl validates them
-    (before any map is written) and names what is wrong."""
-    if isinstance(backends, str):
-        return backends
-    if not isinstance(backends, (list, tuple)):
-        raise AnsibleFilterError(f"backends {backends!r} is not a list or a comma-separated string")
-    out = []
-    for b in backends:
-        if isinstance(b, dict):
-            ip = b.get("ip", b.get("address"))
-            if ip is None or "port" not in b:
-                raise AnsibleFilterError(f"backend {b!r} needs 'ip' and 'port'")
-            out.append(f"{ip}:{b['port']}" + (f"@{b['weight']}" if b.get("weight") is not None else ""))
-        else:
-            out.append(str(b).strip())
-    return ",".join(out)
-
-
 def program_info(shown):
     """``l4lbctl --json mode show``'s answer in the shape of the xdp_program_info module's
     result: ``status`` (device, prog_id, name, mode, ...) and ``trouble``."""
@@ -248,7 +226,6 @@ class FilterModule:
             "l4lb_program_version": program_version,
             "l4lb_prereqs_to_install": prereqs_to_install,
             "l4lb_ctl_json": ctl_json,
-            "l4lb_ctl_backends": ctl_backends,
             "l4lb_program_info": program_info,
             "l4lb_win_cmdline": win_cmdline,
         }

@@ -322,6 +322,15 @@ domain_type:
   returned: provider libvirt, when the hypervisor answered
   type: str
   sample: qemu
+missing:
+  description: >-
+    The nodes that do not exist (or do not run) after this call, so the roles cannot reach them:
+    in check mode from nothing, every node the run would create (site.yml then skips the node
+    plays); [] after a real run with state present.
+  returned: always
+  type: list
+  elements: str
+  sample: [lb, win1, win2, linux1, linux2, client]
 ready:
   description: >-
     The nodes confirmed reachable after the change (state present, not in check mode); null when
@@ -421,7 +430,9 @@ def main():
     placement = provider.placement()
     result = dict(changed=bool(actions), actions=[a.text for a in actions],
                   namespaces=placement.get("namespaces", []), placement=placement,
-                  topology=topo.as_dict())
+                  topology=topo.as_dict(),
+                  missing=provider.missing(snap) if state == "present" or module.check_mode
+                  else [n.name for n in topo.nodes])
     if getattr(provider, "domain_type", None):
         result["domain_type"] = provider.domain_type
     if module._diff:
@@ -435,6 +446,7 @@ def main():
             provider.apply(actions)
         if state == "present":
             result["ready"] = provider.wait_ready(p["boot_timeout"])
+            result["missing"] = []
     except ProviderError as e:
         result.update(msg=f"lab_topology: {e}", failed=True)
         module.fail_json(**result)

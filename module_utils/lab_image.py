@@ -225,7 +225,8 @@ def nocloud_seed(hostname, ip_cidr, mtu, ssh_pubkey, mac) -> dict:
     network = {"version": 2, "ethernets": {GUEST_IFACE: {
         "match": {"macaddress": mac.lower()}, "set-name": GUEST_IFACE, "dhcp4": False,
         "addresses": [str(iface)], "mtu": mtu}}}
-    user = {"disable_root": False, "ssh_pwauth": False,
+    # locale: false - the lab needs none, and the image's own is left as it is
+    user = {"disable_root": False, "ssh_pwauth": False, "locale": False,
             "ssh_authorized_keys": [f"{key[0]} {key[1]} l4lb-lab"], "preserve_hostname": False,
             "hostname": hostname, "manage_etc_hosts": True}
     files = {"network-config": json.dumps(network, indent=1, sort_keys=True) + "\n",

@@ -14,7 +14,7 @@ import time
 
 from . import ct, platform, program, reconcile
 from .errors import InvalidConfig, L4LBError
-from .model import Service, parse_ip, parse_neighbors, parse_service_id, port_translating
+from .model import Service, parse_ip, parse_neighbors, parse_service_id, parse_service_set, port_translating
 from .structs import U32, ip_to_be32
 
 DEFAULT_DEVICE = "eth0"
@@ -71,33 +71,102 @@ def service_update(pin_dir: str, service, device: str = DEFAULT_DEVICE, state: s
                 "counts": plan.counts(), "neighbors": nbrs}
 
 
-def _refuse_port_translation_in_dsr(svc: Service, device: str, pin_dir: str) -> None:
-    translating = port_translating([svc])
+def services_apply(pin_dir: str, services, prune: bool = False, device: str = DEFAULT_DEVICE,
+                   neighbors: dict | None = None, maglev_size: int | None = None,
+                   check_mode: bool = False, diff: bool = False) -> dict:
+    """The whole desired service set in one reconcile (``lb_service services=``, ``l4lbctl
+    service apply``). ``services``: dicts as for ``Service.parse`` with an optional ``state``
+    (absent: removed). ``prune``: services not in the list are removed too ("exactly these");
+    without it they are left alone ("these, and leave the others"). Every item is validated,
+    and every next hop resolved, before any map is written."""
+    present, absent = parse_service_set(services)
+    _refuse_port_translation_in_dsr(present, device, pin_dir)
+    nbrs = resolve_service_neighbors(present, device, neighbors)
+    with open_maps(pin_dir, maglev_size) as maps, maps.locked():
+        _refuse_port_translation_in_dsr(present, device, pin_dir)   # again, under the lock
+        plan = reconcile.plan_services(maps, present, nbrs, prune=prune, absent=absent,
+                                       maglev_size=maglev_size)
+        if not check_mode and plan.changed:
+            reconcile.apply(maps, plan)
+        actions = plan.actions()
+        listed = {s.id for s in present} | set(absent)
+        result = {
+            "changed": plan.changed,
+            "services": {a: sorted(sid for sid, x in actions.items() if x == a)
+                         for a in ("create", "update", "remove")},
+            "unchanged": len(listed - set(actions)),
+            "changes": {str(sid): w for sid, w in sorted(plan.by_service().items())},
+            "shared_writes": plan.shared_writes(),
+            "counts": plan.counts(),
+            "neighbors": nbrs,
+            "warnings": plan.warnings,
+        }
+        if diff:
+            result["diff"] = plan.service_diff()
+        return result
+
+
+def resolve_service_neighbors(services, device: str, known: dict | None = None) -> dict:
+    """The next hops of every backend of ``services``, each address once; a failure names the
+    services that need that address."""
+    ips = sorted({b.ip for s in services for b in s.backends})
+    try:
+        return resolve_neighbors(ips, device, known)
+    except L4LBError as exc:
+        bad = next((ip for ip in ips if ip in str(exc)), None)
+        users = [s.id for s in services if any(b.ip == bad for b in s.backends)]
+        more = f" (and {len(users) - 5} more)" if len(users) > 5 else ""
+        who = f"service {users[0]}" if len(users) == 1 else f"services {users[:5]}{more}"
+        raise L4LBError(f"{who}: backends: {exc}") from exc
+
+
+def _refuse_port_translation_in_dsr(services, device: str, pin_dir: str) -> None:
+    """``services``: a Service or a list of them; the running mode is read once, and only when
+    one of them translates ports."""
+    services = [services] if isinstance(services, Service) else services
+    translating = port_translating(services)
     if translating and running_mode(device, pin_dir) == "dsr":
+        first = next(s for s in services if port_translating([s]))
+        more = f" (and {len(translating) - 1} more)" if len(translating) > 1 else ""
         raise InvalidConfig(
-            f"{translating[0]} translates ports, but the load balancer on {device} runs "
-            f"dsr: {DSR_PORTS_WHY}. Use backend port {svc.port}, or switch to snat first")
+            f"{translating[0]}{more} translates ports, but the load balancer on {device} runs "
+            f"dsr: {DSR_PORTS_WHY}. Use backend port {first.port}, or switch to snat first")
 
 
 def neighbor_update(pin_dir: str, ip: str, device: str = DEFAULT_DEVICE, mac: str | None = None,
                     state: str = "present", check_mode: bool = False) -> dict:
     """The seed's ``neighbor update <ip>``: resolve the MAC and store it in the neighbour map."""
     ip = parse_ip(ip, "address")
+    r = neighbors_update(pin_dir, [ip], device, {ip: mac} if mac else None, state, check_mode)
+    return {"changed": r["changed"], "address": ip, "mac": r["macs"][ip],
+            "diff": {"before": {ip: r["previous"][ip]}, "after": {ip: r["macs"][ip]}}}
+
+
+def neighbors_update(pin_dir: str, ips, device: str = DEFAULT_DEVICE, macs: dict | None = None,
+                     state: str = "present", check_mode: bool = False) -> dict:
+    """Several next hops in one call: every address resolved (or taken from ``macs``) before
+    the neighbour map is written, then one reconcile of those entries."""
+    if isinstance(ips, str) or not isinstance(ips, (list, tuple)):
+        raise InvalidConfig(f"addresses: {ips!r} is not a list of IPv4 addresses")
+    ips = sorted({parse_ip(ip, "address") for ip in ips})
     if state not in ("present", "absent"):
         raise InvalidConfig(f"state: {state!r} is not 'present' or 'absent'")
-    want = None
+    want = dict.fromkeys(ips)
     if state == "present":
-        want = resolve_neighbors([ip], device, {ip: mac} if mac else None)[ip]
+        want = resolve_neighbors(ips, device, macs)
     with open_maps(pin_dir) as maps, maps.locked():
-        have = reconcile.neighbors(maps).get(ip)
-        changed = have != want
+        have_all = reconcile.neighbors(maps)
+        have = {ip: have_all.get(ip) for ip in ips}
+        changed = sorted(ip for ip in ips if have[ip] != want[ip])
         if changed and not check_mode:
-            if want is None:
+            gone = [ip for ip in changed if want[ip] is None]
+            for ip in gone:
                 maps[reconcile.NEIGH].delete(U32.pack(ip_to_be32(ip)))
-            else:
-                reconcile.apply(maps, reconcile.plan_services(maps, [], neighbors={ip: want}))
-        return {"changed": changed, "address": ip, "mac": want,
-                "diff": {"before": {ip: have}, "after": {ip: want}}}
+            put = {ip: want[ip] for ip in changed if want[ip] is not None}
+            if put:
+                reconcile.apply(maps, reconcile.plan_services(maps, [], neighbors=put))
+        return {"changed": bool(changed), "macs": want, "previous": have, "changed_addresses": changed,
+                "diff": {"before": {ip: have[ip] for ip in changed}, "after": {ip: want[ip] for ip in changed}}}
 
 
 def dumpstate(pin_dir: str, service_id, idle_after_s: float = ct.DEFAULT_IDLE_AFTER_S) -> dict:

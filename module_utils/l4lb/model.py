@@ -287,3 +287,53 @@ def check_unique(services) -> None:
             raise InvalidConfig(
                 f"frontend: {s.frontend}/{s.protocol} is used by services {fronts[key].id} and {s.id}")
         fronts[key] = s
+
+
+STATES = ("present", "absent")
+
+
+def parse_service_set(items, field_name: str = "services") -> tuple[list, list]:
+    """A whole desired set in one list -> (present :class:`Service` objects, absent ids).
+
+    Each item is a dict as for :meth:`Service.parse` plus an optional ``state`` (``present``,
+    the default, or ``absent``: only its ``id`` is read). Everything is checked before the
+    caller touches a map; each refusal names the item (``services[7] (id 8)``) and the field,
+    including an id or a frontend used twice in the list (both items named)."""
+    if not isinstance(items, (list, tuple)):
+        raise InvalidConfig(f"{field_name}: {items!r} is not a list of services")
+    present, absent = [], []
+    ids, fronts = {}, {}
+    for i, item in enumerate(items):
+        where = f"{field_name}[{i}]"
+        if not isinstance(item, dict):
+            raise InvalidConfig(f"{where}: {item!r} is not a service (a mapping with id, frontend, backends)")
+        data = {k: v for k, v in item.items() if v is not None}
+        state = data.pop("state", "present")
+        if state not in STATES:
+            raise InvalidConfig(f"{where}: state: {state!r} is not 'present' or 'absent'")
+        try:
+            sid = parse_service_id(data.get("id"), "id") if "id" in data else None
+        except InvalidConfig as exc:
+            raise InvalidConfig(f"{where}: {exc}") from None
+        if sid is None:
+            raise InvalidConfig(f"{where}: id: missing service id")
+        where = f"{where} (id {sid})"
+        if sid in ids:
+            raise InvalidConfig(f"{where}: id: service id {sid} appears twice in {field_name} "
+                                f"(also {field_name}[{ids[sid]}])")
+        ids[sid] = i
+        if state == "absent":
+            absent.append(sid)
+            continue
+        try:
+            svc = Service.parse(data)
+        except InvalidConfig as exc:
+            raise InvalidConfig(f"{where}: {exc}") from None
+        key = (svc.vip, svc.port, svc.protocol)
+        if key in fronts:
+            j, other = fronts[key]
+            raise InvalidConfig(f"{where}: frontend: {svc.frontend}/{svc.protocol} is also service {other}'s "
+                                f"({field_name}[{j}])")
+        fronts[key] = (i, sid)
+        present.append(svc)
+    return present, absent

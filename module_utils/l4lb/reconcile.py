@@ -253,6 +253,7 @@ class Write:
     desc: str
     phase: int = 0
     inner_name: str = ""   # create-inner: the new inner map's name (its Maglev fingerprint)
+    sid: int | None = None  # the service this write is for (None: backends, neighbours, orphans)
 
     def to_dict(self) -> dict:
         return {"map": self.map, "op": self.op, "key": self.key.hex(),
@@ -262,11 +263,13 @@ class Write:
 class Plan:
     """Ordered writes plus a diff (plain dicts) and warnings."""
 
-    def __init__(self, writes: list, diff_fn=None, warnings=None):
+    def __init__(self, writes: list, diff_fn=None, warnings=None, current_ids=(), removed_ids=()):
         self.writes = writes
         self.warnings = list(warnings or [])
         self._diff_fn = diff_fn
         self._diff = None
+        self._current_ids = set(current_ids)   # services the maps held before the plan
+        self._removed_ids = set(removed_ids)   # services the plan removes
 
     @property
     def changed(self) -> bool:
@@ -281,6 +284,37 @@ class Plan:
 
     def describe(self) -> list:
         return [w.desc for w in self.writes]
+
+    def service_diff(self, ids=None) -> dict:
+        """The diff of the services in ``ids`` only (default: those this plan changes)."""
+        ids = self.by_service() if ids is None else ids
+        if not self._diff_fn:
+            return {"before": {}, "after": {}}
+        return self._diff_fn({int(i) for i in ids})
+
+    def by_service(self) -> dict:
+        """{service id: [write descriptions]} for every service this plan writes, in order."""
+        out: dict = {}
+        for w in self.writes:
+            if w.sid is not None:
+                out.setdefault(w.sid, []).append(w.desc)
+        return out
+
+    def shared_writes(self) -> list:
+        """Writes tied to no one service: backends, neighbours, orphan slots."""
+        return [w.desc for w in self.writes if w.sid is None]
+
+    def actions(self) -> dict:
+        """{service id: "create" | "update" | "remove"} for every service this plan writes."""
+        out = {}
+        for sid in self.by_service():
+            if sid in self._removed_ids:
+                out[sid] = "remove"
+            elif sid in self._current_ids:
+                out[sid] = "update"
+            else:
+                out[sid] = "create"
+        return out
 
     def counts(self) -> dict:
         out: dict = {}
@@ -326,8 +360,9 @@ class _Planner:
         self.full_maglev_check = False
         self.flags_reset: set = set()
 
-    def add(self, phase, key, value, desc):
-        self.writes.append(Write(PHASE_MAP[phase], PHASE_OP.get(phase, "update"), key, value, desc, phase))
+    def add(self, phase, key, value, desc, sid=None):
+        self.writes.append(Write(PHASE_MAP[phase], PHASE_OP.get(phase, "update"), key, value, desc, phase,
+                                 sid=sid))
 
     # backend ids
     def backend_id(self, ip: str, port: int, proto: int) -> tuple:
@@ -391,7 +426,7 @@ class _Planner:
                 w = Write(MAGLEV, "create-inner", U16.pack(sid), table,
                           f"service {sid}: new Maglev table ({m} slots over "
                           f"{sum(1 for b in backends if b.weight)} backends)", MAGLEV_SET,
-                          maglev.fingerprint_name(weighted, m, table))
+                          maglev.fingerprint_name(weighted, m, table), sid)
                 self.writes.append(w)
         nb = sum(1 for b in backends if b.weight)
         if m < 100 * nb:
@@ -406,36 +441,36 @@ class _Planner:
             v = vpack(bid, 0, sid, 0, 0)
             old = cur.get(slot)
             if old is None or old[1] != v:
-                self.add(SLOT_UPD, k, v, f"service {sid}: slot {slot} -> backend {bid} ({backends[slot - 1].name})")
+                self.add(SLOT_UPD, k, v, f"service {sid}: slot {slot} -> backend {bid} ({backends[slot - 1].name})", sid)
                 self.slot_changes[k] = v
                 if old is not None:
                     self.unref_candidates.add(LB4_SERVICE.unpack(old[1])[0])
         rv = LB4_REVERSE_NAT.pack(addr, port)
         if st.revnat.get(sid) != rv:
-            self.add(REVNAT_UPD, U16.pack(sid), rv, f"service {sid}: reverse NAT -> {s.vip}:{s.port}")
+            self.add(REVNAT_UPD, U16.pack(sid), rv, f"service {sid}: reverse NAT -> {s.vip}:{s.port}", sid)
         mk = kpack(addr, port, 0, proto, 0)
         mv = vpack(0, n, sid, 0, 0)
         old = cur.get(0)
         if old is None or old[1] != mv:
-            self.add(MASTER_UPD, mk, mv, f"service {sid}: master {s.frontend}/{s.protocol} count {n}")
+            self.add(MASTER_UPD, mk, mv, f"service {sid}: master {s.frontend}/{s.protocol} count {n}", sid)
         for slot in sorted(cur):
             if slot > n:
                 k, v = cur[slot]
-                self.add(SLOT_DEL, k, None, f"service {sid}: delete surplus slot {slot}")
+                self.add(SLOT_DEL, k, None, f"service {sid}: delete surplus slot {slot}", sid)
                 self.slot_changes[k] = None
                 self.unref_candidates.add(LB4_SERVICE.unpack(v)[0])
 
-    def clear_front(self, front, why: str):
-        """Delete a frontend's master, then its slots."""
+    def clear_front(self, front, why: str, sid=None):
+        """Delete a frontend's master, then its slots (``sid``: the service they belong to)."""
         slots = self.st.fronts.get(front, {})
         if 0 in slots:
-            self.add(MASTER_DEL, slots[0][0], None, f"{why}: delete master {_front_str(front)}")
+            self.add(MASTER_DEL, slots[0][0], None, f"{why}: delete master {_front_str(front)}", sid)
             self.slot_changes[slots[0][0]] = None
         for slot in sorted(slots):
             if slot == 0:
                 continue
             k, v = slots[slot]
-            self.add(SLOT_DEL, k, None, f"{why}: delete slot {slot} of {_front_str(front)}")
+            self.add(SLOT_DEL, k, None, f"{why}: delete slot {slot} of {_front_str(front)}", sid)
             self.slot_changes[k] = None
             self.unref_candidates.add(LB4_SERVICE.unpack(v)[0])
 
@@ -468,7 +503,7 @@ class _Planner:
                 f"maglev_size {self.m} < 100 x backends for service(s) {ids[:10]}{more}: "
                 "Maglev's balance and disruption bounds are weaker")
         self.writes.sort(key=lambda w: w.phase)   # stable: keeps per-service order inside a phase
-        return Plan(self.writes, diff_fn, self.warnings)
+        return Plan(self.writes, diff_fn, self.warnings, current_ids=self.st.ids, removed_ids=self.removed)
 
 
 def _canonical(b) -> tuple:
@@ -526,9 +561,9 @@ def _describe_desired(s: Service, ids, table: bytes) -> dict:
 
 
 def _diff_fn(maps, st, planner):
-    def fn():
+    def fn(ids=None):
         before, after = {}, {}
-        for sid in sorted(planner.before_ids):
+        for sid in sorted(planner.before_ids if ids is None else planner.before_ids & ids):
             cur = _describe_current(maps, st, sid)
             if cur:
                 before[str(sid)] = cur
@@ -595,17 +630,17 @@ def plan_services(maps: LBMaps, services, neighbors=None, prune: bool = False, a
         # the service moved: clear its old frontends not re-used by a desired service
         for f in st.ids.get(s.id, []):
             if f != _front_of(s) and f not in desired_fronts:
-                pl.clear_front(f, f"service {s.id} (moved)")
+                pl.clear_front(f, f"service {s.id} (moved)", s.id)
     for sid in sorted(absent_ids):
         pl.removed.add(sid)
         pl.before_ids.add(sid)
         for f in st.ids.get(sid, []):
             if f not in desired_fronts:
-                pl.clear_front(f, f"service {sid}")
+                pl.clear_front(f, f"service {sid}", sid)
         if sid in st.revnat:
-            pl.add(REVNAT_DEL, U16.pack(sid), None, f"service {sid}: delete reverse NAT")
+            pl.add(REVNAT_DEL, U16.pack(sid), None, f"service {sid}: delete reverse NAT", sid)
         if sid in st.maglev:
-            pl.add(MAGLEV_DEL, U16.pack(sid), None, f"service {sid}: delete Maglev table")
+            pl.add(MAGLEV_DEL, U16.pack(sid), None, f"service {sid}: delete Maglev table", sid)
     if prune:   # slots without a master (left by a crashed writer): nothing can use them
         for f, slots in sorted(st.fronts.items()):
             if 0 not in slots and f not in desired_fronts:

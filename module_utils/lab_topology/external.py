@@ -42,6 +42,9 @@ class ExternalProvider(TopologyProvider):
             lines.append(f"  {n.name}: {n.role} {n.os} {n.ip}{routes}")
         return "\n".join(lines) + "\n"
 
+    def missing(self, snap):
+        return []   # the user's machines: there by definition
+
     def placement(self):
         return {"nodes": {n.name: {"connection": "inventory"} for n in self.t.nodes},
                 "capture": None, "namespaces": []}

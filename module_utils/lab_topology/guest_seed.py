@@ -28,6 +28,7 @@ from .provider import run
 SEED_VOLUMES = {"nocloud": ("cidata", "meta-data", "instance-id"),
                 "configdrive": ("config-2", "openstack/latest/meta_data.json", "uuid")}
 
+
 def write_seed(path, files, label="cidata", mode=0o644):
     """A seed volume at ``path``: an ISO 9660 image labelled ``label`` (``cidata``: a NoCloud
     seed, as cloud-localds makes it; ``config-2``: a cloudbase-init config drive) holding

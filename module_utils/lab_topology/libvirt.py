@@ -38,7 +38,6 @@ import shutil
 import socket
 import time
 import urllib.parse
-import uuid
 import xml.etree.ElementTree as ET
 
 from ..l4lb import procs
@@ -359,6 +358,14 @@ class LibvirtProvider(TopologyProvider):
 
     def mac(self, n):
         return self.machine(n).mac or n.mac
+
+    def missing(self, snap):
+        """Guests whose domain is not defined or not running; the client too when it is the
+        confined daemon's namespace and the daemon does not run."""
+        out = [n.name for n in self.guests if not snap["domains"].get(n.name, {}).get("active")]
+        if self.client is not None and self.confined and not (snap.get("daemon") or {}).get("running"):
+            out.append(self.client.name)
+        return out
 
     def placement(self):
         nodes = {n.name: {"connection": "ssh", "host": str(n.ip), "domain": self.domain_name(n)}

@@ -83,6 +83,9 @@ class NetnsProvider(TopologyProvider):
         """The XDP_PASS program shared by every switch port, pinned below lab_bpffs_dir."""
         return os.path.join(self.t.bpffs_dir, "switch", "xdp_pass")
 
+    def missing(self, snap):
+        return [n.name for n in self.t.nodes if self.node_ns(n) not in snap["namespaces"]]
+
     def placement(self):
         return {"nodes": {n.name: {"connection": "netns", "namespace": self.node_ns(n)} for n in self.t.nodes},
                 "capture": {"connection": "netns", "namespace": self.switch_ns,

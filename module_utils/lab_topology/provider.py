@@ -15,6 +15,7 @@ other caller) drives every provider the same way:
     provider.apply(actions)             # in order; stops at the first failure, naming it
     provider.wait_ready(timeout)        # nodes that boot: until each answers (state present)
     provider.describe(snap), provider.describe_desired()   # --diff text
+    provider.missing(snap)              # nodes that do not exist (check mode from nothing)
     provider.placement()                # where each node and the LB's switch port are, for the
                                         # roles after the topology (connection, capture point)
 
@@ -132,6 +133,11 @@ class TopologyProvider(abc.ABC):
     @abc.abstractmethod
     def describe_desired(self):
         """The desired state as the same text (the diff's after)."""
+
+    @abc.abstractmethod
+    def missing(self, snap):
+        """The names of the nodes the roles cannot reach in ``snap`` because they do not exist
+        (or do not run) yet: what check mode from nothing reports, so the node plays skip them."""
 
     @abc.abstractmethod
     def placement(self):

@@ -43,7 +43,8 @@ def test_every_default_is_a_documented_option_and_literal_defaults_agree(role):
         if "default" in opt:
             if isinstance(value, str) and "{{" in value:
                 # a default derived from a shared variable documents its fallback
-                assert f"default('{opt['default']}')" in value or f"default({opt['default']})" in value, name
+                literal = str(opt["default"]).lower() if isinstance(opt["default"], bool) else opt["default"]
+                assert f"default('{literal}')" in value or f"default({literal})" in value, name
             else:
                 assert opt["default"] == value, name
         if "choices" in opt and not (isinstance(value, str) and "{{" in value):

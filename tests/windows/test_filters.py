@@ -161,8 +161,8 @@ def test_filters_are_registered_under_their_names(winfilters):
     names = set(winfilters.FilterModule().filters())
     assert names == {"l4lb_efw_has_xdp_hook", "l4lb_efw_xdp_need", "l4lb_efw_xdp_gate", "l4lb_netsh_programs",
                      "l4lb_netsh_pins", "l4lb_efw_decap_plan", "l4lb_bcdedit_testsigning",
-                     "l4lb_program_version", "l4lb_prereqs_to_install", "l4lb_ctl_json", "l4lb_ctl_backends",
-                     "l4lb_program_info", "l4lb_win_cmdline"}
+                     "l4lb_program_version", "l4lb_prereqs_to_install", "l4lb_ctl_json", "l4lb_program_info",
+                     "l4lb_win_cmdline"}
 
 
 @pytest.mark.parametrize("text, version", [
@@ -214,17 +214,6 @@ def test_program_info_has_xdp_program_infos_shape(winfilters):
                                                          "name": "lb_xdp_snat", "pinned_prog_id": 12,
                                                          "prog_id": 12, "tag": ""}}
     assert winfilters.program_info(None) == {"changed": False, "status": {}, "trouble": {}}
-
-
-def test_ctl_backends(winfilters):
-    assert winfilters.ctl_backends(["20.1.1.10:80", "20.1.1.20:80@0", {"ip": "20.1.1.30", "port": 80},
-                                    {"address": "20.1.1.40", "port": 8080, "weight": 3}]) == \
-        "20.1.1.10:80,20.1.1.20:80@0,20.1.1.30:80,20.1.1.40:8080@3"
-    assert winfilters.ctl_backends("20.1.1.10:80,20.1.1.20:80") == "20.1.1.10:80,20.1.1.20:80"
-    with pytest.raises(AnsibleFilterError, match="needs 'ip' and 'port'"):
-        winfilters.ctl_backends([{"ip": "20.1.1.10"}])
-    with pytest.raises(AnsibleFilterError):
-        winfilters.ctl_backends(None)
 
 
 def test_win_cmdline_quotes_as_the_c_runtime_splits(winfilters):

@@ -23,7 +23,6 @@ CTL = "C:\\l4lb\\lb\\tool\\bin\\l4lbctl"
 CLANG = "C:\\l4lb\\llvm\\bin\\clang.exe"
 PIN = "/ebpf/global/l4lb/lb"
 BASE = [PY, CTL, "--json", "--device", "Ethernet", "--pin-dir", PIN]
-SEED_BACKENDS = "20.1.1.10:80,20.1.1.20:80,20.1.1.30:80,20.1.1.40:80"
 # What inventory/windows gives the LB node (its group_vars and host vars), plus installers.
 INVENTORY = {"lab_bpffs_dir": "/ebpf/global/l4lb", "lb_node_device": "Ethernet",
              "ansible_connection": "ansible.builtin.winrm", "ansible_playbook_python": "/usr/bin/python3"}
@@ -66,8 +65,9 @@ def test_the_tasks_are_chosen_by_the_nodes_os():
         "lb_node_os != 'windows'", "lb_node_os != 'windows'", "lb_node_os == 'windows'"]
     assert tasks[-1]["ansible.builtin.include_tasks"]["file"] == "windows.yml"
     services = yaml.safe_load(open(os.path.join(ROLES, "lb_service", "tasks", "main.yml"), encoding="utf-8"))
-    assert [t.get("when") for t in services] == ["lb_service_os != 'windows'", "lb_service_os != 'windows'",
-                                                 "lb_service_os == 'windows'"]
+    assert [t.get("when") for t in services] == [
+        ["lb_service_os != 'windows'", "lb_service_neighbors | length > 0"], "lb_service_os != 'windows'",
+        "lb_service_os == 'windows'"]
 
 
 def test_prerequisites_are_read_staged_and_installed(lb):
@@ -293,26 +293,32 @@ def test_lb_service_windows_command_lines(svc):
         "argv": BASE + ["neighbor", "update", "20.1.1.100"]}
     assert svc.value(neighbor["environment"]) == {"L4LB_EFW_DIR": "C:\\Program Files\\ebpf-for-windows"}
     services = svc.task("windows.yml", "Services are programmed")
-    (seed,) = svc.value(services["loop"])
-    assert svc.value(services["vars"]["lb_service_windows_argv"], item=seed) == BASE + [
-        "service", "update", "--id", "1", "--frontend", "40.1.1.1:80", "--backends", SEED_BACKENDS, "--protocol", "tcp"]
-    drained = {"id": 2, "frontend": "40.1.1.1:53", "protocol": "udp",
-               "backends": ["20.1.1.10:53@0", {"ip": "20.1.1.20", "port": 53, "weight": 2}]}
-    assert svc.value(services["vars"]["lb_service_windows_argv"], item=drained) == BASE + [
-        "service", "update", "--id", "2", "--frontend", "40.1.1.1:53", "--backends", "20.1.1.10:53@0,20.1.1.20:53@2",
-        "--protocol", "udp"]
-    gone = {"id": 3, "state": "absent"}
-    assert svc.value(services["vars"]["lb_service_windows_argv"], item=gone) == BASE + ["service", "delete", "--id", "3"]
+    seed = [{"id": 1, "frontend": "40.1.1.1:80", "protocol": "tcp",
+             "backends": ["20.1.1.10:80", "20.1.1.20:80", "20.1.1.30:80", "20.1.1.40:80"]}]
+    assert svc.value(services["ansible.windows.win_command"]) == {
+        "argv": BASE + ["service", "apply", "-f", "-"], "stdin": json.dumps(seed)}
+    assert json.loads(svc.value(services["ansible.windows.win_command"]["stdin"])) == seed
+    assert svc.value(services["environment"]) == {"L4LB_EFW_DIR": "C:\\Program Files\\ebpf-for-windows"}
+    mine = [{"id": 2, "frontend": "40.1.1.1:53", "protocol": "udp",
+             "backends": ["20.1.1.10:53@0", {"ip": "20.1.1.20", "port": 53, "weight": 2}]}, {"id": 3, "state": "absent"}]
+    pruning = Renderer("lb_service", "lb", **INVENTORY, hostvars=LAB_HOSTVARS, lb_services=mine, lb_services_prune=True,
+                       ansible_check_mode=True)
+    assert pruning.value(services["ansible.windows.win_command"]) == {
+        "argv": BASE + ["service", "apply", "-f", "-", "--prune", "--check"], "stdin": json.dumps(mine)}
     checking = Renderer("lb_service", "lb", **INVENTORY, hostvars=LAB_HOSTVARS, ansible_check_mode=True)
-    assert checking.value(services["vars"]["lb_service_windows_argv"], item=gone)[-1] == "--check"
     assert checking.value(neighbor["ansible.windows.win_command"], item="20.1.1.100")["argv"][-1] == "--check"
     assert services["check_mode"] is False and neighbor["check_mode"] is False
-    answer = {"rc": 0, "stdout": '{"changed": true, "diff": {"before": {}, "after": {"1": {}}}, "writes": ["w"]}'}
+    answer = {"rc": 0, "stdout": json.dumps({"changed": True, "diff": {"before": {}, "after": {"1": {}}},
+                                             "services": {"create": [1], "update": [], "remove": []},
+                                             "changes": {"1": ["w"]}, "counts": {"x": 1}})}
     assert svc.value("{{ %s }}" % services["changed_when"], lb_service_windows_services=answer) is True
     assert svc.value("{{ %s }}" % services["failed_when"], lb_service_windows_services=answer) is False
+    refused = {"rc": 1, "stdout": '{"failed": true, "changed": false, "msg": "services[0].backends: ..."}'}
+    assert svc.value("{{ %s }}" % services["failed_when"], lb_service_windows_services=refused) is True
     shown = svc.task("windows.yml", "Show the changes")
     assert svc.value(shown["ansible.builtin.debug"]["msg"], item=answer) == {
-        "diff": {"before": {}, "after": {"1": {}}}, "writes": ["w"]}
+        "diff": {"before": {}, "after": {"1": {}}}, "services": {"create": [1], "update": [], "remove": []},
+        "changes": {"1": ["w"]}}
 
 
 # --- lab_verify, the summary and dumpstate.yml with a Windows LB node ------------------------------

@@ -1,10 +1,11 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, L4LB lab toolkit contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Filters for the Windows roles (windows_ebpf, backend_windows): the eBPF-for-Windows version
-gate and the readers of what Windows tools print (netsh ebpf, bcdedit). Pure functions of their
-arguments, so each decision the roles take is unit-tested without a Windows host
-(tests/windows/test_filters.py).
+"""Filters for the Windows roles (windows_ebpf, backend_windows, and the Windows tasks of lb_node,
+lb_service, lab_verify): the eBPF-for-Windows version gate, the readers of what Windows tools
+print (netsh ebpf, bcdedit, a program's --version, l4lbctl --json), and the quoting of a Windows
+command line. Pure functions of their arguments, so each decision the roles take is unit-tested
+without a Windows host (tests/windows/test_filters.py).
 
 Facts they encode (docs: README "Windows nodes"):
 
@@ -28,7 +29,9 @@ Facts they encode (docs: README "Windows nodes"):
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
 
 from ansible.errors import AnsibleFilterError
 
@@ -39,6 +42,11 @@ description:
   - C(l4lb_efw_has_xdp_hook), C(l4lb_efw_xdp_need), C(l4lb_efw_xdp_gate) - the version gate.
   - C(l4lb_netsh_programs), C(l4lb_netsh_pins), C(l4lb_efw_decap_plan) - the decap program's state.
   - C(l4lb_bcdedit_testsigning) - test signing in C(bcdedit /enum {current}) output.
+  - C(l4lb_program_version) - the version in C(python --version) or C(clang --version) output.
+  - C(l4lb_prereqs_to_install) - the prerequisites whose C(--version) is not the wanted one.
+  - C(l4lb_ctl_json) - the result of C(l4lbctl --json), or a failure naming what it printed.
+  - C(l4lb_program_info) - C(l4lbctl --json mode show) shaped as the C(xdp_program_info) result.
+  - C(l4lb_win_cmdline) - an argument list as one Windows command line (a scheduled task's arguments).
 author: L4LB lab toolkit contributors (@l4lb-lab)
 """
 
@@ -148,6 +156,63 @@ def bcdedit_testsigning(text):
                for line in str(text or "").splitlines())
 
 
+_PROGRAM_VERSION = re.compile(r"^\s*(?:Python|(?:\S+ )?clang version)\s+(\d+\.\d+\.\d+\S*)", re.MULTILINE)
+
+
+def program_version(text):
+    """The version a program printed: ``Python 3.12.7`` (python --version) or ``clang version
+    18.1.8`` (clang --version, also with a vendor prefix), a pre-release with its suffix
+    (``3.13.0rc2``); '' when there is none (the program is missing, or printed something else)."""
+    m = _PROGRAM_VERSION.search(str(text or ""))
+    return m.group(1) if m else ""
+
+
+def prereqs_to_install(results):
+    """From the loop results of reading each prerequisite's ``--version`` (each with its ``item``,
+    a prerequisite with ``version``): the prerequisites whose program is missing or printed
+    another version. Skipped results are ignored."""
+    out = []
+    for r in results or []:
+        if not isinstance(r, dict) or r.get("skipped") or "item" not in r:
+            continue
+        if program_version(r.get("stdout", "")) != str(r["item"].get("version", "")):
+            out.append(r["item"])
+    return out
+
+
+def ctl_json(stdout, rc=0):
+    """What ``l4lbctl --json`` answered: its JSON object (``changed``, ``diff``, ... or, exit 1,
+    ``failed`` and ``msg``); when it printed no JSON object (Python missing, a traceback, a usage
+    error), ``failed`` with a ``msg`` naming the exit code and the start of what it printed."""
+    text = str(stdout or "").strip()
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if isinstance(value, dict):
+        return value
+    head = " | ".join(text.splitlines()[:5]) or "(nothing)"
+    return {"failed": True, "changed": False, "msg": f"l4lbctl answered no JSON (exit {rc}): {head}"}
+
+
+def program_info(shown):
+    """``l4lbctl --json mode show``'s answer in the shape of the xdp_program_info module's
+    result: ``status`` (device, prog_id, name, mode, ...) and ``trouble``."""
+    shown = dict(shown or {})
+    trouble = shown.pop("trouble", {}) or {}
+    for key in ("changed", "failed", "msg"):
+        shown.pop(key, None)
+    return {"changed": False, "status": shown, "trouble": trouble}
+
+
+def win_cmdline(argv):
+    """``argv`` as one Windows command line, quoted as the Microsoft C runtime (and Python's
+    sys.argv on Windows) splits it again: subprocess.list2cmdline's rules."""
+    if isinstance(argv, (str, bytes)) or not hasattr(argv, "__iter__"):
+        raise AnsibleFilterError(f"l4lb_win_cmdline wants a list of arguments, not {argv!r}")
+    return subprocess.list2cmdline([str(a) for a in argv])
+
+
 class FilterModule:
     def filters(self):
         return {
@@ -158,4 +223,9 @@ class FilterModule:
             "l4lb_netsh_pins": netsh_pins,
             "l4lb_efw_decap_plan": efw_decap_plan,
             "l4lb_bcdedit_testsigning": bcdedit_testsigning,
+            "l4lb_program_version": program_version,
+            "l4lb_prereqs_to_install": prereqs_to_install,
+            "l4lb_ctl_json": ctl_json,
+            "l4lb_program_info": program_info,
+            "l4lb_win_cmdline": win_cmdline,
         }

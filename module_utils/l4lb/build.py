@@ -272,13 +272,42 @@ def _remember(out: Path, cmd: list, clang: str, deps: Path, version: str, warnin
         return
     finally:
         deps.unlink(missing_ok=True)
-    # make syntax: "target: dep dep \\\n dep ..."; our paths carry no spaces
-    inputs = text.split(":", 1)[1].replace("\\\n", " ").split() if ":" in text else []
+    inputs = make_deps(text)
     rec = {"cmd": cmd, "compiler": _compiler_id(clang), "object": _sha256(out), "clang_version": version,
            "warnings": warnings, "inputs": {p: _sha256(p) for p in inputs}}
     tmp = _record_path(out).with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(rec))
     os.replace(tmp, _record_path(out))
+
+
+def make_deps(text: str) -> list:
+    """The prerequisites of clang's -MD file (make syntax: ``target: dep dep \\<newline> dep``).
+    The target ends at the first colon followed by white space (a Windows path's drive colon is
+    followed by a backslash); a space inside a path is escaped as backslash-space (``C:\\Program\\ Files``)."""
+    text = text.replace("\\\r\n", " ").replace("\\\n", " ")
+    end = text.find(": ")
+    if end < 0:
+        end = text.find(":\n")
+    if end < 0:
+        return []
+    rest = text[end + 2:]
+    deps, cur, i = [], [], 0
+    while i < len(rest):
+        c = rest[i]
+        if c == "\\" and i + 1 < len(rest) and rest[i + 1] == " ":
+            cur.append(" ")
+            i += 2
+            continue
+        if c.isspace():
+            if cur:
+                deps.append("".join(cur))
+                cur = []
+        else:
+            cur.append(c)
+        i += 1
+    if cur:
+        deps.append("".join(cur))
+    return deps
 
 
 def source_path(name: str, src_dir: str | os.PathLike | None = None) -> Path:

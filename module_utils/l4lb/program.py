@@ -9,6 +9,9 @@ pinned by name by libbpf, so a reload or mode switch keeps services and connecti
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import os
 import posixpath
 import shutil
@@ -154,8 +157,10 @@ def ensure_present(desired: Desired, check_mode: bool = False) -> dict:
             # A pin missing or pointing elsewhere: the running program may use other maps than
             # the pinned ones, so reattach the candidate (loaded on the pinned maps).
             pinned_ok = before.pinned_prog_id == before.attached.prog_id and before.pinned_prog_id != 0
+            untagged_same = not cand.tag and pinned_ok and _recorded_same(desired, before, build.path)
             done = xdp.ensure(desired.device, dev.ifindex, prog.fd, prog_pin_path(desired.pin_dir),
-                              desired.attach_mode, check_mode=check_mode, force=desired.force or not pinned_ok)
+                              desired.attach_mode, check_mode=check_mode, force=desired.force or not pinned_ok,
+                              untagged_same=untagged_same)
             result = {
                 "changed": done.changed,
                 "diff": {
@@ -181,6 +186,8 @@ def ensure_present(desired: Desired, check_mode: bool = False) -> dict:
         finally:
             obj.close()
         after = status(desired.device, desired.pin_dir)
+        if not cand.tag:
+            _record_attached(desired, after, final_obj)
         result["diff"]["after"]["attach_mode"] = done.attach_mode
         result.update(status=after.as_dict(), prog_id=after.attached.prog_id, tag=after.attached.tag,
                       attach_mode=done.attach_mode, pins={"prog": prog_pin_path(desired.pin_dir), "maps": maps_dir},
@@ -188,6 +195,54 @@ def ensure_present(desired: Desired, check_mode: bool = False) -> dict:
         return result
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+# The attach record, for platforms that keep no program tag (eBPF-for-Windows): after an attach,
+# the kernel's id of the program and the SHA-256 of the object it was loaded from, beside the
+# object. A later run takes the running program as the candidate's equal only when the kernel
+# still runs and pins that very id on the device and the candidate object hashes the same; a
+# record naming another id (a reload, a reboot, someone else's attach) counts for nothing.
+def _record_path(build_dir: str) -> str:
+    return os.path.join(build_dir, ".lb_attached.json")
+
+
+def _file_sha256(path: str) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+    except OSError:
+        return None
+
+
+def _record_key(desired: Desired, st: ProgramStatus) -> dict:
+    return {"device": desired.device, "ifindex": st.ifindex, "pin_dir": desired.pin_dir,
+            "prog_id": st.attached.prog_id, "name": st.attached.name}
+
+
+def _recorded_same(desired: Desired, before: ProgramStatus, obj_path: str) -> bool:
+    try:
+        with open(_record_path(desired.build_dir)) as f:
+            rec = json.load(f)
+    except (OSError, ValueError):
+        return False
+    if not isinstance(rec, dict) or not before.attached.present:
+        return False
+    sha = _file_sha256(obj_path)
+    return sha is not None and rec.get("object_sha256") == sha and rec.get("key") == _record_key(desired, before)
+
+
+def _record_attached(desired: Desired, after: ProgramStatus, obj_path: str) -> None:
+    """After an attach; a record that cannot be written only costs the next run a replace."""
+    rec = {"key": _record_key(desired, after), "object_sha256": _file_sha256(obj_path)}
+    path = _record_path(desired.build_dir)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "w") as f:
+            json.dump(rec, f, sort_keys=True)
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
 
 
 def _diff_view(st: ProgramStatus) -> dict:

@@ -151,20 +151,23 @@ class Ensured:
 
 
 def ensure(device: str, ifindex: int, prog_fd: int, pin: str, attach_mode: str,
-           check_mode: bool = False, force: bool = False) -> Ensured:
+           check_mode: bool = False, force: bool = False, untagged_same: bool = False) -> Ensured:
     """The loaded candidate ``prog_fd`` runs on the device, pinned at ``pin``.
 
     The same program (tag) already running in an acceptable mode is kept; when only its pin is
     missing or stale, the running program is pinned. Otherwise (or with ``force``) the candidate
     is attached (replacing atomically) and pinned. Check mode only lists the actions. Where the
-    platform keeps no tag (eBPF-for-Windows), the running program cannot be judged the same, so
-    the candidate always replaces it.
+    platform keeps no tag (eBPF-for-Windows), the kernel cannot tell the running program the same:
+    the caller may (``untagged_same``: program.py's attach record, read against the kernel's
+    program id); otherwise the candidate always replaces it. With tags, ``untagged_same`` is
+    never used.
     """
     plat = platform.current()
     cur = attached(ifindex)
     cand = prog_summary(prog_fd)
     done = Ensured(before=cur, attach_mode=cur.attach_mode)
-    same = bool(cur.tag) and cur.tag == cand.tag
+    same = (bool(cur.tag) and cur.tag == cand.tag) or (
+        untagged_same and not cur.tag and not cand.tag and cur.name == cand.name)
     if not force and cur.present and same and mode_ok(cur, attach_mode):
         if pinned_prog_id(pin) != cur.prog_id:
             done.actions.append(f"pin attached program {cur.prog_id} at {pin}")

@@ -19,10 +19,10 @@ IFNAMSIZ = 15  # longest Linux interface name (IFNAMSIZ - 1)
 NODE_ROLES = ("lb", "backend", "client")
 DECAP_METHODS = ("xdp", "tc")
 NODE_OSES = ("linux", "windows")
-# The node roles whose Windows roles exist (backend: windows_ebpf + backend_windows). The LB node
-# joins when its Windows control plane is wired into the playbooks (issue 10 item 4); the client
+# The node roles whose Windows roles exist (backend: windows_ebpf + backend_windows; lb:
+# windows_ebpf + lb_node's and lb_service's Windows tasks, l4lbctl through win_command); the client
 # runs the lab's Python probes and stays Linux.
-WINDOWS_ROLES = ("backend",)
+WINDOWS_ROLES = ("lb", "backend")
 # A Windows backend decapsulates IPIP with XDP only (eBPF-for-Windows has no tc hook).
 WINDOWS_DECAP = ("xdp",)
 _IFNAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
@@ -205,8 +205,7 @@ def build_topology(spec):
         if os_name not in NODE_OSES:
             problems.append(f"hostvars[{name}].lab_os {os_name!r} must be one of {', '.join(NODE_OSES)}")
         elif os_name == "windows" and role in NODE_ROLES and role not in WINDOWS_ROLES:
-            why = ("the client runs the lab's Python probes (lab_verify)" if role == "client" else
-                   "the LB node's Windows control plane is not wired into the playbooks yet (issue 10)")
+            why = "the client runs the lab's Python probes (lab_verify)"
             problems.append(f"hostvars[{name}].lab_os 'windows': a Windows {role} node is not supported: "
                             f"{why}; Windows roles exist for: {', '.join(WINDOWS_ROLES)}")
         elif os_name == "windows" and role == "backend" and decap in DECAP_METHODS and decap not in WINDOWS_DECAP:

@@ -11,6 +11,7 @@ import ast
 import base64
 import json
 import os
+import sys
 import types
 
 import pytest
@@ -177,9 +178,56 @@ def test_the_core_on_windows_calls_only_exported_functions(win):
     assert win.runs and all(argv == W.powershell_argv(W.device_script("Ethernet")) for argv in win.runs)
 
 
-def test_l4lbctl_on_windows(win, monkeypatch, capsys):
-    """The CLI a Windows role drives: its default pin directory is the adapter's, and
-    ``--json mode show`` answers from the adapter."""
+def test_mode_update_on_windows_is_idempotent_by_its_attach_record(win):
+    """No tag on eBPF-for-Windows: a second mode update with the same object keeps the running
+    program (the record names the kernel's id, attached and pinned, and the object's SHA-256);
+    another object, --force, another mode, or a program that is not the recorded one replace it."""
+    api, pin_dir = win.api, "/ebpf/global/l4lbt/lb"
+    first = agent.mode_update(_desired(win, "snat"))
+    running = api.links[7]
+    record = json.loads((win.tmp / "build" / ".lb_attached.json").read_text())
+    assert record["key"] == {"device": "Ethernet", "ifindex": 7, "pin_dir": pin_dir,
+                             "prog_id": first["prog_id"], "name": "lb_xdp_snat"}
+    again = agent.mode_update(_desired(win, "snat"))
+    assert not again["changed"] and api.links[7] is running
+    assert not program.ensure_present(_desired(win, "snat"), check_mode=True)["changed"]
+    forced = _desired(win, "snat")
+    forced.force = True
+    assert agent.mode_update(forced)["changed"] and api.links[7] is not running
+    running = api.links[7]
+    # the object changed (a source, a macro, the compiler): replaced
+    obj = win.tmp / "lb_xdp_snat.o"
+    obj.write_text(obj.read_text() + " ")
+    assert program.ensure_present(_desired(win, "snat"), check_mode=True)["changed"]
+    assert agent.mode_update(_desired(win, "snat"))["changed"] and api.links[7] is not running
+    assert not agent.mode_update(_desired(win, "snat"))["changed"]
+    # the record names a program the kernel no longer runs (removed and attached again by hand)
+    assert program.ensure_absent("Ethernet", pin_dir)["changed"]
+    assert agent.mode_update(_desired(win, "snat"))["changed"]
+    (win.tmp / "build" / ".lb_attached.json").write_text("{not json")
+    assert agent.mode_update(_desired(win, "snat"))["changed"]
+    assert agent.mode_update(_desired(win, "dsr"))["changed"]
+    assert not agent.mode_update(_desired(win, "dsr"))["changed"]
+    assert api.missing == set()
+
+
+def test_the_compile_cache_reads_a_windows_dependency_list():
+    """clang -MD on a Windows node: drive colons in the target and the inputs, a space escaped in
+    eBPF-for-Windows' directory, CRLF line continuations; Linux's form reads as before."""
+    from l4lb import build
+    win_deps = ("C:\\l4lb\\lb\\build\\.lb_xdp_snat.o.9.tmp: C:\\l4lb\\lb\\tool\\bpf\\lb_xdp.c \\\r\n"
+                "  C:\\Program\\ Files\\ebpf-for-windows\\include\\bpf_helpers.h \\\r\n"
+                "  C:\\l4lb\\lb\\tool\\bpf\\include\\compat.h\r\n")
+    assert build.make_deps(win_deps) == [
+        "C:\\l4lb\\lb\\tool\\bpf\\lb_xdp.c", "C:\\Program Files\\ebpf-for-windows\\include\\bpf_helpers.h",
+        "C:\\l4lb\\lb\\tool\\bpf\\include\\compat.h"]
+    assert build.make_deps("/run/l4lb/lb/build/.x.o.1.tmp: /r/bpf/lb_xdp.c /r/bpf/include/maps.h \\\n"
+                           " /usr/include/linux/bpf.h\n") == [
+        "/r/bpf/lb_xdp.c", "/r/bpf/include/maps.h", "/usr/include/linux/bpf.h"]
+    assert build.make_deps("") == []
+
+
+def _l4lbctl(monkeypatch):
     import importlib.machinery
     import importlib.util
     monkeypatch.delenv("L4LB_PIN_DIR", raising=False)
@@ -188,6 +236,67 @@ def test_l4lbctl_on_windows(win, monkeypatch, capsys):
     spec = importlib.util.spec_from_loader("l4lbctl_win", loader)
     cli = importlib.util.module_from_spec(spec)
     loader.exec_module(cli)
+    return cli
+
+
+def test_l4lbctl_verbs_the_windows_lb_role_drives(win, monkeypatch, capsys):
+    """What roles/lb_node/tasks/windows.yml and lb_service run through win_command: --json answers
+    with changed (and failed with msg and exit 1), mode update takes the Maglev size, mode show
+    carries the trouble counters, mode delete removes the load balancer, ct gc --log writes there."""
+    cli = _l4lbctl(monkeypatch)
+    pin = ["--pin-dir", "/ebpf/global/l4lbt/lb", "--device", "Ethernet"]
+    src, build_dir = str(win.tmp / "bpf"), str(win.tmp / "build")
+    os.makedirs(src, exist_ok=True)
+    seen = {}
+    real_update = agent.mode_update
+    monkeypatch.setattr(cli.agent, "mode_update", lambda d, check_mode=False: seen.update(d=d) or real_update(d, check_mode))
+
+    def run(*argv):
+        rc = cli.main(["--json", *pin, *argv])
+        return rc, json.loads(capsys.readouterr().out)
+
+    rc, out = run("mode", "update", "snat", "--src", src, "--build-dir", build_dir, "--attach-mode", "generic",
+                  "--maglev-size", "251", "--snat-ports", "61000-65535", "--ct-timeouts", '{"syn": 5}')
+    assert rc == 0 and out["changed"] and out["status"]["mode"] == "snat"
+    assert (seen["d"].maglev_size, seen["d"].ct_timeouts, seen["d"].attach_mode) == (251, {"syn": 5}, "generic")
+    rc, out = run("mode", "update", "snat", "--src", src, "--build-dir", build_dir, "--attach-mode", "generic",
+                  "--maglev-size", "251", "--snat-ports", "61000-65535", "--ct-timeouts", '{"syn": 5}')
+    assert rc == 0 and not out["changed"]
+    rc, out = run("mode", "show")
+    assert rc == 0 and (out["mode"], out["changed"], out["trouble"]) == ("snat", False, {})
+    rc, out = run("neighbor", "update", "20.1.1.10", "--check")
+    assert rc == 0 and out["changed"] and out["mac"] == "02:4c:14:01:01:0a"
+    rc, out = run("service", "update", "--id", "1", "--frontend", "40.1.1.1:80", "--backends", "20.1.1.10:80@2")
+    assert rc == 0 and out["changed"] and "1" in out["diff"]["after"] and out["writes"]
+    rc, out = run("service", "dumpstate", "--id", "1")
+    assert rc == 0 and out["service"]["id"] == 1 and out["changed"] is False
+    rc, out = run("service", "dumpstate", "--id", "9")
+    assert rc == 1 and out == {"failed": True, "changed": False, "msg": "service 9 is not programmed"}
+    log = win.tmp / "gc.log"
+    saved = sys.stdout, sys.stderr
+    try:
+        assert cli.main([*pin, "ct", "gc", "--log", str(log)]) == 0
+        assert cli.main([*pin, "--pin-dir", "/ebpf/global/none", "ct", "gc", "--log", str(log)]) == 1
+    finally:
+        sys.stdout.close()
+        sys.stdout, sys.stderr = saved
+    assert log.read_text() == (
+        "deleted 0 CT and 0 SNAT entries; 0 CT and 0 SNAT entries left\n"
+        "l4lbctl: no load balancer is loaded: /ebpf/global/none/maps does not exist (attach it first: "
+        "xdp_program / l4lbctl mode update)\n")
+    rc, out = run("mode", "delete", "--check")
+    assert rc == 0 and out["changed"] and win.api.links
+    rc, out = run("mode", "delete")
+    assert rc == 0 and out["changed"] and not win.api.links
+    rc, out = run("mode", "delete")
+    assert rc == 0 and not out["changed"]
+    assert win.api.missing == set()
+
+
+def test_l4lbctl_on_windows(win, monkeypatch, capsys):
+    """The CLI a Windows role drives: its default pin directory is the adapter's, and
+    ``--json mode show`` answers from the adapter."""
+    cli = _l4lbctl(monkeypatch)
     assert cli.DEFAULTS["pin_dir"] == "/ebpf/global/l4lb/lb"
     assert cli.main(["--json", "--device", "Ethernet", "mode", "show"]) == 0
     shown = json.loads(capsys.readouterr().out)

@@ -27,7 +27,8 @@ SYSTEM_CA = "/etc/ssl/certs/ca-certificates.crt"
 @pytest.fixture
 def inputs(tmp_path):
     """What a user provides, as files on the controller: the MSI (a stand-in), the WinRM CA,
-    devcon.exe and eBPF-for-Windows' include directory (stand-ins)."""
+    devcon.exe, eBPF-for-Windows' include directory, and the Windows LB node's Python and LLVM
+    installers (stand-ins)."""
     msi = tmp_path / "eBPF-for-Windows.0.12.0.msi"
     msi.write_bytes(b"not really an MSI")
     ca = tmp_path / "winrm-ca.pem"
@@ -38,6 +39,14 @@ def inputs(tmp_path):
     inc.mkdir()
     for h in ("bpf_helpers.h", "ebpf_nethooks.h"):
         (inc / h).write_text("/* stand-in */\n")
+    python = tmp_path / "python-3.12.7-amd64.exe"
+    python.write_bytes(b"MZ python stand-in")
+    llvm = tmp_path / "LLVM-18.1.8-win64.exe"
+    llvm.write_bytes(b"MZ llvm stand-in")
     return {"windows_ebpf_msi_src": str(msi), "windows_ebpf_msi_sha256": hashlib.sha256(msi.read_bytes()).hexdigest(),
             "lab_winrm_ca_path": str(ca), "backend_windows_devcon_src": str(devcon),
-            "backend_windows_efw_include_dir": str(inc)}
+            "backend_windows_efw_include_dir": str(inc),
+            "lb_node_windows_python_src": str(python),
+            "lb_node_windows_python_sha256": hashlib.sha256(python.read_bytes()).hexdigest(),
+            "lb_node_windows_llvm_src": str(llvm),
+            "lb_node_windows_llvm_sha256": hashlib.sha256(llvm.read_bytes()).hexdigest()}

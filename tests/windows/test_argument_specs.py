@@ -13,7 +13,7 @@ import yaml
 from winplay import playbook
 from labtest import ANSIBLE_PLAYBOOK, REPO
 
-ROLES = ("windows_ebpf", "backend_windows")
+ROLES = ("windows_ebpf", "backend_windows", "lb_node", "lb_service")
 INTERNAL = {"backend_windows_compile_anywhere"}  # derived in defaults, not an input
 
 
@@ -43,7 +43,8 @@ def test_every_default_is_a_documented_option_and_literal_defaults_agree(role):
         if "default" in opt:
             if isinstance(value, str) and "{{" in value:
                 # a default derived from a shared variable documents its fallback
-                assert f"default('{opt['default']}')" in value, name
+                literal = str(opt["default"]).lower() if isinstance(opt["default"], bool) else opt["default"]
+                assert f"default('{literal}')" in value or f"default({literal})" in value, name
             else:
                 assert opt["default"] == value, name
         if "choices" in opt and not (isinstance(value, str) and "{{" in value):
@@ -58,6 +59,21 @@ def test_every_default_is_a_documented_option_and_literal_defaults_agree(role):
 def test_role_validation_refuses_bad_values(inputs, tag, over, needle):
     """The role's own play validates its arguments before any of its tasks (no node is reached)."""
     rc, out = playbook(["playbooks/site.yml", "--tags", tag, "--limit", "win1"], extra_vars=dict(inputs, **over),
+                       env={"L4LB_WINRM_USER": "Administrator", "L4LB_WINRM_PASSWORD": "x"})
+    assert rc == 2, out
+    assert "Validating arguments against arg spec 'main'" in out
+    assert needle in out and "ESTABLISH WINRM" not in out, out[-2000:]
+
+
+@pytest.mark.parametrize("book, over, needle", [
+    ("mode.yml", {"lb_node_maglev_size": "many"}, "lb_node_maglev_size"),
+    ("mode.yml", {"lb_node_os": "solaris"}, "lb_node_os"),
+    ("service.yml", {"lb_service_os": "solaris"}, "lb_service_os"),
+])
+def test_the_windows_lb_roles_validate_their_arguments(inputs, book, over, needle):
+    """lb_node and lb_service on the Windows LB node validate before any task (no node is reached)."""
+    tag = "lb_service" if book == "service.yml" else "lb_node"
+    rc, out = playbook([f"playbooks/{book}", "--tags", tag, "--limit", "lb"], extra_vars=dict(inputs, **over),
                        env={"L4LB_WINRM_USER": "Administrator", "L4LB_WINRM_PASSWORD": "x"})
     assert rc == 2, out
     assert "Validating arguments against arg spec 'main'" in out

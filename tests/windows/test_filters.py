@@ -160,4 +160,67 @@ def test_bcdedit_testsigning(winfilters):
 def test_filters_are_registered_under_their_names(winfilters):
     names = set(winfilters.FilterModule().filters())
     assert names == {"l4lb_efw_has_xdp_hook", "l4lb_efw_xdp_need", "l4lb_efw_xdp_gate", "l4lb_netsh_programs",
-                     "l4lb_netsh_pins", "l4lb_efw_decap_plan", "l4lb_bcdedit_testsigning"}
+                     "l4lb_netsh_pins", "l4lb_efw_decap_plan", "l4lb_bcdedit_testsigning",
+                     "l4lb_program_version", "l4lb_prereqs_to_install", "l4lb_ctl_json", "l4lb_program_info",
+                     "l4lb_win_cmdline"}
+
+
+@pytest.mark.parametrize("text, version", [
+    ("Python 3.12.7\r\n", "3.12.7"),
+    ("Python 3.13.0rc2\r\n", "3.13.0rc2"),
+    ("clang version 18.1.8\r\nTarget: x86_64-pc-windows-msvc\r\nThread model: posix\r\n"
+     "InstalledDir: C:\\l4lb\\llvm\\bin\r\n", "18.1.8"),
+    ("Debian clang version 16.0.6 (15+b1)\nTarget: x86_64-pc-linux-gnu\n", "16.0.6"),
+    ("", ""), (None, ""),
+    ("'C:\\l4lb\\python\\python.exe' is not recognized as an internal or external command", ""),
+    ("Python was not found; run without arguments to install from the Microsoft Store", ""),
+])
+def test_program_version(winfilters, text, version):
+    assert winfilters.program_version(text) == version
+
+
+def test_prereqs_to_install(winfilters):
+    py = {"name": "Python", "version": "3.12.7"}
+    llvm = {"name": "LLVM", "version": "18.1.8"}
+    results = [{"item": py, "rc": 0, "stdout": "Python 3.12.7\r\n", "changed": False},
+               {"item": llvm, "failed": False, "msg": "The system cannot find the file specified."}]
+    assert winfilters.prereqs_to_install(results) == [llvm]
+    results[1] = {"item": llvm, "rc": 0, "stdout": "clang version 17.0.6\r\nTarget: x86_64-pc-windows-msvc\r\n"}
+    assert winfilters.prereqs_to_install(results) == [llvm]
+    results[1]["stdout"] = "clang version 18.1.8\r\n"
+    assert winfilters.prereqs_to_install(results) == []
+    assert winfilters.prereqs_to_install([{"item": py, "skipped": True}]) == []
+    assert winfilters.prereqs_to_install(None) == []
+
+
+def test_ctl_json(winfilters):
+    assert winfilters.ctl_json('{\n  "changed": true,\n  "writes": ["x"]\n}\n') == {"changed": True, "writes": ["x"]}
+    assert winfilters.ctl_json('{"failed": true, "changed": false, "msg": "service 9 is not programmed"}', 1) == {
+        "failed": True, "changed": False, "msg": "service 9 is not programmed"}
+    assert winfilters.ctl_json("Traceback (most recent call last):\r\n  File \"l4lbctl\", line 3\r\nOSError: x\r\n", 1) == {
+        "failed": True, "changed": False,
+        "msg": 'l4lbctl answered no JSON (exit 1): Traceback (most recent call last): |   File "l4lbctl", line 3 | OSError: x'}
+    assert winfilters.ctl_json("", 2)["msg"] == "l4lbctl answered no JSON (exit 2): (nothing)"
+    assert winfilters.ctl_json("[1, 2]")["failed"] is True
+
+
+def test_program_info_has_xdp_program_infos_shape(winfilters):
+    shown = {"attach_mode": "generic", "changed": False, "device": "Ethernet", "maps_pinned": ["ct4_global"],
+             "mode": "snat", "name": "lb_xdp_snat", "pinned_prog_id": 12, "prog_id": 12, "tag": "",
+             "trouble": {"PASS_MTU": {"packets": 3, "bytes": 4500}}}
+    assert winfilters.program_info(shown) == {"changed": False, "trouble": {"PASS_MTU": {"packets": 3, "bytes": 4500}},
+                                              "status": {"attach_mode": "generic", "device": "Ethernet",
+                                                         "maps_pinned": ["ct4_global"], "mode": "snat",
+                                                         "name": "lb_xdp_snat", "pinned_prog_id": 12,
+                                                         "prog_id": 12, "tag": ""}}
+    assert winfilters.program_info(None) == {"changed": False, "status": {}, "trouble": {}}
+
+
+def test_win_cmdline_quotes_as_the_c_runtime_splits(winfilters):
+    assert winfilters.win_cmdline(["C:\\l4lb\\lb\\tool\\bin\\l4lbctl", "--every", 5, "--timeouts", "{}"]) == \
+        "C:\\l4lb\\lb\\tool\\bin\\l4lbctl --every 5 --timeouts {}"
+    assert winfilters.win_cmdline(["--timeouts", '{"syn": 5, "tcp": 21600}', "--log", "C:\\Program Files\\x\\gc.log"]) == \
+        '--timeouts "{\\"syn\\": 5, \\"tcp\\": 21600}" --log "C:\\Program Files\\x\\gc.log"'
+    assert winfilters.win_cmdline(["a b\\", ""]) == '"a b\\\\" ""'
+    with pytest.raises(AnsibleFilterError):
+        winfilters.win_cmdline("--every 5")

@@ -1,5 +1,5 @@
 """lab_os in the provider-neutral model: Windows accepted where the Windows roles exist
-(backends with XDP decap), refused elsewhere naming the host; the netns provider refuses Windows
+(the LB node; backends with XDP decap), refused elsewhere (the client) naming the host; the netns provider refuses Windows
 nodes; the external provider (the user's own machines) makes and removes nothing. Pure Python."""
 
 from __future__ import annotations
@@ -45,17 +45,16 @@ def test_unknown_os_is_refused_naming_the_host():
         "hostvars[linux1].lab_os 'plan9' must be one of linux, windows"]
 
 
-def test_windows_lb_is_refused_until_its_roles_exist():
-    (msg,) = problems(spec(lb={"os": "windows"}))
-    assert msg == ("hostvars[lb].lab_os 'windows': a Windows lb node is not supported: the LB node's "
-                   "Windows control plane is not wired into the playbooks yet (issue 10); Windows roles "
-                   "exist for: backend")
+def test_a_windows_lb_node_is_accepted_as_in_the_seed():
+    t = lt.build_topology(spec(lb={"os": "windows"}))
+    assert t.node("lb").os == "windows" and t.node("lb").role == "lb"
+    assert lt.WINDOWS_ROLES == ("lb", "backend")
 
 
 def test_windows_client_is_refused():
     (msg,) = problems(spec(client={"os": "windows"}))
-    assert msg.startswith("hostvars[client].lab_os 'windows': a Windows client node is not supported: "
-                          "the client runs the lab's Python probes (lab_verify)")
+    assert msg == ("hostvars[client].lab_os 'windows': a Windows client node is not supported: "
+                   "the client runs the lab's Python probes (lab_verify); Windows roles exist for: lb, backend")
 
 
 def test_windows_backend_with_tc_decap_is_refused():

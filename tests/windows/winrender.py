@@ -51,8 +51,18 @@ def role_defaults(role):
         return yaml.safe_load(f)
 
 
+def role_vars(role):
+    """The role's vars/main.yml (derived values; above inventory variables), or {}."""
+    path = os.path.join(ROLES, role, "vars", "main.yml")
+    if not os.path.exists(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        return yaml.safe_load(f) or {}
+
+
 class Renderer:
-    """Templates of one role, for one host."""
+    """Templates of one role, for one host: role defaults < the host's inventory variables <
+    role vars < ``extra`` (as extra vars)."""
 
     def __init__(self, role, host, **extra):
         self.role = role
@@ -60,11 +70,14 @@ class Renderer:
         if role == "backend_windows":
             variables.update({k: v for k, v in role_defaults("windows_ebpf").items()
                               if k not in variables})
-        variables.update(host_vars(host, **extra))
+        variables.update(host_vars(host))
+        variables.update(role_vars(role))
+        variables.update(extra)
         self.vars = trust(variables)
-        # Every host of the play has the preflight's facts (hostvars).
-        self.vars["hostvars"] = {h: {"backend_windows_decap_compile": extra.get(
-            "backend_windows_decap_compile", True)} for h in ALL_HOSTS}
+        # Every host of the play has the preflight's facts (hostvars), unless the test gives them.
+        if "hostvars" not in extra:
+            self.vars["hostvars"] = {h: {"backend_windows_decap_compile": extra.get(
+                "backend_windows_decap_compile", True)} for h in ALL_HOSTS}
         self.templar = Templar(loader=DataLoader(), variables=self.vars)
 
     def value(self, expr, **extra):

@@ -136,10 +136,18 @@ def test_no_password_in_verbose_output_from_a_vault(inputs, tmp_path):
 
 def test_lab_topology_external_accepts_the_seeds_windows_lb_node_and_changes_nothing():
     """inventory/windows as it is: the LB node and win1/win2 on Windows (the seed's lab)."""
+    before = _files_under("/var/lib/l4lb-lab")
     rc, out = run(["playbooks/site.yml", "--tags", "lab_topology", "--limit", "localhost", "-v"])
     assert rc == 0, out
     assert re.search(r"localhost +: ok=\d+ +changed=0 +unreachable=0 +failed=0", out), out
     assert '"mtu": 1500, "name": "lb", "os": "windows", "role": "lb"' in out
+    # "changes nothing" on the controller too: no WinRM passphrase or CA made for guests that the
+    # external provider does not create (a password lookup in a role default once did that)
+    assert _files_under("/var/lib/l4lb-lab") == before
+
+
+def _files_under(top):
+    return sorted(os.path.join(d, n) for d, _dirs, names in os.walk(top) for n in names)
 
 
 def test_lab_topology_external_accepts_windows_backends_and_changes_nothing(tmp_path):

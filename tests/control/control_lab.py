@@ -95,7 +95,10 @@ class ModuleRunner:
 def l4lbctl(*args, check=False):
     """The CLI as a user runs it, inside the LB namespace, against the test's pins."""
     argv = [PYTHON, L4LBCTL, "--netns", LB_NS, "--pin-dir", PIN_DIR, *args]
-    p = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    # its defaults (a build dir for verbs not given --build-dir) under the test's state dir, which
+    # the slice sweeps - not the default lab's /run/l4lb
+    env = dict(os.environ, L4LB_STATE_DIR=STATE_DIR)
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
     if check and p.returncode != 0:
         raise AssertionError(f"l4lbctl {' '.join(args)} failed ({p.returncode}): {p.stderr}")
     return p

@@ -26,3 +26,12 @@ def slice_lab():
 def run_module():
     with tempfile.TemporaryDirectory(prefix=lab.PREFIX + "-") as d:
         yield lab.ModuleRunner(d)
+
+
+@pytest.fixture(scope="module")
+def program(run_module):
+    """The LB program attached in SNAT mode (and removed at the end of the test module)."""
+    r = run_module("xdp_program", lab.PROGRAM)
+    assert not r.get("failed"), r
+    yield r
+    run_module("xdp_program", {**lab.PROGRAM, "state": "absent"})

@@ -22,6 +22,8 @@ PIN_DIR = f"/sys/fs/bpf/{PREFIX}/lb"
 STATE_DIR = f"/run/{PREFIX}"
 BUILD_DIR = f"{STATE_DIR}/lb/build"
 SRC_DIR = os.path.join(REPO, "bpf")
+# The LB program as the module tests attach it (SNAT, the slice LB's eth0).
+PROGRAM = {"device": "eth0", "src": SRC_DIR, "build_dir": BUILD_DIR, "pin_dir": PIN_DIR}
 L4LBCTL = os.path.join(REPO, "bin", "l4lbctl")
 PYTHON = os.path.join(VENV_BIN, "python")
 

@@ -11,11 +11,10 @@ import os
 
 import pytest
 
-from control_lab import BE_IP, BUILD_DIR, PIN_DIR, SRC_DIR, VIP, l4lbctl, lb_maps_snapshot
+from control_lab import BE_IP, PIN_DIR, PROGRAM, VIP, l4lbctl, lb_maps_snapshot
 
 pytestmark = pytest.mark.usefixtures("slice_lab")
 
-PROGRAM = {"device": "eth0", "src": SRC_DIR, "build_dir": BUILD_DIR, "pin_dir": PIN_DIR}
 IDS = range(101, 131)   # 30 services x 4 backends, all on the slice's one backend address
 
 
@@ -41,13 +40,6 @@ def programmed():
     with reconcile.LBMaps.open(os.path.join(PIN_DIR, "maps")) as maps:
         return {s["id"]: s for s in reconcile.dump(maps)}
 
-
-@pytest.fixture(scope="module")
-def program(run_module):
-    r = run_module("xdp_program", PROGRAM)
-    assert not r.get("failed"), r
-    yield r
-    run_module("xdp_program", {**PROGRAM, "state": "absent"})
 
 
 @pytest.fixture()

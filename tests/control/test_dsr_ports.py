@@ -9,11 +9,10 @@ import json
 
 import pytest
 
-from control_lab import BE_IP, BUILD_DIR, PIN_DIR, SRC_DIR, VIP, attached_prog_id, l4lbctl, lb_maps_snapshot
+from control_lab import BE_IP, BUILD_DIR, PIN_DIR, PROGRAM, SRC_DIR, VIP, attached_prog_id, l4lbctl, lb_maps_snapshot
 
 pytestmark = pytest.mark.usefixtures("slice_lab")
 
-PROGRAM = {"device": "eth0", "src": SRC_DIR, "build_dir": BUILD_DIR, "pin_dir": PIN_DIR}
 PLAIN = {"id": 1, "frontend": f"{VIP}:80", "backends": [f"{BE_IP}:80"], "pin_dir": PIN_DIR}
 TRANSLATING = {"id": 80, "frontend": f"{VIP}:8080", "backends": [f"{BE_IP}:80"], "pin_dir": PIN_DIR}
 SAME_PORT = {"id": 81, "frontend": f"{VIP}:8081", "backends": [f"{BE_IP}:8081"], "pin_dir": PIN_DIR}

@@ -42,7 +42,8 @@ SHORT = {"syn": 3}
 
 @pytest.fixture(scope="module")
 def program(run_module):
-    from test_modules import PROGRAM, SERVICE
+    from control_lab import PROGRAM
+    from test_modules import SERVICE
     r = run_module("xdp_program", {**PROGRAM, "ct_timeouts": SHORT})
     assert not r.get("failed"), r
     assert r["build"]["defines"]["LB_CT_SYN_TIMEOUT"] == "3"

@@ -11,22 +11,13 @@ import shutil
 
 import pytest
 
-from control_lab import (BE_IP, BUILD_DIR, PIN_DIR, SRC_DIR, VIP, attached_prog_id, in_lb, lb_maps_snapshot,
+from control_lab import (BE_IP, PIN_DIR, PROGRAM, SRC_DIR, VIP, attached_prog_id, in_lb, lb_maps_snapshot,
                          make_ct_entries)
 
 pytestmark = pytest.mark.usefixtures("slice_lab")
 
-PROGRAM = {"device": "eth0", "src": SRC_DIR, "build_dir": BUILD_DIR, "pin_dir": PIN_DIR}
 SERVICE = {"id": 1, "frontend": f"{VIP}:80", "backends": [f"{BE_IP}:80"], "pin_dir": PIN_DIR}
 
-
-@pytest.fixture(scope="module")
-def program(run_module):
-    """The LB program attached in SNAT mode (and removed at the end of the module)."""
-    r = run_module("xdp_program", PROGRAM)
-    assert not r.get("failed"), r
-    yield r
-    run_module("xdp_program", {**PROGRAM, "state": "absent"})
 
 
 # --- xdp_program -------------------------------------------------------------------------

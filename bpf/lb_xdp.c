@@ -88,7 +88,6 @@ static __always_inline int lb_service(lb_xdp_ctx *ctx, struct lb_pkt *p, const s
 	void *data_end = LB_CTX_DATA_END(ctx);
 	struct ipv4_ct_tuple tuple = {};
 	struct lb4_backend *be = 0;
-	struct neigh_mac *neigh;
 	struct ct_entry *ct;
 	__u16 rev_nat_index;
 	__u32 backend_id = 0, hash = 0;
@@ -120,7 +119,7 @@ static __always_inline int lb_service(lb_xdp_ctx *ctx, struct lb_pkt *p, const s
 		} else if (ct->rev_nat_index == rev_nat_index) {
 			backend_id = ct->backend_id;
 			be = bpf_map_lookup_elem(&lb4_backends, &backend_id);
-			if (be) {
+			if (be && be->address) {
 				reselect = 0;
 				nat_port = ct->nat_port;
 			}
@@ -135,7 +134,7 @@ static __always_inline int lb_service(lb_xdp_ctx *ctx, struct lb_pkt *p, const s
 		if (!be)
 			return lb_verdict(LB_DROP, LB_R_DROP_NO_BACKEND, len);
 	}
-	if (!be)
+	if (!be || !be->address)
 		return lb_verdict(LB_DROP, LB_R_DROP_NO_BACKEND, len);
 	be_addr = be->address;
 	be_port = be->port;
@@ -144,8 +143,7 @@ static __always_inline int lb_service(lb_xdp_ctx *ctx, struct lb_pkt *p, const s
 	if (!snat && (__u32)p->tot_len + LB_IP_HLEN > LB_MTU)
 		return lb_verdict(LB_PASS, LB_R_PASS_MTU, len);
 
-	neigh = bpf_map_lookup_elem(&nodeport_neigh4, &be_addr);
-	if (!neigh)
+	if (!lb_mac_known(be->mac))
 		return lb_verdict(LB_DROP, LB_R_DROP_NO_NEIGH, len);
 
 	if (reselect && !now)
@@ -200,10 +198,10 @@ static __always_inline int lb_service(lb_xdp_ctx *ctx, struct lb_pkt *p, const s
 
 	if (snat) {
 		lb_rewrite4(p, data_end, LB_IP, be_addr, nat_port, be_port);
-		lb_set_macs(p->eth, neigh->addr);
+		lb_set_macs(p->eth, be->mac);
 		return lb_verdict(LB_TX, LB_R_TX_SNAT_FWD, len);
 	}
-	if (lb_dsr_encap(ctx, be_addr, neigh->addr))
+	if (lb_dsr_encap(ctx, be_addr, be->mac))
 		return lb_verdict(LB_DROP, LB_R_DROP_ENCAP, len);
 	return lb_verdict(LB_TX, LB_R_TX_DSR, len);
 }
@@ -277,7 +275,8 @@ int LB_PROG_NAME(lb_xdp_ctx *ctx)
 	if (svc)
 		return lb_service(ctx, &p, svc, len);
 
-	if (p.ip->daddr == LB_IP) {
+	/* Only a port SNAT hands out can be a reply: the LB node's own traffic skips the lookup. */
+	if (p.ip->daddr == LB_IP && lb_ntohs(p.dport) >= SNAT_PORT_MIN && lb_ntohs(p.dport) <= SNAT_PORT_MAX) {
 		struct snat_key sk = {
 			.backend_addr = p.ip->saddr,
 			.backend_port = p.sport,

@@ -40,19 +40,25 @@ struct {
 } lb4_services_v2 SEC(".maps");
 
 /* --- backends ------------------------------------------------------------------------- */
+/* An ARRAY indexed by backend id (ids are dealt out lowest-free from 1): its lookup is inlined,
+ * where a hash's costs a hashed key compare. An entry with address 0 is no backend. The
+ * next hop's MAC is kept beside the address (the control plane copies it from nodeport_neigh4
+ * in the same reconcile that changes either), so a balanced packet needs no neighbour lookup;
+ * all-zero means not known yet (LB_R_DROP_NO_NEIGH). */
 struct lb4_backend {
 	__be32 address;
 	__be16 port;
 	__u8 proto;
 	__u8 flags;
+	__u8 mac[6];        /* next hop (the backend on the switch) */
+	__u16 pad;
 };
 
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__type(key, __u32); /* backend_id */
 	__type(value, struct lb4_backend);
 	__uint(max_entries, LB_BACKEND_MAP_MAX);
-	__uint(map_flags, LB_MAP_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } lb4_backends SEC(".maps");
 
@@ -101,6 +107,7 @@ struct {
 } lb4_maglev SEC(".maps");
 
 /* --- neighbours (next-hop MACs; no fib_lookup on eBPF-for-Windows) --------------------- */
+/* Read per packet only for SNAT replies (the client's MAC); backends carry their own copy. */
 struct neigh_mac {
 	__u8 addr[6];
 	__u16 pad;

@@ -26,6 +26,12 @@ static __always_inline void lb_set_macs(struct lb_ethhdr *eth, const __u8 *dst)
 	eth->h_source[5] = src[5];
 }
 
+/* A next hop's MAC as the control plane wrote it: all zero until it is known. */
+static __always_inline int lb_mac_known(const __u8 *mac)
+{
+	return (mac[0] | mac[1] | mac[2] | mac[3] | mac[4] | mac[5]) != 0;
+}
+
 /* Rewrite addresses and ports of a parsed IPv4 TCP/UDP packet (no options, full L4 header:
  * the caller checked p->l4_ok), decrement the TTL, and fix both checksums incrementally. */
 static __always_inline void lb_rewrite4(struct lb_pkt *p, void *data_end, __be32 saddr, __be32 daddr,

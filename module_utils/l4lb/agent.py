@@ -163,8 +163,8 @@ def neighbors_update(pin_dir: str, ips, device: str = DEFAULT_DEVICE, macs: dict
             for ip in gone:
                 maps[reconcile.NEIGH].delete(U32.pack(ip_to_be32(ip)))
             put = {ip: want[ip] for ip in changed if want[ip] is not None}
-            if put:
-                reconcile.apply(maps, reconcile.plan_services(maps, [], neighbors=put))
+            # also when only deleting: backends keep a copy of their next hop's MAC
+            reconcile.apply(maps, reconcile.plan_services(maps, [], neighbors=put))
         return {"changed": bool(changed), "macs": want, "previous": have, "changed_addresses": changed,
                 "diff": {"before": {ip: have[ip] for ip in changed}, "after": {ip: want[ip] for ip in changed}}}
 

@@ -60,8 +60,9 @@ def flow_state(tcp_flags_seen: int, last_seen_ns: int, now_ns: int, idle_after_s
 def _backends(maps: LBMaps) -> dict:
     out = {}
     for k, v in maps[BACKENDS].items_list():
-        addr, port, proto, flags = LB4_BACKEND.unpack(v)
-        out[U32.unpack(k)[0]] = (be32_to_ip(addr), be16_to_port(port))
+        addr, port = LB4_BACKEND.unpack(v)[:2]
+        if addr:   # an ARRAY: address 0 is no backend
+            out[U32.unpack(k)[0]] = (be32_to_ip(addr), be16_to_port(port))
     return out
 
 

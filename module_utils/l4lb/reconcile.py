@@ -86,8 +86,11 @@ MAX_BACKEND_ID = 2**32 - 1
 PHASE_MAP = {NEIGH_UPD: NEIGH, BACKEND_UPD: BACKENDS, MAGLEV_SET: MAGLEV, SLOT_UPD: SERVICES,
              REVNAT_UPD: REVNAT, MASTER_UPD: SERVICES, MASTER_DEL: SERVICES, SLOT_DEL: SERVICES,
              REVNAT_DEL: REVNAT, MAGLEV_DEL: MAGLEV, BACKEND_DEL: BACKENDS}
+# lb4_backends is an ARRAY: a backend is deleted by writing NO_BACKEND (address 0) over it.
 PHASE_OP = {MAGLEV_SET: "create-inner", MASTER_DEL: "delete", SLOT_DEL: "delete", REVNAT_DEL: "delete",
-            MAGLEV_DEL: "delete", BACKEND_DEL: "delete"}
+            MAGLEV_DEL: "delete"}
+NO_BACKEND = bytes(LB4_BACKEND.size)
+IDENTITY_SIZE = 8    # address, port, proto, flags: the part of a backend value that is not its MAC
 
 
 # --- the maps ------------------------------------------------------------------------------
@@ -181,20 +184,17 @@ class State:
     """Decoded map content. Keys/values kept as bytes for cheap comparison with desired ones."""
     fronts: dict = field(default_factory=dict)     # (addr_be, port_be, proto) -> {slot: (key, value)}
     ids: dict = field(default_factory=dict)        # service id -> [front, ...] (from masters)
-    backends: dict = field(default_factory=dict)   # backend id -> value bytes
-    backend_ids: dict = field(default_factory=dict)  # value bytes (flags masked) identity -> id
+    backends: dict = field(default_factory=dict)   # backend id -> value bytes (address != 0)
+    backend_ids: dict = field(default_factory=dict)  # identity (value[:8], flags 0) -> id
     revnat: dict = field(default_factory=dict)     # service id -> value bytes
     maglev: dict = field(default_factory=dict)     # service id -> table bytes
     maglev_names: dict = field(default_factory=dict)  # service id -> inner map name (fingerprint)
     neighbors: dict = field(default_factory=dict)  # key bytes -> value bytes
 
 
-def _identity(addr: int, port: int, proto: int) -> bytes:
-    """A backend's identity: its lb4_backends value with flags 0 (address, port, proto)."""
-    return LB4_BACKEND.pack(addr, port, proto, 0)
-
-
 def _identity_of(ip: str, port: int, proto: int) -> bytes:
+    """A backend's identity: the first IDENTITY_SIZE bytes of its lb4_backends value with flags
+    0 (address, port, proto); the rest is the next hop's MAC."""
     return socket.inet_aton(ip) + port.to_bytes(2, "big") + bytes((proto, 0))
 
 
@@ -215,12 +215,14 @@ def read_state(maps: LBMaps, ids=None) -> State:
             sid = LB4_SERVICE.unpack(slots[0][1])[2]
             st.ids.setdefault(sid, []).append(f)
     u32 = U32.unpack
-    zero = b"\0"
+    zero, no_address = b"\0", bytes(4)
     backends, backend_ids = st.backends, st.backend_ids
     for k, v in maps[BACKENDS].items_list():
+        if v[:4] == no_address:   # an ARRAY: every id has an entry, address 0 is none
+            continue
         bid = u32(k)[0]
         backends[bid] = v
-        ident = v if v[7] == 0 else v[:7] + zero
+        ident = v[:7] + zero
         if ident not in backend_ids:
             backend_ids[ident] = bid
     u16 = U16.unpack
@@ -359,6 +361,8 @@ class _Planner:
         self.small_table: list = []          # services with fewer than 100 slots per backend
         self.full_maglev_check = False
         self.flags_reset: set = set()
+        self.backend_values: dict = {}      # backend id -> value this plan writes (None: deleted)
+        self.neighbor_macs: dict = {}        # next-hop __be32 -> MAC bytes after this plan
 
     def add(self, phase, key, value, desc, sid=None):
         self.writes.append(Write(PHASE_MAP[phase], PHASE_OP.get(phase, "update"), key, value, desc, phase,
@@ -374,26 +378,54 @@ class _Planner:
         if bid is not None:
             return bid, ident
         used = self.st.backends
-        cap = self.maps[BACKENDS].max_entries
+        cap = self.maps[BACKENDS].max_entries - 1   # id 0 is never a backend
         if len(used) + len(self.new_backends) >= cap:
             raise InvalidConfig(f"backends: {ip}:{port} does not fit in lb4_backends "
                                 f"({len(used)} of {cap} used, {len(self.new_backends)} new in this plan)")
         nid = self._next_id
         while nid in used:
             nid += 1
-        if nid > MAX_BACKEND_ID:
+        if nid > min(MAX_BACKEND_ID, cap):
             raise L4LBError("no free backend id")
         self._next_id = nid + 1
         self.new_backends[ident] = nid
-        self.add(BACKEND_UPD, U32.pack(nid), ident, f"backend {nid} = {ip}:{port}/{PROTO_NAMES[proto]}")
+        self.write_backend(nid, ident, f"backend {nid} = {ip}:{port}/{PROTO_NAMES[proto]}")
         return nid, ident
 
+    def backend_value(self, ident: bytes) -> bytes:
+        """The lb4_backends value: identity (with its flags) and the next hop's MAC as
+        nodeport_neigh4 holds it after this plan (zero: not known yet)."""
+        mac = self.neighbor_macs.get(ident[:4], bytes(6))
+        return ident[:IDENTITY_SIZE] + mac + bytes(2)
+
+    def write_backend(self, bid: int, ident: bytes, desc: str):
+        value = self.backend_value(ident)
+        self.backend_values[bid] = value
+        self.add(BACKEND_UPD, U32.pack(bid), value, desc)
+
     def neighbors(self, neighbors: dict):
+        macs = self.neighbor_macs
+        for k, v in self.st.neighbors.items():
+            macs[k] = v[:6]
         for ip, mac in sorted(neighbors.items()):
             k = U32.pack(ip_to_be32(ip))
             v = NEIGH_MAC.pack(mac_to_bytes(mac))
+            macs[k] = v[:6]
             if self.st.neighbors.get(k) != v:
                 self.add(NEIGH_UPD, k, v, f"neighbour {ip} -> {mac}")
+
+    def refresh_backend_macs(self):
+        """Backends whose next hop's MAC changed (or became known) get it in this plan: a
+        running flow reads its backend's entry per packet, so it follows within this apply."""
+        for bid, cur in sorted(self.st.backends.items()):
+            if bid in self.backend_values:
+                continue
+            want = self.backend_value(cur)
+            if want != cur:
+                addr, port = LB4_BACKEND.unpack(cur)[:2]
+                mac = want[IDENTITY_SIZE:IDENTITY_SIZE + 6]
+                self.write_backend(bid, cur, f"backend {bid} ({be32_to_ip(addr)}:{be16_to_port(port)}): "
+                                   f"next hop {bytes_to_mac(mac) if any(mac) else 'unknown'}")
 
     def present(self, s: Service):
         st, m = self.st, self.m
@@ -405,10 +437,10 @@ class _Planner:
         ids = []
         for b in backends:
             bid, ident = self.backend_id(b.ip, b.port, proto)
-            if bid in st.backends and st.backends[bid] != ident and bid not in self.flags_reset:
+            if bid in st.backends and st.backends[bid][:IDENTITY_SIZE] != ident and bid not in self.flags_reset:
                 # same identity, other flags: reset flags to 0
                 self.flags_reset.add(bid)
-                self.add(BACKEND_UPD, U32.pack(bid), ident, f"backend {bid} = {b.name} (flags reset)")
+                self.write_backend(bid, ident, f"backend {bid} = {b.name} (flags reset)")
             ids.append(bid)
         # Maglev: unchanged if the current inner map's name is the fingerprint of (desired
         # inputs, current content) - that content is then what build() gives for the desired
@@ -492,7 +524,8 @@ class _Planner:
                 refs.add(unpack(v)[0])
         for bid in sorted(cands - refs):
             addr, port, proto = LB4_BACKEND.unpack(self.st.backends[bid])[:3]
-            self.add(BACKEND_DEL, U32.pack(bid), None,
+            self.backend_values[bid] = None
+            self.add(BACKEND_DEL, U32.pack(bid), NO_BACKEND,
                      f"delete backend {bid} ({be32_to_ip(addr)}:{be16_to_port(port)}), no longer referenced")
 
     def plan(self, diff_fn) -> Plan:
@@ -646,6 +679,7 @@ def plan_services(maps: LBMaps, services, neighbors=None, prune: bool = False, a
             if 0 not in slots and f not in desired_fronts:
                 pl.clear_front(f, "orphan slots")
     pl.gc_backends(everything=prune)
+    pl.refresh_backend_macs()
     return pl.plan(_diff_fn(maps, st, pl))
 
 

@@ -138,17 +138,23 @@ class Lb4Service(_Base):
 
 
 class Lb4Backend(_Base):
-    """lb4_backends value (key: __u32 backend_id)."""
+    """lb4_backends value (an ARRAY; key: __u32 backend_id; address 0 = no backend). ``mac`` is
+    the next hop's, copied from nodeport_neigh4 by the control plane (all zero: not known)."""
     _fields_ = [
         ("address", ctypes.c_uint32),       # __be32
         ("port", ctypes.c_uint16),          # __be16
         ("proto", ctypes.c_uint8),
         ("flags", ctypes.c_uint8),
+        ("mac", ctypes.c_uint8 * 6),
+        ("pad", ctypes.c_uint16),
     ]
 
     @classmethod
-    def make(cls, ip: str, port: int, proto: int, flags: int = 0) -> "Lb4Backend":
-        return cls(address=ip_to_be32(ip), port=port_to_be16(port), proto=proto, flags=flags)
+    def make(cls, ip: str, port: int, proto: int, flags: int = 0, mac: str | None = None) -> "Lb4Backend":
+        b = cls(address=ip_to_be32(ip), port=port_to_be16(port), proto=proto, flags=flags)
+        if mac is not None:
+            b.mac[:] = list(mac_to_bytes(mac))
+        return b
 
 
 class Lb4ReverseNat(_Base):
@@ -272,7 +278,7 @@ def map_specs(maglev_size: int = LB_MAGLEV_LUT_SIZE) -> dict:
     s = ctypes.sizeof
     return {
         "lb4_services_v2": (_b.BPF_MAP_TYPE_HASH, s(Lb4Key), s(Lb4Service), MAX_SERVICES_ENTRIES),
-        "lb4_backends": (_b.BPF_MAP_TYPE_HASH, 4, s(Lb4Backend), MAX_BACKENDS_ENTRIES),
+        "lb4_backends": (_b.BPF_MAP_TYPE_ARRAY, 4, s(Lb4Backend), MAX_BACKENDS_ENTRIES),
         "lb4_reverse_nat": (_b.BPF_MAP_TYPE_HASH, 2, s(Lb4ReverseNat), MAX_REVNAT_ENTRIES),
         "lb4_maglev": (_b.BPF_MAP_TYPE_HASH_OF_MAPS, 2, 4, MAX_MAGLEV_ENTRIES),
         "nodeport_neigh4": (_b.BPF_MAP_TYPE_LRU_HASH, 4, s(NeighMac), MAX_NEIGH_ENTRIES),
@@ -290,7 +296,7 @@ def map_specs(maglev_size: int = LB_MAGLEV_LUT_SIZE) -> dict:
 
 LB4_KEY = struct.Struct("=IHHBB2x")          # address, dport, backend_slot, proto, scope
 LB4_SERVICE = struct.Struct("=IHHBB2x")      # backend_id, count, rev_nat_index, flags, flags2
-LB4_BACKEND = struct.Struct("=IHBB")         # address, port, proto, flags
+LB4_BACKEND = struct.Struct("=IHBB6s2x")     # address, port, proto, flags, mac
 LB4_REVERSE_NAT = struct.Struct("=IH2x")     # address, port
 NEIGH_MAC = struct.Struct("=6s2x")           # addr
 IPV4_CT_TUPLE = struct.Struct("=IIHHBB2x")   # daddr, saddr, dport, sport, nexthdr, flags

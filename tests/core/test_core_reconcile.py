@@ -299,19 +299,38 @@ def test_open_errors_and_size_learning(lbmaps, tmp_path):
             reconcile.LBMaps({}, "/nowhere")["lb4_backends"]
 
 
-def test_neighbour_change_is_one_write(lbmaps):
+def _backend_macs(lbmaps) -> dict:
+    return {be32_to_ip(x[0]): x[4].hex(":") for x in map(LB4_BACKEND.unpack, read_state(lbmaps).backends.values())}
+
+
+def test_neighbour_change_rewrites_its_backend(lbmaps):
+    """A backend's entry carries its next hop's MAC: a neighbour change is the neighbour's write
+    and one write of each backend at that address, in that order (the datapath reads the copy)."""
     apply(lbmaps, plan_service(lbmaps, svc(), neighbors=NEIGH))
+    macs = _backend_macs(lbmaps)
+    assert macs == {ip: NEIGH.get(ip, "00:00:00:00:00:00") for ip in macs} and len(macs) == len(svc().backends)
     plan = plan_service(lbmaps, svc(), neighbors={"20.1.1.10": "02:00:14:01:01:ff"})
-    assert [(w.map, w.op) for w in plan.writes] == [("nodeport_neigh4", "update")]
+    assert [(w.map, w.op) for w in plan.writes] == [("nodeport_neigh4", "update"), ("lb4_backends", "update")]
     apply(lbmaps, plan)
     assert reconcile.neighbors(lbmaps)["20.1.1.10"] == "02:00:14:01:01:ff"
+    assert _backend_macs(lbmaps)["20.1.1.10"] == "02:00:14:01:01:ff"
+    assert not plan_service(lbmaps, svc(), neighbors={"20.1.1.10": "02:00:14:01:01:ff"}).changed
+
+
+def test_backend_without_neighbour_gets_its_mac_when_it_comes(lbmaps):
+    apply(lbmaps, plan_service(lbmaps, svc()))
+    assert set(_backend_macs(lbmaps).values()) == {"00:00:00:00:00:00"}, "not known: zero"
+    apply(lbmaps, plan_services(lbmaps, [], neighbors={"20.1.1.20": "02:00:14:01:01:14"}))
+    macs = _backend_macs(lbmaps)
+    assert macs.pop("20.1.1.20") == "02:00:14:01:01:14" and set(macs.values()) == {"00:00:00:00:00:00"}
 
 
 def test_backend_map_full_is_refused_before_writing(lbmaps):
     from l4lb.structs import LB4_BACKEND as B
     cap = lbmaps["lb4_backends"].max_entries
+    # an ARRAY: ids 1..cap-1 can hold backends (0 never does); all but three taken
     lbmaps["lb4_backends"].update_batch(
-        [(U32.pack(i + 100), B.pack(0x0A000000 + i, 0x5000, 6, 0)) for i in range(cap - 3)])
+        [(U32.pack(i), B.pack(0x0A000000 + i, 0x5000, 6, 0, bytes(6))) for i in range(4, cap)])
     before = dump_all(lbmaps)
     with pytest.raises(InvalidConfig, match="does not fit in lb4_backends"):
         plan_service(lbmaps, svc())

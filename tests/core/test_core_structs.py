@@ -10,7 +10,7 @@ from l4lb import structs as S
 EXPECTED = {   # C struct -> (size, {field: offset}) as laid out by the C compiler
     "lb4_key": (12, {"address": 0, "dport": 4, "backend_slot": 6, "proto": 8, "scope": 9, "pad": 10}),
     "lb4_service": (12, {"backend_id": 0, "count": 4, "rev_nat_index": 6, "flags": 8, "flags2": 9, "pad": 10}),
-    "lb4_backend": (8, {"address": 0, "port": 4, "proto": 6, "flags": 7}),
+    "lb4_backend": (16, {"address": 0, "port": 4, "proto": 6, "flags": 7, "mac": 8, "pad": 14}),
     "lb4_reverse_nat": (8, {"address": 0, "port": 4, "pad": 6}),
     "neigh_mac": (8, {"addr": 0, "pad": 6}),
     "ipv4_ct_tuple": (16, {"daddr": 0, "saddr": 4, "dport": 8, "sport": 10, "nexthdr": 12, "flags": 13, "pad": 14}),
@@ -66,7 +66,10 @@ def test_ctypes_and_codecs_agree():
     assert bytes(k) == S.LB4_KEY.pack(S.ip_to_be32("40.1.1.1"), S.port_to_be16(80), 3, 6, 0)
     assert bytes(k)[:6] == bytes([40, 1, 1, 1, 0, 80])           # wire order on the be fields
     b = S.Lb4Backend.make("20.1.1.10", 8080, S.IPPROTO_UDP)
-    assert bytes(b) == bytes([20, 1, 1, 10, 0x1F, 0x90, 17, 0])
+    assert bytes(b) == bytes([20, 1, 1, 10, 0x1F, 0x90, 17, 0]) + bytes(8)
+    b = S.Lb4Backend.make("20.1.1.10", 8080, S.IPPROTO_UDP, mac="02:00:14:01:01:0a")
+    assert bytes(b) == S.LB4_BACKEND.pack(S.ip_to_be32("20.1.1.10"), S.port_to_be16(8080), 17, 0,
+                                          bytes.fromhex("02001401010a"))
     sv = S.Lb4Service(backend_id=7, count=4, rev_nat_index=1)
     assert bytes(sv) == S.LB4_SERVICE.pack(7, 4, 1, 0, 0)
     assert S.Lb4Service.from_bytes(bytes(sv)).count == 4

@@ -87,6 +87,7 @@ class LbEnv:
         self.prog_fd = os.dup(self.obj.program().fd)
         self.maps = {n: self.obj.map(n) for n in MAP_NAMES}
         self.runner = libbpf.TestRunner(self.prog_fd, 4096)
+        self.backends: dict = {}   # backend id -> (ip, port, proto) as programmed
 
     def close(self):
         for m in self.maps.values():
@@ -97,17 +98,34 @@ class LbEnv:
         self.obj.close()
 
     # --- programming -----------------------------------------------------------------------
+    # Neighbours and backends as the core keeps them: a backend's entry carries its next hop's
+    # MAC (from nodeport_neigh4), so a neighbour change rewrites the backends at that address.
     def set_neigh(self, ip: str, mac: str):
         self.maps["nodeport_neigh4"].update(S.U32.pack(be32(ip)), S.NEIGH_MAC.pack(S.mac_to_bytes(mac)))
+        self._refresh_backends(ip)
 
     def del_neigh(self, ip: str):
         self.maps["nodeport_neigh4"].delete(S.U32.pack(be32(ip)))
+        self._refresh_backends(ip)
+
+    def _neigh_mac(self, ip: str) -> bytes:
+        raw = self.maps["nodeport_neigh4"].lookup(S.U32.pack(be32(ip)))
+        return raw[:6] if raw else bytes(6)
+
+    def _refresh_backends(self, ip: str):
+        for bid, (bip, port, proto) in list(self.backends.items()):
+            if bip == ip:
+                self.set_backend(bid, bip, port, proto)
 
     def set_backend(self, bid: int, ip: str, port: int, proto: int = TCP):
-        self.maps["lb4_backends"].update(S.U32.pack(bid), S.LB4_BACKEND.pack(be32(ip), be16(port), proto, 0))
+        self.backends[bid] = (ip, port, proto)
+        self.maps["lb4_backends"].update(S.U32.pack(bid), S.LB4_BACKEND.pack(be32(ip), be16(port), proto, 0,
+                                                                               self._neigh_mac(ip)))
 
     def del_backend(self, bid: int):
-        self.maps["lb4_backends"].delete(S.U32.pack(bid))
+        """lb4_backends is an ARRAY: address 0 is no backend."""
+        self.backends.pop(bid, None)
+        self.maps["lb4_backends"].update(S.U32.pack(bid), bytes(S.LB4_BACKEND.size))
 
     def set_maglev(self, svc_id: int, lut: bytes):
         assert len(lut) == 4 * self.M

@@ -25,7 +25,7 @@ def _program(lb, services, neighbors):
         st = reconcile.read_state(maps)
         tables = {sid: list(struct.unpack(f"={lb.M}I", raw)) for sid, raw in st.maglev.items()}
         backends = {bid: (S.be32_to_ip(a), S.be16_to_port(p)) for bid, v in st.backends.items()
-                    for a, p, _pr, _f in [S.LB4_BACKEND.unpack(v)]}
+                    for a, p, *_ in [S.LB4_BACKEND.unpack(v)]}
     finally:
         maps.close()
     return tables, backends
@@ -114,3 +114,22 @@ def test_flows_stick_when_core_changes_the_table(make_lb):
             assert now == want and now != ("20.1.1.10", 80)
     assert 0 < moved < len(flows)
     _check_choices(lb, 1, H.VIP, 80, H.TCP, tables2, backends2, random.Random("after"), n=500)
+
+
+@pytest.mark.parametrize("mode", ["snat", "dsr"])
+def test_next_hop_mac_change_reaches_a_running_flow(make_lb, mode):
+    """Backends carry a copy of their next hop's MAC (no neighbour lookup per packet): a new MAC
+    given to the core reaches an established flow's very next packet, same backend."""
+    lb = make_lb(mode)
+    svc = Service.parse(id=1, frontend=f"{H.VIP}:80", backends=",".join(BACKS))
+    neigh = _neighbors([b.split(":") for b in BACKS])
+    _program(lb, [svc], {**neigh, H.CLIENT: H.CLIENT_MAC})
+    flow = Ether(dst=H.LB_MAC) / IP(src=H.CLIENT, dst=H.VIP) / TCP(sport=40123, dport=80, flags="S")
+    ret, out = lb.run(flow)
+    assert ret == XDP_TX
+    backend = _chosen(lb, out, H.TCP)
+    assert Ether(out).dst == neigh[backend[0]]
+    _program(lb, [svc], {backend[0]: "02:00:14:01:01:77"})
+    ret, out = lb.run(Ether(dst=H.LB_MAC) / IP(src=H.CLIENT, dst=H.VIP) / TCP(sport=40123, dport=80, flags="A"))
+    assert ret == XDP_TX
+    assert _chosen(lb, out, H.TCP) == backend and Ether(out).dst == "02:00:14:01:01:77"

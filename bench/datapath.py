@@ -99,12 +99,14 @@ def measure(runner: libbpf.TestRunner, packets, runs: int, warmup: int, expect: 
 
 
 def clear_flows(obj: libbpf.BpfObject):
-    """Forget every flow (CT and SNAT entries): new-flow runs must not fill the SNAT port space
-    (4,536 ports per backend address:port by default; a full space makes new flows drop)."""
+    """Forget every flow (CT entries deleted, SNAT slots freed), as if each run of new flows
+    met an idle LB."""
     def clear():
-        for name in ("ct4_global", "lb4_snat"):
-            with obj.map(name) as m:
-                m.delete_batch(list(m.keys()))
+        with obj.map("ct4_global") as m:
+            m.delete_batch(list(m.keys()))
+        with obj.map("lb4_snat") as m:
+            free = bytes(m.value_size)
+            m.update_batch([(k, free) for k, v in m.items_list() if v != free])
     return clear
 
 

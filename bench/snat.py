@@ -19,13 +19,14 @@ from bench.topology import _play as _topology_play
 sys.path.insert(0, os.path.join(REPO, "module_utils"))
 from l4lb import agent, ct  # noqa: E402
 from l4lb.lifetimes import CtTimeouts, sustainable_rate  # noqa: E402
+from l4lb.structs import SNAT_PORT_MAX_DEFAULT, SNAT_PORT_MIN_DEFAULT  # noqa: E402
 
 PREFIX = os.environ.get("L4LB_BENCH_SNAT_PREFIX", "l4lbs")
 RATE = int(os.environ.get("L4LB_BENCH_SNAT_RATE", "1000"))
 SECONDS = int(os.environ.get("L4LB_BENCH_SNAT_SECONDS", "60"))
 LOAD = os.path.join(REPO, "tests", "reliability", "conn_load.py")
 BACKENDS = ("win1", "win2", "linux1", "linux2")
-PORTS = 65535 - 61000 + 1
+PORTS = SNAT_PORT_MAX_DEFAULT - SNAT_PORT_MIN_DEFAULT + 1   # per backend (each port has a slot per backend)
 TITLE = "SNAT ports (issue 15): sustainable rate of new SNAT connections, stated and measured"
 
 
@@ -47,7 +48,7 @@ def _nstat(node: str, names: tuple) -> dict:
 def _maps() -> tuple:
     with agent.open_maps(f"/sys/fs/bpf/{PREFIX}/lb") as maps:
         reasons = {k: v["packets"] for k, v in ct.reason_stats(maps).items()}
-        return reasons, len(maps["lb4_snat"].items_list()), len(maps["ct4_global"].items_list())
+        return reasons, len(ct.snat_slots(maps)), len(maps["ct4_global"].items_list())
 
 
 def run() -> str:
@@ -83,7 +84,7 @@ def run() -> str:
          f"<= {PORTS * len(BACKENDS):,}", f"{snat:,} / {cts:,}"),
     ]
     out = [f"Prefix `{PREFIX}`, SNAT mode, default lifetimes ({', '.join(f'{k} {v} s' for k, v in t.as_dict().items())}), "
-           f"ports 61000-65535 ({PORTS:,} per backend), {len(BACKENDS)} backends; load: `conn_load.py pace --rate {RATE} "
+           f"ports {SNAT_PORT_MIN_DEFAULT}-{SNAT_PORT_MAX_DEFAULT} ({PORTS:,} per backend), {len(BACKENDS)} backends; load: `conn_load.py pace --rate {RATE} "
            f"--seconds {SECONDS}` from the client namespace (Connection: close, read to EOF: the backend closes first).",
            "", "| figure | stated (bpf/README.md \"Lifetimes\") | measured |", "|---|---|---|"]
     out += [f"| {a} | {b} | {c} |" for a, b, c in rows]

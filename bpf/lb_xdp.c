@@ -10,7 +10,8 @@
  *   not IPv4 / bad IPv4 header / not TCP-UDP / no ports     -> PASS, untouched
  *   (daddr, dport, proto) is a service                      -> balance: SNAT or DSR, XDP_TX
  *                                                              (or DROP: see the rules)
- *   daddr == LB_IP and lb4_snat has the reply (SNAT flow)  -> reverse SNAT, XDP_TX
+ *   daddr == LB_IP, dport a SNAT port held by the reply's  -> reverse SNAT, XDP_TX
+ *   source (lb4_snat)
  *   anything else                                           -> PASS, untouched
  *
  * The mode (MODE_SNAT or MODE_DSR) decides the path of NEW flows only. An established flow
@@ -149,20 +150,16 @@ static __always_inline int lb_service(lb_xdp_ctx *ctx, struct lb_pkt *p, const s
 	if (reselect && !now)
 		now = LB_NOW_NS();
 	if (snat && nat_port == 0) {
-		struct snat_key sk = {
-			.backend_addr = be_addr,
-			.backend_port = be_port,
-			.proto = p->proto,
-		};
-		struct snat_entry se = {
+		struct snat_entry want = {
 			.client_addr = tuple.saddr,
 			.vip = tuple.daddr,
 			.client_port = tuple.sport,
 			.vport = tuple.dport,
-			.rev_nat_index = rev_nat_index,
+			.backend_id = (__u16)backend_id,
+			.proto = p->proto,
 		};
 
-		nat_port = lb_snat_alloc(&sk, &se, hash, now);
+		nat_port = lb_snat_alloc(&want, hash, now);
 		if (!nat_port)
 			return lb_verdict(LB_DROP, LB_R_DROP_SNAT_PORTS, len);
 	}
@@ -277,13 +274,7 @@ int LB_PROG_NAME(lb_xdp_ctx *ctx)
 
 	/* Only a port SNAT hands out can be a reply: the LB node's own traffic skips the lookup. */
 	if (p.ip->daddr == LB_IP && lb_ntohs(p.dport) >= SNAT_PORT_MIN && lb_ntohs(p.dport) <= SNAT_PORT_MAX) {
-		struct snat_key sk = {
-			.backend_addr = p.ip->saddr,
-			.backend_port = p.sport,
-			.nat_port = p.dport,
-			.proto = p.proto,
-		};
-		struct snat_entry *se = bpf_map_lookup_elem(&lb4_snat, &sk);
+		struct snat_entry *se = lb_snat_reply_slot(p.ip->saddr, p.sport, lb_ntohs(p.dport), p.proto);
 
 		if (se)
 			return lb_snat_reply(ctx, &p, se, len);

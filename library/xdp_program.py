@@ -64,13 +64,17 @@ options:
     type: int
     default: 2039
   snat_port_min:
-    description: Lowest source port SNAT allocates on the LB IP (keep it outside ip_local_port_range).
+    description:
+      - Lowest source port SNAT allocates on the LB IP. The range must stay outside the node's
+        ephemeral range (C(net.ipv4.ip_local_port_range)); the module refuses an overlap.
+      - Each port serves up to 4 backends at once, so the range is how many concurrent SNAT flows
+        one backend can have, and 4 times the range how many all backends can have together.
     type: int
-    default: 61000
+    default: 1024
   snat_port_max:
     description: Highest source port SNAT allocates.
     type: int
-    default: 65535
+    default: 32767
   ct_timeouts:
     description:
       - Connection lifetimes in whole seconds, compiled into the program (C(LB_CT_*_TIMEOUT),
@@ -187,8 +191,8 @@ def main():
             mode=dict(type="str", choices=["snat", "dsr"], default="snat"),
             attach_mode=dict(type="str", choices=["native", "generic"], default="native"),
             maglev_size=dict(type="int", default=maglev.DEFAULT_SIZE),
-            snat_port_min=dict(type="int", default=61000),
-            snat_port_max=dict(type="int", default=65535),
+            snat_port_min=dict(type="int", default=1024),
+            snat_port_max=dict(type="int", default=32767),
             ct_timeouts=dict(type="dict", default={}),
             force=dict(type="bool", default=False),
             state=dict(type="str", choices=["present", "absent"], default="present"),

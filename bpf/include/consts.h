@@ -32,13 +32,16 @@
 #ifndef LB_MAGLEV_LUT_SIZE
 #define LB_MAGLEV_LUT_SIZE 2039
 #endif
-/* SNAT source ports on LB_IP; keep them outside the node's ephemeral range
- * (net.ipv4.ip_local_port_range, 32768..60999 by default). */
+/* SNAT source ports on LB_IP. Kept below the node's ephemeral ports (Linux's
+ * net.ipv4.ip_local_port_range is 32768..60999 by default, Windows' dynamic range 49152..65535),
+ * so the node's own connections never meet a SNAT flow's tuple. Every port serves up to
+ * LB_SNAT_SLOTS backends at once: capacity is LB_SNAT_SLOTS x the range in all, the range per
+ * backend (lb4_snat in maps.h). */
 #ifndef SNAT_PORT_MIN
-#define SNAT_PORT_MIN 61000
+#define SNAT_PORT_MIN 1024
 #endif
 #ifndef SNAT_PORT_MAX
-#define SNAT_PORT_MAX 65535
+#define SNAT_PORT_MAX 32767
 #endif
 #if SNAT_PORT_MIN < 1 || SNAT_PORT_MAX > 65535 || SNAT_PORT_MIN > SNAT_PORT_MAX
 #error "bad SNAT port range"
@@ -104,8 +107,15 @@
 #define LB_REVNAT_MAP_MAX   65536
 #define LB_MAGLEV_MAP_MAX   65536
 #define LB_NEIGH_MAP_MAX    1024
-#define LB_CT_MAP_MAX       65536
-#define LB_SNAT_MAP_MAX     65536
+/* CT holds every tracked flow: at least the SNAT capacity (LB_SNAT_SLOTS x 31,744 ports by
+ * default). An LRU: when full the least recently used flows go first. */
+#ifndef LB_CT_MAP_MAX
+#define LB_CT_MAP_MAX       131072
+#endif
+/* lb4_snat: a slot per backend plane (backend_id % LB_SNAT_SLOTS) for every port number (not
+ * only the range), so its layout does not depend on the configured range. */
+#define LB_SNAT_SLOTS       4
+#define LB_SNAT_MAP_MAX     (65536 * LB_SNAT_SLOTS)
 #define LB_STATS_MAP_MAX    65536
 
 /* lb4_stats_reason: why packets left the program (index -> lb_stats). Mirrored by name in
@@ -123,7 +133,7 @@ enum lb_reason {
 	LB_R_DROP_TTL = 9,         /* drop: service/SNAT packet with TTL <= 1 */
 	LB_R_DROP_NO_BACKEND = 10, /* drop: service has no (usable) backend */
 	LB_R_DROP_NO_NEIGH = 11,   /* drop: next-hop MAC missing in nodeport_neigh4 */
-	LB_R_DROP_SNAT_PORTS = 12, /* drop: no free SNAT port after SNAT_PROBES probes */
+	LB_R_DROP_SNAT_PORTS = 12, /* drop: no free SNAT port for the backend after SNAT_PROBES probes */
 	LB_R_DROP_MAP_UPDATE = 13, /* drop: a map update failed (CT full, ...) */
 	LB_R_PASS_MTU = 14,        /* pass: DSR packet too big to encapsulate */
 	LB_R_DROP_ENCAP = 15,      /* drop: bpf_xdp_adjust_head failed */

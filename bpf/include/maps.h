@@ -156,31 +156,44 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } ct4_global SEC(".maps");
 
-/* --- SNAT reply lookup ---------------------------------------------------------------- */
-struct snat_key {
-	__be32 backend_addr;
-	__be16 backend_port;
-	__be16 nat_port;
-	__u8 proto;
-	__u8 pad[3];
-};
-
+/* --- SNAT: who holds each source port ------------------------------------------------ */
+/* A SNAT flow's own state is in its CT entry (backend_id, nat_port). This ARRAY answers the
+ * other questions: is LB_IP:port free towards a backend, and whose flow does a reply to it
+ * belong to? Every port has LB_SNAT_SLOTS slots, one per backend plane (backend_id %
+ * LB_SNAT_SLOTS; ids are dealt out lowest-free, so the first LB_SNAT_SLOTS backends have a
+ * plane each): key = port * LB_SNAT_SLOTS + plane, for every port number, so the layout does
+ * not depend on the configured range and a port's slots share a cache line. A slot with
+ * client_addr 0 is free. Taking a port is one slot written in place: a new SNAT flow costs one
+ * map insert (its CT entry), where a hash of SNAT entries cost a second. */
 struct snat_entry {
 	__be32 client_addr;
 	__be32 vip;
 	__be16 client_port;
 	__be16 vport;
-	__u16 rev_nat_index;
-	__u16 pad;
+	__u16 backend_id;   /* lb4_backends index (< LB_BACKEND_MAP_MAX) */
+	__u8 proto;
+	__u8 pad;
 };
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__type(key, struct snat_key);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32); /* port (host order) * LB_SNAT_SLOTS + backend_id % LB_SNAT_SLOTS */
 	__type(value, struct snat_entry);
 	__uint(max_entries, LB_SNAT_MAP_MAX);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } lb4_snat SEC(".maps");
+
+/* Where each CPU's next new SNAT flow tries first: the port after the one its last new flow
+ * tried. Consecutive flows then read consecutive slot lines of lb4_snat (a port's slots are 64
+ * bytes), which the caches and prefetcher serve, where a port at random costs a cache miss in
+ * a multi-megabyte array. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);   /* 0 */
+	__type(value, __u32); /* offset in the SNAT range */
+	__uint(max_entries, 1);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} lb4_snat_cursor SEC(".maps");
 
 /* --- statistics (per CPU: plain increments, no atomics) -------------------------------- */
 struct lb_stats {

@@ -74,79 +74,114 @@ static __always_inline void lb_rewrite4(struct lb_pkt *p, void *data_end, __be32
 	}
 }
 
-/* SNAT port allocation (both modes: the mode decides new flows only). */
-static __always_inline int lb_snat_same_flow(const struct snat_entry *a, const struct snat_entry *b)
+/* SNAT port allocation (both modes: the mode decides new flows only). A port is held by a
+ * slot of lb4_snat (maps.h); the flow's CT entry keeps the port it got. */
+
+/* The lb4_snat key of a port's slot for a backend; port in host order. */
+static __always_inline __u32 lb_snat_key(__u32 port, __u32 backend_id)
 {
-	return a->client_addr == b->client_addr && a->vip == b->vip &&
-	       a->client_port == b->client_port && a->vport == b->vport;
+	return port * LB_SNAT_SLOTS + backend_id % LB_SNAT_SLOTS;
 }
 
-/* The CT key of the flow a SNAT entry belongs to. */
-static __always_inline void lb_snat_owner_tuple(struct ipv4_ct_tuple *t, const struct snat_entry *se, __u8 proto)
+static __always_inline int lb_snat_same_flow(const struct snat_entry *a, const struct snat_entry *b)
+{
+	return a->client_addr == b->client_addr && a->vip == b->vip && a->client_port == b->client_port &&
+	       a->vport == b->vport && a->backend_id == b->backend_id && a->proto == b->proto;
+}
+
+/* The CT key of the flow a slot belongs to. */
+static __always_inline void lb_snat_owner_tuple(struct ipv4_ct_tuple *t, const struct snat_entry *se)
 {
 	t->daddr = se->vip;
 	t->saddr = se->client_addr;
 	t->dport = se->vport;
 	t->sport = se->client_port;
-	t->nexthdr = proto;
+	t->nexthdr = se->proto;
 	t->flags = 0;
 	t->pad = 0;
 }
 
-/* The port's entry `cur` belongs to another flow: take it if that flow is over (ct.h,
- * lb_snat_port_free). The old flow's CT entry goes too, so a late packet of it starts afresh
- * instead of reusing a port that is no longer its own. No atomics (eBPF-for-Windows): two CPUs
- * taking the same stale port in the same instant would both get it; the allocation's hash makes
- * that a collision of two fresh flows on one port among thousands in one instant. */
-static __always_inline int lb_snat_take_stale(struct snat_entry *cur, const struct snat_entry *se, __u8 proto,
-					      __be16 port, __u64 now)
+/* May the flow `want` take this port's slot? Yes when it is free, already its own (a CT entry
+ * evicted or expired before the slot; a fixed client tuple reconnecting gets its port back), or
+ * held by a flow that is over (ct.h, lb_snat_port_free): that flow's CT entry then goes too, so
+ * a late packet of it starts afresh instead of reusing a port that is no longer its own. */
+static __always_inline int lb_snat_slot_usable(const struct snat_entry *cur, const struct snat_entry *want,
+					       __be16 port, __u64 now)
 {
 	struct ipv4_ct_tuple owner_key = {};
 	struct ct_entry *owner;
 
-	lb_snat_owner_tuple(&owner_key, cur, proto);
+	if (!cur->client_addr || lb_snat_same_flow(cur, want))
+		return 1;
+	lb_snat_owner_tuple(&owner_key, cur);
 	owner = bpf_map_lookup_elem(&ct4_global, &owner_key);
-	if (!lb_snat_port_free(owner, proto, port, cur->client_addr, se->client_addr, now))
+	if (!lb_snat_port_free(owner, cur->proto, port, cur->client_addr, want->client_addr, now))
 		return 0;
 	if (owner && owner->nat_port == port)
 		bpf_map_delete_elem(&ct4_global, &owner_key);
-	cur->client_addr = se->client_addr;
-	cur->vip = se->vip;
-	cur->client_port = se->client_port;
-	cur->vport = se->vport;
-	cur->rev_nat_index = se->rev_nat_index;
 	return 1;
 }
 
-/* Find a nat_port for (backend, proto) and insert the reply-path entry. Probe i tries the port
- * at jhash(hash, i) in [SNAT_PORT_MIN, SNAT_PORT_MAX]: independent probes, so with a share f of
- * the ports held a flow is refused with probability f^SNAT_PROBES. A port is usable when free,
- * when it already belongs to this client flow (a CT entry evicted or expired before its SNAT
- * entry; a fixed client tuple reconnecting), or when its flow is over. Returns the port
- * (network order) or 0. */
-static __always_inline __be16 lb_snat_alloc(struct snat_key *sk, struct snat_entry *se, __u32 hash,
-					    __u64 now)
+/* Find a nat_port for the flow `want` (towards backend want->backend_id) and take its slot, one
+ * slot read per probe. Probe 0 tries the port after the one this CPU's previous new flow tried
+ * (lb4_snat_cursor: cache-friendly, and free at once unless the flows of a whole sweep through
+ * the range are still alive); probe i >= 1 tries the port at jhash(hash, i) in
+ * [SNAT_PORT_MIN, SNAT_PORT_MAX]. Those are independent, so with a share f of the ports busy in
+ * the backend's plane a flow is refused with probability at most f^(SNAT_PROBES - 1) (counted:
+ * DROP_SNAT_PORTS). No atomics (eBPF-for-Windows): two CPUs taking the same free slot in the
+ * same instant would both get it; each CPU's cursor is its own, and two cursors meet on one
+ * port only when one has lapped the other. Returns the port (network order) or 0. */
+static __always_inline __be16 lb_snat_alloc(const struct snat_entry *want, __u32 hash, __u64 now)
 {
+	__u32 zero = 0, *cursor = bpf_map_lookup_elem(&lb4_snat_cursor, &zero);
 	int i;
 
 #pragma unroll
 	for (i = 0; i < SNAT_PROBES; i++) {
+		__u32 port, key;
 		struct snat_entry *cur;
-		__u32 off = lb_jhash_3words(hash, i, 0, LB_SNAT_SEED) % SNAT_PORT_RANGE;
-		__be16 port = lb_htons((__u16)(SNAT_PORT_MIN + off));
 
-		sk->nat_port = port;
-		if (bpf_map_update_elem(&lb4_snat, sk, se, BPF_NOEXIST) == 0)
-			return port;
-		cur = bpf_map_lookup_elem(&lb4_snat, sk);
-		if (!cur)
-			continue;
-		if (lb_snat_same_flow(cur, se)) {
-			cur->rev_nat_index = se->rev_nat_index;
-			return port;
+		if (i == 0) {
+			__u32 off = cursor ? *cursor : 0;
+
+			if (off >= SNAT_PORT_RANGE)   /* a pin kept from a build with a smaller range */
+				off = 0;
+			if (cursor)
+				*cursor = off + 1;
+			port = SNAT_PORT_MIN + off;
+		} else {
+			port = SNAT_PORT_MIN + lb_jhash_3words(hash, i, 0, LB_SNAT_SEED) % SNAT_PORT_RANGE;
 		}
-		if (lb_snat_take_stale(cur, se, sk->proto, port, now))
-			return port;
+		key = lb_snat_key(port, want->backend_id);
+		cur = bpf_map_lookup_elem(&lb4_snat, &key);
+		if (cur && lb_snat_slot_usable(cur, want, lb_htons((__u16)port), now)) {
+			*cur = *want;
+			return lb_htons((__u16)port);
+		}
+	}
+	return 0;
+}
+
+/* The slot holding the flow a reply (backend -> LB_IP:port) belongs to, or NULL: the reply does
+ * not name its backend id, so each plane's slot is checked against the backend it points at. */
+static __always_inline struct snat_entry *lb_snat_reply_slot(__be32 backend_addr, __be16 backend_port, __u16 port,
+							      __u8 proto)
+{
+	struct lb4_backend *be;
+	struct snat_entry *cur;
+	__u32 key, id;
+	int j;
+
+#pragma unroll
+	for (j = 0; j < LB_SNAT_SLOTS; j++) {
+		key = port * LB_SNAT_SLOTS + j;
+		cur = bpf_map_lookup_elem(&lb4_snat, &key);
+		if (!cur || !cur->client_addr || cur->proto != proto)
+			continue;
+		id = cur->backend_id;
+		be = bpf_map_lookup_elem(&lb4_backends, &id);
+		if (be && be->address == backend_addr && be->port == backend_port)
+			return cur;
 	}
 	return 0;
 }

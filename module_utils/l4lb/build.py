@@ -31,7 +31,7 @@ from .errors import InvalidConfig, L4LBError
 from .lifetimes import CtTimeouts
 from .maglev import DEFAULT_SIZE as DEFAULT_MAGLEV_SIZE
 from .maglev import check_size as check_maglev_size
-from .structs import bytes_to_mac, mac_to_bytes
+from .structs import SNAT_PORT_MAX_DEFAULT, SNAT_PORT_MIN_DEFAULT, bytes_to_mac, mac_to_bytes
 
 MODES = ("snat", "dsr")
 LINUX_EPHEMERAL_DEFAULT = (32768, 60999)
@@ -65,8 +65,8 @@ class BuildConfig:
     ifindex: int
     mode: str = "snat"
     maglev_size: int = DEFAULT_MAGLEV_SIZE
-    snat_port_min: int = 61000
-    snat_port_max: int = 65535
+    snat_port_min: int = SNAT_PORT_MIN_DEFAULT
+    snat_port_max: int = SNAT_PORT_MAX_DEFAULT
     ncpus: int | None = None
     mtu: int = 1500
     # The LB node's ephemeral range: SNAT ports must not overlap it. None = Linux's default.

@@ -23,8 +23,8 @@ from .lifetimes import CtTimeouts, lifetime_ns, port_guard_ns
 from .model import parse_service_id
 from .reconcile import BACKENDS, CT, SNAT, STATS_BACKEND, STATS_REASON, STATS_SERVICE, LBMaps, read_state
 from .structs import (
-    CT_ENTRY, IPV4_CT_TUPLE, LB4_BACKEND, LB4_SERVICE, LB_REASONS, LB_STATS, PROTO_NAMES, SNAT_ENTRY, SNAT_KEY,
-    TCP_FIN, TCP_RST, U32, be16_to_port, be32_to_ip,
+    CT_ENTRY, IPV4_CT_TUPLE, LB4_BACKEND, LB4_SERVICE, LB_REASONS, LB_STATS, PROTO_NAMES, SNAT_ENTRY, SNAT_SLOTS,
+    TCP_FIN, TCP_RST, U32, be16_to_port, be32_to_ip, port_to_be16,
 )
 
 DEFAULT_IDLE_AFTER_S = 60.0
@@ -240,23 +240,29 @@ def _ct_gc_deadline(t: CtTimeouts, key: bytes, value: bytes) -> tuple[int, int]:
     return last, lifetime_ns(t, proto, flags, ct_flags)
 
 
-def _owner_key(snat_key: bytes, snat_value: bytes) -> bytes:
-    _baddr, _bport, _nat_port, proto = SNAT_KEY.unpack(snat_key)
-    client, vip, cport, vport, _rev = SNAT_ENTRY.unpack(snat_value)
+def _owner_key(slot: bytes) -> bytes:
+    """The CT key of the flow holding a lb4_snat slot."""
+    client, vip, cport, vport, _backend_id, proto = SNAT_ENTRY.unpack(slot)
     return IPV4_CT_TUPLE.pack(vip, client, vport, cport, proto, 0)
+
+
+def snat_slots(maps: LBMaps) -> list:
+    """The held slots of lb4_snat: (key, value) with a client (an ARRAY: free slots are zero)."""
+    free = bytes(4)
+    return [(k, v) for k, v in maps[SNAT].items_list() if v[:4] != free]
 
 
 def gc(maps: LBMaps, timeouts: CtTimeouts | dict | None = None, now_ns: int | None = None,
        suspects: dict | None = None, dry_run: bool = False) -> dict:
-    """Delete the CT entries of flows that are over and the SNAT entries of those flows.
+    """Delete the CT entries of flows that are over and free the SNAT slots of those flows.
 
-    A SNAT entry whose flow has no CT entry (LRU-evicted) or has moved to another port is
-    deleted only when it was already so in the previous pass (``suspects``, as returned): the
-    datapath writes a new flow's SNAT entry just before its CT entry, and a single look could
-    fall between the two. An entry judged over is re-read just before its delete, so a flow
-    that spoke meanwhile is kept, and a SNAT entry is re-read too (the datapath may have handed
-    the port to a new flow). ``dry_run`` counts what would go and deletes nothing.
-    Returns counts and the ``suspects`` for the next pass."""
+    A slot whose flow has no CT entry (LRU-evicted) or has moved to another port is freed only
+    when it was already so in the previous pass (``suspects``, as returned): the datapath writes
+    a new flow's slot just before its CT entry, and a single look could fall between the two.
+    An entry judged over is re-read just before its delete, so a flow that spoke meanwhile is
+    kept, and a slot is re-read too (the datapath may have handed it to a new flow). ``dry_run``
+    counts what would go and changes nothing. Returns counts and the ``suspects`` for the next
+    pass."""
     t = CtTimeouts.parse(timeouts)
     now = monotonic_ns() if now_ns is None else now_ns
     ct_map, snat_map = maps[CT], maps[SNAT]
@@ -271,22 +277,26 @@ def gc(maps: LBMaps, timeouts: CtTimeouts | dict | None = None, now_ns: int | No
     suspects_out = {}
     snat_deleted = 0
     snat_left = 0
-    for k, v in snat_map.items_list():
-        owner = _owner_key(k, v)
+    free = bytes(SNAT_ENTRY.size)
+
+    def release(k, v):
+        # re-read: the datapath may have given the slot to a new flow meanwhile
+        if not dry_run and snat_map.lookup(k) == v:
+            snat_map.update(k, free)
+
+    for k, v in snat_slots(maps):
+        owner = _owner_key(v)
         if owner in over:
-            # re-read: the datapath may have given the port to a new flow meanwhile
-            if not dry_run and snat_map.lookup(k) == v:
-                snat_map.delete(k)
+            release(k, v)
             snat_deleted += 1
             continue
         raw = ct_map.lookup(owner)
-        nat_port = SNAT_KEY.unpack(k)[2]
+        nat_port = port_to_be16(U32.unpack(k)[0] // SNAT_SLOTS)
         if raw is not None and CT_ENTRY.unpack(raw)[7] == nat_port:
             snat_left += 1
             continue
         if prev.get(k) == v:
-            if not dry_run and snat_map.lookup(k) == v:
-                snat_map.delete(k)
+            release(k, v)
             snat_deleted += 1
         else:
             suspects_out[k] = v

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import ipaddress
 
+from .structs import SNAT_PORT_MAX_DEFAULT, SNAT_PORT_MIN_DEFAULT
+
 LB_HASH_SEED = 0x4C344C42
 LB_SNAT_SEED = 0x534E4154
 JHASH_INITVAL = 0xDEADBEEF
@@ -69,15 +71,12 @@ def maglev_index(saddr, daddr, sport: int, dport: int, proto: int, size: int) ->
     return flow_hash(saddr, daddr, sport, dport, proto) % size
 
 
-def snat_port_probe(saddr, daddr, sport: int, dport: int, proto: int, probe: int = 0,
-                    port_min: int = 61000, port_max: int = 65535) -> int:
-    """The SNAT port the datapath tries at probe ``probe`` (0..SNAT_PROBES-1) for a new flow
-    (bpf/include/nat.h lb_snat_alloc: jhash(flow hash, probe) in the range)."""
+def snat_port_probe(saddr, daddr, sport: int, dport: int, proto: int, probe: int = 1,
+                    port_min: int = SNAT_PORT_MIN_DEFAULT, port_max: int = SNAT_PORT_MAX_DEFAULT) -> int:
+    """The SNAT port the datapath tries at probe ``probe`` (1..SNAT_PROBES-1) for a new flow whose
+    first try (probe 0, the CPU's cursor: lb4_snat_cursor) was busy (bpf/include/nat.h
+    lb_snat_alloc: jhash(flow hash, probe) in the range)."""
+    if probe < 1:
+        raise ValueError("probe 0 is the CPU's cursor, not a hash of the flow")
     h = jhash_3words(flow_hash(saddr, daddr, sport, dport, proto), probe, 0, LB_SNAT_SEED)
     return port_min + h % (port_max - port_min + 1)
-
-
-def snat_port_start(saddr, daddr, sport: int, dport: int, proto: int,
-                    port_min: int = 61000, port_max: int = 65535) -> int:
-    """The first SNAT port the datapath tries for a new flow."""
-    return snat_port_probe(saddr, daddr, sport, dport, proto, 0, port_min, port_max)

@@ -22,6 +22,7 @@ from . import libbpf, platform, xdp
 from .build import BuildConfig, compile_lb
 from .errors import BpfError, InvalidConfig, L4LBError
 from .maglev import DEFAULT_SIZE
+from .structs import SNAT_PORT_MAX_DEFAULT, SNAT_PORT_MIN_DEFAULT
 
 ATTACH_MODES = xdp.ATTACH_MODES
 VERIFIER_LOG_LINES = 30
@@ -88,8 +89,8 @@ class Desired:
     mode: str = "snat"
     attach_mode: str = "native"
     maglev_size: int = DEFAULT_SIZE
-    snat_port_min: int = 61000
-    snat_port_max: int = 65535
+    snat_port_min: int = SNAT_PORT_MIN_DEFAULT
+    snat_port_max: int = SNAT_PORT_MAX_DEFAULT
     ct_timeouts: dict | None = None
     force: bool = False
 

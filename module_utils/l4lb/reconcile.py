@@ -73,8 +73,9 @@ from .structs import (
 SERVICES, BACKENDS, REVNAT, MAGLEV, NEIGH = (
     "lb4_services_v2", "lb4_backends", "lb4_reverse_nat", "lb4_maglev", "nodeport_neigh4")
 CT, SNAT, STATS_SERVICE, STATS_BACKEND = "ct4_global", "lb4_snat", "lb4_stats_service", "lb4_stats_backend"
-STATS_REASON = "lb4_stats_reason"
-MAP_NAMES = (SERVICES, BACKENDS, REVNAT, MAGLEV, NEIGH, CT, SNAT, STATS_SERVICE, STATS_BACKEND, STATS_REASON)
+STATS_REASON, SNAT_CURSOR = "lb4_stats_reason", "lb4_snat_cursor"
+MAP_NAMES = (SERVICES, BACKENDS, REVNAT, MAGLEV, NEIGH, CT, SNAT, SNAT_CURSOR, STATS_SERVICE, STATS_BACKEND,
+             STATS_REASON)
 RECONCILE_MAPS = (SERVICES, BACKENDS, REVNAT, MAGLEV, NEIGH)
 
 MAGLEV_INNER_NAME = "lb4_maglev_in"

@@ -37,8 +37,11 @@ MAX_BACKENDS_ENTRIES = 65536       # lb4_backends max_entries
 MAX_REVNAT_ENTRIES = 65536
 MAX_MAGLEV_ENTRIES = 65536
 MAX_NEIGH_ENTRIES = 1024
-MAX_CT_ENTRIES = 65536
-MAX_SNAT_ENTRIES = 65536
+MAX_CT_ENTRIES = 131072             # LB_CT_MAP_MAX: at least the SNAT capacity
+SNAT_SLOTS = 4                      # LB_SNAT_SLOTS: backend planes (backend_id % 4) of a SNAT port
+# SNAT_PORT_MIN/MAX defaults: below Linux's (32768..60999) and Windows' (49152..65535) ephemeral ports
+SNAT_PORT_MIN_DEFAULT, SNAT_PORT_MAX_DEFAULT = 1024, 32767
+MAX_SNAT_ENTRIES = 65536 * SNAT_SLOTS  # a slot set for every port number
 MAX_STATS_SERVICE_ENTRIES = 65536
 MAX_STATS_BACKEND_ENTRIES = 65536
 
@@ -202,26 +205,18 @@ class CtEntry(_Base):
     ]
 
 
-class SnatKey(_Base):
-    """lb4_snat key."""
-    _fields_ = [
-        ("backend_addr", ctypes.c_uint32),  # __be32
-        ("backend_port", ctypes.c_uint16),  # __be16
-        ("nat_port", ctypes.c_uint16),      # __be16
-        ("proto", ctypes.c_uint8),
-        ("pad", ctypes.c_uint8 * 3),
-    ]
-
-
 class SnatEntry(_Base):
-    """lb4_snat value."""
+    """lb4_snat value: a SNAT source port's slot for one backend plane (an ARRAY; key u32 =
+    port * SNAT_SLOTS + backend_id % SNAT_SLOTS, port in host order; client_addr 0 = free): the
+    client flow holding LB_IP:port towards backend ``backend_id``."""
     _fields_ = [
         ("client_addr", ctypes.c_uint32),   # __be32
         ("vip", ctypes.c_uint32),           # __be32
         ("client_port", ctypes.c_uint16),   # __be16
         ("vport", ctypes.c_uint16),         # __be16
-        ("rev_nat_index", ctypes.c_uint16),
-        ("pad", ctypes.c_uint16),
+        ("backend_id", ctypes.c_uint16),
+        ("proto", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8),
     ]
 
 
@@ -239,7 +234,6 @@ C_STRUCTS = {
     "neigh_mac": NeighMac,
     "ipv4_ct_tuple": Ipv4CtTuple,
     "ct_entry": CtEntry,
-    "snat_key": SnatKey,
     "snat_entry": SnatEntry,
     "lb_stats": LbStats,
 }
@@ -283,7 +277,8 @@ def map_specs(maglev_size: int = LB_MAGLEV_LUT_SIZE) -> dict:
         "lb4_maglev": (_b.BPF_MAP_TYPE_HASH_OF_MAPS, 2, 4, MAX_MAGLEV_ENTRIES),
         "nodeport_neigh4": (_b.BPF_MAP_TYPE_LRU_HASH, 4, s(NeighMac), MAX_NEIGH_ENTRIES),
         "ct4_global": (_b.BPF_MAP_TYPE_LRU_HASH, s(Ipv4CtTuple), s(CtEntry), MAX_CT_ENTRIES),
-        "lb4_snat": (_b.BPF_MAP_TYPE_LRU_HASH, s(SnatKey), s(SnatEntry), MAX_SNAT_ENTRIES),
+        "lb4_snat": (_b.BPF_MAP_TYPE_ARRAY, 4, s(SnatEntry), MAX_SNAT_ENTRIES),
+        "lb4_snat_cursor": (_b.BPF_MAP_TYPE_PERCPU_ARRAY, 4, 4, 1),
         "lb4_stats_service": (_b.BPF_MAP_TYPE_PERCPU_ARRAY, 4, s(LbStats), MAX_STATS_SERVICE_ENTRIES),
         "lb4_stats_backend": (_b.BPF_MAP_TYPE_PERCPU_ARRAY, 4, s(LbStats), MAX_STATS_BACKEND_ENTRIES),
         "lb4_stats_reason": (_b.BPF_MAP_TYPE_PERCPU_ARRAY, 4, s(LbStats), len(LB_REASONS)),
@@ -303,8 +298,7 @@ IPV4_CT_TUPLE = struct.Struct("=IIHHBB2x")   # daddr, saddr, dport, sport, nexth
 # rx_pk, rx_b, tx_pk, tx_b, last_seen, backend_id, rev_nat, nat_port, tcp_flags, ct_flags
 # (then pad[2] and the datapath-private last_tick)
 CT_ENTRY = struct.Struct("=QQQQQIHHBB6x")
-SNAT_KEY = struct.Struct("=IHHB3x")
-SNAT_ENTRY = struct.Struct("=IIHHH2x")
+SNAT_ENTRY = struct.Struct("=IIHHHBx")      # client_addr, vip, client_port, vport, backend_id, proto
 LB_STATS = struct.Struct("=QQ")
 U32 = struct.Struct("=I")
 U16 = struct.Struct("=H")
@@ -312,5 +306,5 @@ U16 = struct.Struct("=H")
 CODECS = {
     Lb4Key: LB4_KEY, Lb4Service: LB4_SERVICE, Lb4Backend: LB4_BACKEND,
     Lb4ReverseNat: LB4_REVERSE_NAT, NeighMac: NEIGH_MAC, Ipv4CtTuple: IPV4_CT_TUPLE,
-    CtEntry: CT_ENTRY, SnatKey: SNAT_KEY, SnatEntry: SNAT_ENTRY, LbStats: LB_STATS,
+    CtEntry: CT_ENTRY, SnatEntry: SNAT_ENTRY, LbStats: LB_STATS,
 }

@@ -112,7 +112,8 @@ def lb_maps_snapshot():
     out = {}
     with reconcile.LBMaps.open(os.path.join(PIN_DIR, "maps")) as maps:
         for name in reconcile.RECONCILE_MAPS + (reconcile.CT,):
-            out[name] = sorted(maps[name].items())
+            # lb4_backends is an ARRAY: its unused entries (address 0) are not content
+            out[name] = sorted((k, v) for k, v in maps[name].items() if name != reconcile.BACKENDS or v[:4] != bytes(4))
         out["maglev_tables"] = sorted(
             (k, maps.read_inner(mid)[0]) for k, mid in maps.inner_map_ids().items())
     return out

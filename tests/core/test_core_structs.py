@@ -17,8 +17,7 @@ EXPECTED = {   # C struct -> (size, {field: offset}) as laid out by the C compil
     "ct_entry": (56, {"rx_packets": 0, "rx_bytes": 8, "tx_packets": 16, "tx_bytes": 24, "last_seen_ns": 32,
                       "backend_id": 40, "rev_nat_index": 44, "nat_port": 46, "tcp_flags_seen": 48, "ct_flags": 49, "pad": 50,
                       "last_tick": 52}),
-    "snat_key": (12, {"backend_addr": 0, "backend_port": 4, "nat_port": 6, "proto": 8, "pad": 9}),
-    "snat_entry": (16, {"client_addr": 0, "vip": 4, "client_port": 8, "vport": 10, "rev_nat_index": 12, "pad": 14}),
+    "snat_entry": (16, {"client_addr": 0, "vip": 4, "client_port": 8, "vport": 10, "backend_id": 12, "proto": 14, "pad": 15}),
     "lb_stats": (16, {"packets": 0, "bytes": 8}),
 }
 
@@ -75,10 +74,8 @@ def test_ctypes_and_codecs_agree():
     assert S.Lb4Service.from_bytes(bytes(sv)).count == 4
     rn = S.Lb4ReverseNat(address=S.ip_to_be32("40.1.1.1"), port=S.port_to_be16(80))
     assert bytes(rn) == S.LB4_REVERSE_NAT.pack(S.ip_to_be32("40.1.1.1"), S.port_to_be16(80))
-    sk = S.SnatKey(backend_addr=1, backend_port=2, nat_port=3, proto=6)
-    assert bytes(sk) == S.SNAT_KEY.pack(1, 2, 3, 6)
-    se = S.SnatEntry(client_addr=1, vip=2, client_port=3, vport=4, rev_nat_index=5)
-    assert bytes(se) == S.SNAT_ENTRY.pack(1, 2, 3, 4, 5)
+    se = S.SnatEntry(client_addr=1, vip=2, client_port=3, vport=4, backend_id=5, proto=17)
+    assert bytes(se) == S.SNAT_ENTRY.pack(1, 2, 3, 4, 5, 17) and len(bytes(se)) == 16
     nm = S.NeighMac()
     nm.addr[:] = list(b"\x02\x00\x14\x01\x01\x0a")
     assert bytes(nm) == S.NEIGH_MAC.pack(b"\x02\x00\x14\x01\x01\x0a")

@@ -76,8 +76,8 @@ def make_lb(compiled, pin_root):
         res = compiled(mode, **kw)
         root = os.path.join(pin_root, f"t{next(_counter)}")
         env = H.LbEnv(res.path, root, mode, maglev_size=kw.get("maglev_size", 2039),
-                      snat_port_min=kw.get("snat_port_min", 61000),
-                      snat_port_max=kw.get("snat_port_max", 65535))
+                      snat_port_min=kw.get("snat_port_min", H.S.SNAT_PORT_MIN_DEFAULT),
+                      snat_port_max=kw.get("snat_port_max", H.S.SNAT_PORT_MAX_DEFAULT))
         envs.append((env, root))
         return env
 

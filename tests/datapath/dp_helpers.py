@@ -75,7 +75,7 @@ class LbEnv:
     """One loaded lb_xdp.o with its maps pinned under ``pin_root``."""
 
     def __init__(self, obj_path: str, pin_root: str, mode: str, maglev_size: int = 2039,
-                 snat_port_min: int = 61000, snat_port_max: int = 65535):
+                 snat_port_min: int = S.SNAT_PORT_MIN_DEFAULT, snat_port_max: int = S.SNAT_PORT_MAX_DEFAULT):
         os.makedirs(pin_root, exist_ok=True)
         self.pin_root = pin_root
         self.mode = mode
@@ -177,8 +177,21 @@ class LbEnv:
         return None if raw is None else S.CtEntry.from_bytes(raw)
 
     def snat(self, backend_ip, backend_port, nat_port, proto):
-        raw = self.maps["lb4_snat"].lookup(S.SNAT_KEY.pack(be32(backend_ip), be16(backend_port), be16(nat_port), proto))
-        return None if raw is None else S.SnatEntry.from_bytes(raw)
+        """The lb4_snat slot of nat_port holding a flow to this backend (as programmed), or None."""
+        for bid, (ip, port, _proto) in self.backends.items():
+            if (ip, port) == (backend_ip, backend_port):
+                se = S.SnatEntry.from_bytes(self.maps["lb4_snat"].lookup(
+                    S.U32.pack(nat_port * S.SNAT_SLOTS + bid % S.SNAT_SLOTS)))
+                if se.client_addr and se.backend_id == bid and se.proto == proto:
+                    return se
+        return None
+
+    def set_snat_slot(self, nat_port: int, backend_id: int, client: str, cport: int, proto: int = TCP,
+                      vip: str = VIP, vport: int = 80):
+        """A flow of client:cport holding nat_port towards backend_id (in that backend's plane)."""
+        self.maps["lb4_snat"].update(S.U32.pack(nat_port * S.SNAT_SLOTS + backend_id % S.SNAT_SLOTS), S.SNAT_ENTRY.pack(
+            be32(client), be32(vip), be16(cport), be16(vport), backend_id, proto))
+
 
     def percpu_sum(self, map_name: str, key: bytes) -> tuple[int, int]:
         m = self.maps[map_name]

@@ -24,7 +24,7 @@ GOOD = dict(lb_ip="20.1.1.1", lb_mac="02:00:14:01:01:01", ifindex=3)
     (dict(maglev_size=131101), "maglev_size"),
     (dict(snat_port_min=1000), "snat_port_min"),
     (dict(snat_port_min=62000, snat_port_max=61000), "snat_port_min"),
-    (dict(snat_port_min=50000), "ephemeral"),
+    (dict(snat_port_min=30000, snat_port_max=40000), "ephemeral"),
     (dict(snat_port_min=20000, snat_port_max=30000, ephemeral_range=(10000, 20000)), "ephemeral"),
     (dict(ncpus=0), "ncpus"),
     (dict(mtu=100), "mtu"),
@@ -38,8 +38,8 @@ def test_render_defines():
     cfg = build.BuildConfig(**GOOD, mode="dsr", maglev_size=251, ncpus=2, mtu=9000)
     d = build.render_defines(cfg)
     assert d == {"MODE_DSR": "1", "LB_IP": "0x01010114", "LB_MAC": "{0x02,0x00,0x14,0x01,0x01,0x01}",
-                 "LB_IFINDEX": "3", "LB_MTU": "9000", "LB_MAGLEV_LUT_SIZE": "251", "SNAT_PORT_MIN": "61000",
-                 "SNAT_PORT_MAX": "65535", "__NR_CPUS__": "2",
+                 "LB_IFINDEX": "3", "LB_MTU": "9000", "LB_MAGLEV_LUT_SIZE": "251", "SNAT_PORT_MIN": "1024",
+                 "SNAT_PORT_MAX": "32767", "__NR_CPUS__": "2",
                  "LB_CT_SYN_TIMEOUT": "5", "LB_CT_TCP_TIMEOUT": "21600", "LB_CT_FIN_TIMEOUT": "10",
                  "LB_CT_CLOSED_TIMEOUT": "2", "LB_CT_UDP_TIMEOUT": "60", "LB_SNAT_TIME_WAIT": "60"}
     assert "#define LB_IP 0x01010114" in build.render_header(d)

@@ -240,7 +240,7 @@ def check(mode: str, raw: bytes, ret: int, out: bytes):
     if is_service:
         assert out[26:30] == LB_BE and out[30:34] in BACKEND_ADDRS
         assert out[0:6] == BACKEND_MACS_B[out[30:34]] and out[6:12] == LB_MAC_B
-        assert 61000 <= struct.unpack("!H", out[34:36])[0] <= 65535
+        assert H.S.SNAT_PORT_MIN_DEFAULT <= struct.unpack("!H", out[34:36])[0] <= H.S.SNAT_PORT_MAX_DEFAULT
     else:
         assert out[26:30] == VIP_BE and out[6:12] == LB_MAC_B
     if csum_in:

@@ -73,8 +73,8 @@ def test_snat_forward_new_flow(lb_snat, sport):
     bip, bport = H.BACKENDS[bid]
     o = Ether(out)
     nat_port = o[TCP].sport
-    assert 61000 <= nat_port <= 65535
-    assert nat_port == flowhash.snat_port_start(H.CLIENT, H.VIP, sport, VPORT, H.TCP)
+    # a fresh program: every CPU's cursor is at the start of the range
+    assert nat_port == H.S.SNAT_PORT_MIN_DEFAULT
     assert out == snat_expected(inp, nat_port, bip, bport)
     ct = lb_snat.ct(H.CLIENT, H.VIP, sport, VPORT, H.TCP)
     assert ct.backend_id == bid and ct.rev_nat_index == 1
@@ -248,23 +248,21 @@ def test_tuple_reuse_after_fin_reselects(lb_snat):
 # SNAT port allocation
 # --------------------------------------------------------------------------------------------
 
-def _occupy(lb, bip, port, live=True, client="9.9.9.9", cport=1):
-    """A SNAT entry on (bip:80, port) for another client flow; live: with its CT entry, just
-    seen and established (so its port is not stale)."""
-    lb.maps["lb4_snat"].update(
-        H.S.SNAT_KEY.pack(H.be32(bip), H.be16(80), H.be16(port), H.TCP),
-        H.S.SNAT_ENTRY.pack(H.be32(client), H.be32(H.VIP), H.be16(cport), H.be16(80), 1))
+def _occupy(lb, backend_id, port, live=True, client="9.9.9.9", cport=1):
+    """port's slot in backend_id's plane holding another client flow to that backend; live: with
+    its CT entry, just seen and established (so its port is not stale)."""
+    lb.set_snat_slot(port, backend_id, client, cport)
     if live:
         now = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
         lb.maps["ct4_global"].update(
             H.S.IPV4_CT_TUPLE.pack(H.be32(H.VIP), H.be32(client), H.be16(80), H.be16(cport), H.TCP, 0),
-            H.S.CT_ENTRY.pack(1, 60, 0, 0, now, 1, 1, H.be16(port), 0x12, H.S.CT_F_ESTABLISHED))
+            H.S.CT_ENTRY.pack(1, 60, 0, 0, now, backend_id, 1, H.be16(port), 0x12, H.S.CT_F_ESTABLISHED))
 
 
 def test_snat_port_collision_probes_next(lb_snat):
     lb_snat.add_service(1, H.VIP, VPORT, H.TCP, {1: H.BACKENDS[1]})
-    start = flowhash.snat_port_start(H.CLIENT, H.VIP, 45000, VPORT, H.TCP)
-    _occupy(lb_snat, H.BACKENDS[1][0], start)
+    start = H.S.SNAT_PORT_MIN_DEFAULT   # where every CPU's cursor is in a fresh program
+    _occupy(lb_snat, 1, start)
     ret, out = lb_snat.run(client_pkt(sport=45000))
     assert ret == XDP_TX
     assert Ether(out)[TCP].sport == flowhash.snat_port_probe(H.CLIENT, H.VIP, 45000, VPORT, H.TCP, probe=1)
@@ -272,8 +270,8 @@ def test_snat_port_collision_probes_next(lb_snat):
 
 def test_snat_port_of_a_flow_without_ct_entry_is_taken_over(lb_snat):
     lb_snat.add_service(1, H.VIP, VPORT, H.TCP, {1: H.BACKENDS[1]})
-    start = flowhash.snat_port_start(H.CLIENT, H.VIP, 45000, VPORT, H.TCP)
-    _occupy(lb_snat, H.BACKENDS[1][0], start, live=False)
+    start = H.S.SNAT_PORT_MIN_DEFAULT
+    _occupy(lb_snat, 1, start, live=False)
     ret, out = lb_snat.run(client_pkt(sport=45000))
     assert ret == XDP_TX and Ether(out)[TCP].sport == start
     se = lb_snat.snat(H.BACKENDS[1][0], 80, start, H.TCP)
@@ -284,10 +282,79 @@ def test_snat_port_exhaustion_drops(make_lb):
     lb = make_lb("snat", snat_port_min=61000, snat_port_max=61007)
     lb.add_service(1, H.VIP, VPORT, H.TCP, {1: H.BACKENDS[1]})
     for i, port in enumerate(range(61000, 61008)):
-        _occupy(lb, H.BACKENDS[1][0], port, cport=1 + i)
+        _occupy(lb, 1, port, cport=1 + i)
     ret, _ = lb.run(client_pkt(sport=45001))
     assert ret == XDP_DROP and lb.reason("DROP_SNAT_PORTS") == 1
     assert lb.ct(H.CLIENT, H.VIP, 45001, VPORT, H.TCP) is None
+
+
+def snat_slots(lb) -> list:
+    return [v for _, v in lb.maps["lb4_snat"].items_list() if v[:4] != bytes(4)]
+
+
+def _backend_reply(bip, nat_port, payload=b"r"):
+    return Ether(dst=H.LB_MAC) / IP(src=bip, dst=H.LB_IP) / TCP(sport=80, dport=nat_port, flags="A") / Raw(payload)
+
+
+def test_one_port_serves_a_backend_per_plane(make_lb):
+    """A single SNAT port: flows to SNAT_SLOTS backends of different planes (backend_id %
+    SNAT_SLOTS) all get it (their replies differ by source), and each reply goes back to its own
+    client; a second flow to a backend already on the port, or a flow to a backend whose plane
+    is held, is refused and counted."""
+    port = 20000
+    lb = make_lb("snat", snat_port_min=port, snat_port_max=port)
+    clients = {}
+    for bid, (bip, bport) in H.BACKENDS.items():
+        lb.add_service(bid, H.VIP, 8000 + bid, H.TCP, {bid: (bip, bport)})
+        src = f"10.0.0.{bid}"
+        lb.set_neigh(src, f"02:00:00:00:0a:{bid:02x}")
+        ret, out = lb.run(client_pkt(sport=40000 + bid, dport=8000 + bid, src=src))
+        assert ret == XDP_TX and Ether(out)[TCP].sport == port, bid
+        clients[bip] = (src, 40000 + bid, 8000 + bid)
+    assert len(clients) == H.S.SNAT_SLOTS == len(snat_slots(lb))
+    for bip, (src, cport, vport) in clients.items():
+        ret, out = lb.run(_backend_reply(bip, port))
+        o = Ether(out)
+        assert ret == XDP_TX and (o[IP].dst, o[TCP].dport, o[IP].src, o[TCP].sport) == (src, cport, H.VIP, vport)
+    ret, _ = lb.run(client_pkt(sport=41001, dport=8001, src="10.0.0.1"))
+    assert ret == XDP_DROP and lb.reason("DROP_SNAT_PORTS") == 1, "a second flow to backend 1 on the one port"
+    lb.add_service(9, H.VIP, 8009, H.TCP, {5: ("20.1.1.90", 80)})
+    ret, _ = lb.run(client_pkt(sport=41009, dport=8009, src="10.0.0.1"))
+    assert ret == XDP_DROP and lb.reason("DROP_SNAT_PORTS") == 2, "backend 5 shares backend 1's plane"
+    ret, _ = lb.run(_backend_reply("20.1.1.90", port))
+    assert ret == XDP_PASS, "no flow of backend 5 holds the port"
+
+
+def test_a_flow_over_gives_its_slot_to_another_backend_of_its_plane(make_lb):
+    """The one port's slot in backend 1's plane held by backend 5's flow that is over (no CT
+    entry): a new flow to backend 1 takes it."""
+    port = 20000
+    lb = make_lb("snat", snat_port_min=port, snat_port_max=port)
+    lb.add_service(1, H.VIP, VPORT, H.TCP, {1: H.BACKENDS[1]})
+    lb.add_service(2, H.VIP, 8080, H.TCP, {5: ("20.1.1.90", 80)})
+    _occupy(lb, 5, port, live=False, cport=100)
+    assert lb.snat("20.1.1.90", 80, port, H.TCP) is not None
+    ret, out = lb.run(client_pkt(sport=45000))
+    assert ret == XDP_TX and Ether(out)[TCP].sport == port
+    se = lb.snat(H.BACKENDS[1][0], 80, port, H.TCP)
+    assert (H.S.be32_to_ip(se.client_addr), H.S.be16_to_port(se.client_port)) == (H.CLIENT, 45000)
+    assert lb.snat("20.1.1.90", 80, port, H.TCP) is None and len(snat_slots(lb)) == 1
+
+
+def test_snat_cursor_walks_the_range_and_wraps(make_lb):
+    """Probe 0 is the CPU's cursor: consecutive new flows get consecutive ports, and the cursor
+    wraps at the end of the range (3 ports here; the 4th flow finds the first port's flow alive
+    and takes a hashed probe)."""
+    lb = make_lb("snat", snat_port_min=20000, snat_port_max=20002)
+    lb.add_service(1, H.VIP, VPORT, H.TCP, {1: H.BACKENDS[1]})
+    ports = [Ether(lb.run(client_pkt(sport=46000 + i))[1])[TCP].sport for i in range(3)]
+    assert ports == [20000, 20001, 20002]
+    ret, _ = lb.run(client_pkt(sport=46003))
+    assert ret == XDP_DROP and lb.reason("DROP_SNAT_PORTS") == 1, "three ports, three live flows"
+    lb.maps["ct4_global"].delete(H.S.IPV4_CT_TUPLE.pack(H.be32(H.VIP), H.be32(H.CLIENT), H.be16(VPORT),
+                                                        H.be16(46001), H.TCP, 0))
+    ret, out = lb.run(client_pkt(sport=46004))
+    assert ret == XDP_TX and Ether(out)[TCP].sport == 20001, "the cursor wrapped past 20000 (alive)"
 
 
 def test_snat_ports_distinct_for_many_flows(lb_snat):
@@ -297,16 +364,22 @@ def test_snat_ports_distinct_for_many_flows(lb_snat):
         ret, out = lb_snat.run(client_pkt(sport=sp))
         assert ret == XDP_TX
         ports.add(Ether(out)[TCP].sport)
-    assert len(ports) == 300 and all(61000 <= p <= 65535 for p in ports)
+    assert len(ports) == 300 and all(H.S.SNAT_PORT_MIN_DEFAULT <= p <= H.S.SNAT_PORT_MAX_DEFAULT for p in ports)
 
 
-def test_snat_reuses_own_entry_after_ct_eviction(lb_snat):
-    tcp_service(lb_snat)
+def test_snat_flow_whose_ct_entry_is_gone_comes_back_as_a_new_flow(lb_snat):
+    """A new flow's first port is the CPU's cursor, not a hash of the flow: a flow whose CT entry
+    was evicted (a full table) comes back as a new flow on the next port (bpf/README.md), and
+    the slot it left, its owner gone, is free for whichever flow reaches that port next."""
+    table = tcp_service(lb_snat)
+    bip, bport = H.BACKENDS[expected_backend(table, lb_snat, 46000)]
     _, o1 = lb_snat.run(client_pkt(sport=46000))
     key = H.S.IPV4_CT_TUPLE.pack(H.be32(H.VIP), H.be32(H.CLIENT), H.be16(VPORT), H.be16(46000), H.TCP, 0)
     assert lb_snat.maps["ct4_global"].delete(key)
     _, o2 = lb_snat.run(client_pkt(sport=46000, flags="A"))
-    assert Ether(o1)[TCP].sport == Ether(o2)[TCP].sport
+    first, second = Ether(o1)[TCP].sport, Ether(o2)[TCP].sport
+    assert second == first + 1 and H.S.be16_to_port(lb_snat.ct(H.CLIENT, H.VIP, 46000, VPORT, H.TCP).nat_port) == second
+    assert lb_snat.snat(bip, bport, first, H.TCP) is not None, "left behind until the GC or a new flow takes it"
 
 
 # --------------------------------------------------------------------------------------------
@@ -542,7 +615,7 @@ def test_dsr_too_big_for_mtu_passes(lb_dsr):
 
 def test_dsr_has_no_reply_path(lb_dsr):
     tcp_service(lb_dsr)
-    rep = Ether(dst=H.LB_MAC) / IP(src="20.1.1.10", dst=H.LB_IP) / TCP(sport=80, dport=61000, flags="SA")
+    rep = Ether(dst=H.LB_MAC) / IP(src="20.1.1.10", dst=H.LB_IP) / TCP(sport=80, dport=20000, flags="SA")
     _assert_pass_untouched(lb_dsr, rep)
 
 

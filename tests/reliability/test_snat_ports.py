@@ -30,13 +30,14 @@ from labtest import MODULE_UTILS, lab_namespaces, run_playbook
 sys.path.insert(0, MODULE_UTILS)
 from l4lb import agent, ct  # noqa: E402
 from l4lb.lifetimes import CtTimeouts  # noqa: E402
+from l4lb.structs import SNAT_PORT_MAX_DEFAULT, SNAT_PORT_MIN_DEFAULT  # noqa: E402
 
 PREFIX = os.environ.get("L4LB_TEST_PREFIX15", "l4lbt15")
 LOAD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "conn_load.py")
 PIN_DIR = f"/sys/fs/bpf/{PREFIX}/lb"
 VARS = {"lab_prefix": PREFIX, "lb_mode": "snat"}
 BACKENDS = 4
-PORTS_PER_BACKEND = 65535 - 61000 + 1
+PORTS_PER_BACKEND = SNAT_PORT_MAX_DEFAULT - SNAT_PORT_MIN_DEFAULT + 1   # the lab has 4 backends <= SNAT_SLOTS
 SNAT_PROBES = 8
 
 
@@ -57,7 +58,7 @@ def counters():
     with agent.open_maps(PIN_DIR) as maps:
         reasons = ct.reason_stats(maps)
         return ({k: v["packets"] for k, v in reasons.items()},
-                len(maps["lb4_snat"].items_list()), len(maps["ct4_global"].items_list()))
+                len(ct.snat_slots(maps)), len(maps["ct4_global"].items_list()))
 
 
 @pytest.fixture(scope="module")

@@ -94,7 +94,7 @@ static __always_inline int lb_service(lb_xdp_ctx *ctx, struct lb_pkt *p, const s
 	__u32 backend_id = 0, hash = 0;
 	__be32 be_addr;
 	__be16 be_port;
-	__be16 nat_port = 0;
+	__be16 nat_port = 0, prev_nat_port = 0;
 	__u32 tick = LB_TICK();
 	__u64 now = 0;
 	int reason, reselect = 1, reset = 0, snat;
@@ -115,8 +115,10 @@ static __always_inline int lb_service(lb_xdp_ctx *ctx, struct lb_pkt *p, const s
 	ct = bpf_map_lookup_elem(&ct4_global, &tuple);
 	if (ct) {
 		if (!lb_ct_continues(ct, p, tick, &now)) {
-			/* Over (expired, or a new connection on a closed tuple): a new flow. */
+			/* Over (expired, or a new connection on a closed tuple): a new flow, which
+			 * gets its old SNAT port back if its slot is still its own. */
 			reset = 1;
+			prev_nat_port = ct->nat_port;
 		} else if (ct->rev_nat_index == rev_nat_index) {
 			backend_id = ct->backend_id;
 			be = bpf_map_lookup_elem(&lb4_backends, &backend_id);
@@ -159,7 +161,7 @@ static __always_inline int lb_service(lb_xdp_ctx *ctx, struct lb_pkt *p, const s
 			.proto = p->proto,
 		};
 
-		nat_port = lb_snat_alloc(&want, hash, now);
+		nat_port = lb_snat_alloc(&want, prev_nat_port, hash, now);
 		if (!nat_port)
 			return lb_verdict(LB_DROP, LB_R_DROP_SNAT_PORTS, len);
 	}

@@ -15,7 +15,7 @@ description:
     lifetime of its state, and a new flow then takes over the SNAT port such a flow held. This
     module keeps the maps small as well, as Cilium's agent does, by running
     C(l4lbctl ct gc --every N) on the node, which deletes the CT entries of flows that are over
-    and their SNAT entries.
+    and frees their SNAT port slots.
   - C(started) makes exactly one loop with this command line run in the task's network
     namespace (judged from the running processes, not from a pid file); a loop with other
     settings is replaced. C(stopped) ends it. C(once) runs one collection now and reports what
@@ -91,7 +91,7 @@ stopped:
   type: list
   elements: int
 deleted:
-  description: "C(once): entries deleted (or that would be, in check mode): C({ct: N, snat: N})."
+  description: "C(once): CT entries deleted and SNAT slots freed (or that would be, in check mode): C({ct: N, snat: N})."
   returned: state is once
   type: dict
 ct_entries:
@@ -99,7 +99,7 @@ ct_entries:
   returned: state is once
   type: int
 snat_entries:
-  description: C(once) - SNAT entries left.
+  description: C(once) - SNAT port slots still held (lb4_snat slots with a flow).
   returned: state is once
   type: int
 """

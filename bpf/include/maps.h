@@ -190,7 +190,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__type(key, __u32);   /* 0 */
-	__type(value, __u32); /* offset in the SNAT range */
+	__type(value, __u32); /* next offset in the SNAT range + 1; 0: not started */
 	__uint(max_entries, 1);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } lb4_snat_cursor SEC(".maps");

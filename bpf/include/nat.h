@@ -124,17 +124,29 @@ static __always_inline int lb_snat_slot_usable(const struct snat_entry *cur, con
 
 /* Find a nat_port for the flow `want` (towards backend want->backend_id) and take its slot, one
  * slot read per probe. Probe 0 tries the port after the one this CPU's previous new flow tried
- * (lb4_snat_cursor: cache-friendly, and free at once unless the flows of a whole sweep through
- * the range are still alive); probe i >= 1 tries the port at jhash(hash, i) in
+ * (lb4_snat_cursor: consecutive flows read consecutive cache lines, and the port is free at
+ * once unless the flows of a whole sweep through the range are still alive; a CPU's first new
+ * flow starts its cursor at the flow's hash). Probe i >= 1 tries the port at jhash(hash, i) in
  * [SNAT_PORT_MIN, SNAT_PORT_MAX]. Those are independent, so with a share f of the ports busy in
  * the backend's plane a flow is refused with probability at most f^(SNAT_PROBES - 1) (counted:
- * DROP_SNAT_PORTS). No atomics (eBPF-for-Windows): two CPUs taking the same free slot in the
- * same instant would both get it; each CPU's cursor is its own, and two cursors meet on one
- * port only when one has lapped the other. Returns the port (network order) or 0. */
-static __always_inline __be16 lb_snat_alloc(const struct snat_entry *want, __u32 hash, __u64 now)
+ * DROP_SNAT_PORTS). No atomics (eBPF-for-Windows): two CPUs taking the same slot in the same
+ * instant would both get it; each CPU walks its own cursor from its own start, so they meet on
+ * one port only when one has lapped the other. `prev` (network order, 0: none) is the port the
+ * same client tuple had, tried first: a connection reopened on a closed tuple (a client's SYN
+ * retried after it reset a backend's TIME_WAIT) keeps its port while its slot is still its own.
+ * Returns the port (network order) or 0. */
+static __always_inline __be16 lb_snat_alloc(const struct snat_entry *want, __be16 prev, __u32 hash, __u64 now)
 {
 	__u32 zero = 0, *cursor = bpf_map_lookup_elem(&lb4_snat_cursor, &zero);
 	int i;
+
+	if (prev) {
+		__u32 key = lb_snat_key(lb_ntohs(prev), want->backend_id);
+		struct snat_entry *own = bpf_map_lookup_elem(&lb4_snat, &key);
+
+		if (own && lb_snat_same_flow(own, want))
+			return prev;
+	}
 
 #pragma unroll
 	for (i = 0; i < SNAT_PROBES; i++) {
@@ -142,12 +154,15 @@ static __always_inline __be16 lb_snat_alloc(const struct snat_entry *want, __u32
 		struct snat_entry *cur;
 
 		if (i == 0) {
-			__u32 off = cursor ? *cursor : 0;
+			/* The cursor holds the next offset + 1. Unset (0), or past a smaller range a
+			 * kept pin was built with, it starts where the flow's hash says: CPUs then
+			 * walk from apart and do not race for the same slots in step. */
+			__u32 off = cursor && *cursor ? *cursor - 1 : SNAT_PORT_RANGE;
 
-			if (off >= SNAT_PORT_RANGE)   /* a pin kept from a build with a smaller range */
-				off = 0;
+			if (off >= SNAT_PORT_RANGE)
+				off = hash % SNAT_PORT_RANGE;
 			if (cursor)
-				*cursor = off + 1;
+				*cursor = off + 1 < SNAT_PORT_RANGE ? off + 2 : 1;
 			port = SNAT_PORT_MIN + off;
 		} else {
 			port = SNAT_PORT_MIN + lb_jhash_3words(hash, i, 0, LB_SNAT_SEED) % SNAT_PORT_RANGE;

@@ -73,8 +73,8 @@ def test_snat_forward_new_flow(lb_snat, sport):
     bip, bport = H.BACKENDS[bid]
     o = Ether(out)
     nat_port = o[TCP].sport
-    # a fresh program: every CPU's cursor is at the start of the range
-    assert nat_port == H.S.SNAT_PORT_MIN_DEFAULT
+    # a fresh program: the CPU's cursor starts at the flow's hash
+    assert nat_port == flowhash.snat_cursor_start(H.CLIENT, H.VIP, sport, VPORT, H.TCP)
     assert out == snat_expected(inp, nat_port, bip, bport)
     ct = lb_snat.ct(H.CLIENT, H.VIP, sport, VPORT, H.TCP)
     assert ct.backend_id == bid and ct.rev_nat_index == 1
@@ -261,7 +261,7 @@ def _occupy(lb, backend_id, port, live=True, client="9.9.9.9", cport=1):
 
 def test_snat_port_collision_probes_next(lb_snat):
     lb_snat.add_service(1, H.VIP, VPORT, H.TCP, {1: H.BACKENDS[1]})
-    start = H.S.SNAT_PORT_MIN_DEFAULT   # where every CPU's cursor is in a fresh program
+    start = flowhash.snat_cursor_start(H.CLIENT, H.VIP, 45000, VPORT, H.TCP)   # a fresh program
     _occupy(lb_snat, 1, start)
     ret, out = lb_snat.run(client_pkt(sport=45000))
     assert ret == XDP_TX
@@ -270,7 +270,7 @@ def test_snat_port_collision_probes_next(lb_snat):
 
 def test_snat_port_of_a_flow_without_ct_entry_is_taken_over(lb_snat):
     lb_snat.add_service(1, H.VIP, VPORT, H.TCP, {1: H.BACKENDS[1]})
-    start = H.S.SNAT_PORT_MIN_DEFAULT
+    start = flowhash.snat_cursor_start(H.CLIENT, H.VIP, 45000, VPORT, H.TCP)
     _occupy(lb_snat, 1, start, live=False)
     ret, out = lb_snat.run(client_pkt(sport=45000))
     assert ret == XDP_TX and Ether(out)[TCP].sport == start
@@ -342,19 +342,21 @@ def test_a_flow_over_gives_its_slot_to_another_backend_of_its_plane(make_lb):
 
 
 def test_snat_cursor_walks_the_range_and_wraps(make_lb):
-    """Probe 0 is the CPU's cursor: consecutive new flows get consecutive ports, and the cursor
-    wraps at the end of the range (3 ports here; the 4th flow finds the first port's flow alive
-    and takes a hashed probe)."""
+    """Probe 0 is the CPU's cursor: it starts at the first new flow's hash, then consecutive new
+    flows get consecutive ports, wrapping at the end of the range (3 ports here: a 4th live flow
+    finds none free; once one flow is gone the cursor comes round to its port)."""
     lb = make_lb("snat", snat_port_min=20000, snat_port_max=20002)
     lb.add_service(1, H.VIP, VPORT, H.TCP, {1: H.BACKENDS[1]})
+    first = flowhash.snat_cursor_start(H.CLIENT, H.VIP, 46000, VPORT, H.TCP, 20000, 20002)
     ports = [Ether(lb.run(client_pkt(sport=46000 + i))[1])[TCP].sport for i in range(3)]
-    assert ports == [20000, 20001, 20002]
+    assert ports == [20000 + (first - 20000 + i) % 3 for i in range(3)]
     ret, _ = lb.run(client_pkt(sport=46003))
     assert ret == XDP_DROP and lb.reason("DROP_SNAT_PORTS") == 1, "three ports, three live flows"
+    gone = ports[1]
     lb.maps["ct4_global"].delete(H.S.IPV4_CT_TUPLE.pack(H.be32(H.VIP), H.be32(H.CLIENT), H.be16(VPORT),
                                                         H.be16(46001), H.TCP, 0))
     ret, out = lb.run(client_pkt(sport=46004))
-    assert ret == XDP_TX and Ether(out)[TCP].sport == 20001, "the cursor wrapped past 20000 (alive)"
+    assert ret == XDP_TX and Ether(out)[TCP].sport == gone, "the cursor came round to the freed port"
 
 
 def test_snat_ports_distinct_for_many_flows(lb_snat):
@@ -365,6 +367,19 @@ def test_snat_ports_distinct_for_many_flows(lb_snat):
         assert ret == XDP_TX
         ports.add(Ether(out)[TCP].sport)
     assert len(ports) == 300 and all(H.S.SNAT_PORT_MIN_DEFAULT <= p <= H.S.SNAT_PORT_MAX_DEFAULT for p in ports)
+
+
+def test_snat_reopened_tuple_keeps_its_port(lb_snat):
+    """A client that resets its connection (as a Linux client does to a backend's TIME_WAIT that
+    refused its SYN) and sends the SYN again reopens the tuple as a new flow, on the same SNAT
+    port: its RST killed the backend's TIME_WAIT on that tuple, so the retry gets in."""
+    tcp_service(lb_snat)
+    first = Ether(lb_snat.run(client_pkt(sport=46100))[1])[TCP].sport
+    lb_snat.run(client_pkt(sport=46200))            # another flow moves the cursor on
+    assert lb_snat.run(client_pkt(sport=46100, flags="R"))[0] == XDP_TX
+    ret, out = lb_snat.run(client_pkt(sport=46100))
+    assert ret == XDP_TX and Ether(out)[TCP].sport == first
+    assert lb_snat.ct(H.CLIENT, H.VIP, 46100, VPORT, H.TCP).tcp_flags_seen == 0x02, "a new flow"
 
 
 def test_snat_flow_whose_ct_entry_is_gone_comes_back_as_a_new_flow(lb_snat):

@@ -130,7 +130,7 @@ static __always_inline int lb_service(lb_xdp_ctx *ctx, struct lb_pkt *p, const s
 	}
 	if (reselect) {
 		hash = lb_flow_hash(tuple.saddr, tuple.daddr, tuple.sport, tuple.dport, tuple.nexthdr);
-		backend_id = lb_maglev_select(rev_nat_index, hash);
+		backend_id = lb_bench_maglev_select(rev_nat_index, hash);
 		if (!backend_id)
 			return lb_verdict(LB_DROP, LB_R_DROP_NO_BACKEND, len);
 		be = bpf_map_lookup_elem(&lb4_backends, &backend_id);
@@ -188,7 +188,7 @@ static __always_inline int lb_service(lb_xdp_ctx *ctx, struct lb_pkt *p, const s
 			.ct_flags = lb_ct_client_flags(0, p->tcp_flags),
 		};
 
-		if (bpf_map_update_elem(&ct4_global, &tuple, &entry, BPF_ANY))
+		if (lb_bench_ct_insert(&tuple, &entry))
 			return lb_verdict(LB_DROP, LB_R_DROP_MAP_UPDATE, len);
 	}
 

@@ -1,0 +1,91 @@
+"""Side by side with Katran (issue 11): the lab's LB program against Katran's balancer and a
+MAC-swap floor, ns per packet measured in one run, in SNAT and in DSR mode.
+
+    KATRAN_SRC=/path/to/katran .venv/bin/python -m bench.run katran
+
+It runs the workplace's tool, ``katran-side-by-side.sh`` with ``trbench.c`` (from
+$KATRAN_TOOL_DIR, default ``../shared/tools`` beside the repository): Katran built with its own
+flags and programmed like its tests, our live program, the floor, all by BPF_PROG_TEST_RUN on
+one CPU, interleaved over 3 rounds. The lab is its own (prefix $L4LB_BENCH_PREFIX, default
+l4lbb), brought up once per mode and torn down at the end. Katran's source is fetched outside
+the repository (nothing of Katran goes into the project); without $KATRAN_SRC or the tool the
+bench is skipped with a message and its section of BENCHMARKS.md is left as it is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+
+from bench import Skipped
+from bench.topology import PREFIX, REPO
+from bench.topology import _play as _topology_play
+
+TITLE = "Datapath side by side with Katran (issue 11): ns per packet, SNAT and DSR"
+TOOL_DIR = os.environ.get("KATRAN_TOOL_DIR", os.path.join(os.path.dirname(REPO), "shared", "tools"))
+TOOL = os.path.join(TOOL_DIR, "katran-side-by-side.sh")
+# Issue 11's targets: ours / Katran, same run, per path (the tool's row names).
+TARGETS = {"established": 0.7, "new flow, run's flows cleared": 0.8, "non-VIP": 0.8}
+ROW = re.compile(r"^\| (?P<path>[^|]+?) \| (?P<k>\d+) / \d+ ns [^|]*\| (?P<o>\d+) / \d+ ns [^|]*\| (?P<f>\d+) / \d+ ns")
+
+
+def _play(playbook: str, mode: str | None = None) -> None:
+    _topology_play(playbook, *(["-e", json.dumps({"lb_mode": mode})] if mode else []))
+
+
+def _target(path: str):
+    for prefix, target in TARGETS.items():
+        if path.startswith(prefix):
+            return target
+    return None
+
+
+def _side_by_side(mode: str, src: str) -> tuple[str, list]:
+    env = dict(os.environ, KATRAN_SRC=src, LB_NETNS=f"{PREFIX}-lb", LAB_WAIT_S="0",
+               PIN=f"/sys/fs/bpf/{PREFIX}-katran-bench")
+    p = subprocess.run(["bash", TOOL], env=env, capture_output=True, text=True, timeout=1800)
+    if p.returncode != 0:
+        raise RuntimeError(f"katran-side-by-side.sh ({mode}) failed:\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}")
+    rows = []
+    for line in p.stdout.splitlines():
+        m = ROW.match(line)
+        if m:
+            k, o, f = int(m["k"]), int(m["o"]), int(m["f"])
+            rows.append((m["path"], k, o, f))
+    if not rows:
+        raise RuntimeError(f"no result table in the tool's output ({mode}):\n{p.stdout[-2000:]}")
+    return p.stdout, rows
+
+
+def run() -> str:
+    src = os.environ.get("KATRAN_SRC")
+    if not src:
+        raise Skipped("KATRAN_SRC is not set: give it a Katran source tree (fetched outside the "
+                      "repository) to measure side by side")
+    if not os.path.exists(TOOL):
+        raise Skipped(f"no {TOOL} (set KATRAN_TOOL_DIR to the directory holding katran-side-by-side.sh)")
+    out = []
+    _play("teardown.yml")
+    try:
+        for mode in ("snat", "dsr"):
+            _play("site.yml", mode)
+            raw, rows = _side_by_side(mode, src)
+            out += [f"### {mode.upper()} (`lb_xdp_{mode}`)", "",
+                    "| path | Katran ns | ours ns | floor ns | ours / Katran | target | |",
+                    "|---|---:|---:|---:|---:|---:|---|"]
+            for path, k, o, f in rows:
+                t = _target(path)
+                ratio = o / k
+                verdict = "" if t is None else ("met" if ratio <= t else "NOT met")
+                out.append(f"| {path} | {k} | {o} | {f} | {ratio:.2f} | {'' if t is None else f'<= {t}'} | {verdict} |")
+            keep = [ln for ln in raw.splitlines()
+                    if ln.startswith(("Katran ", "  Maglev", "  per-CPU", "BPF_PROG", "per-round", "verdicts", "  est",
+                                      "  new", "  pass", "entries deleted", "  round"))
+                    or re.match(r"^\d+\.\d+", ln)]
+            out += ["", "The tool's own report (medians per round, verdicts of the timed calls):", "", "```",
+                    *keep, "```", ""]
+    finally:
+        _play("teardown.yml")
+    return "\n".join(out) + "\n"

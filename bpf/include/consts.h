@@ -132,7 +132,7 @@ enum lb_reason {
 	LB_R_DROP_FRAGMENT = 8,    /* drop: service/SNAT packet that is a fragment */
 	LB_R_DROP_TTL = 9,         /* drop: service/SNAT packet with TTL <= 1 */
 	LB_R_DROP_NO_BACKEND = 10, /* drop: service has no (usable) backend */
-	LB_R_DROP_NO_NEIGH = 11,   /* drop: next-hop MAC missing in nodeport_neigh4 */
+	LB_R_DROP_NO_NEIGH = 11,   /* drop: next-hop MAC not known (backend's copy, client's neighbour) */
 	LB_R_DROP_SNAT_PORTS = 12, /* drop: no free SNAT port for the backend after SNAT_PROBES probes */
 	LB_R_DROP_MAP_UPDATE = 13, /* drop: a map update failed (CT full, ...) */
 	LB_R_PASS_MTU = 14,        /* pass: DSR packet too big to encapsulate */

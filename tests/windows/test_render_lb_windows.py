@@ -148,17 +148,17 @@ def _mode_task(r):
 def test_mode_update_command_line(lb):
     t = _mode_task(lb)
     snat = BASE + ["mode", "update", "snat", "--src", "C:\\l4lb\\lb\\tool\\bpf", "--build-dir", "C:\\l4lb\\lb\\build",
-                   "--attach-mode", "generic", "--maglev-size", "2039", "--snat-ports", "61000-65535", "--ct-timeouts", "{}"]
+                   "--attach-mode", "generic", "--maglev-size", "2039", "--snat-ports", "1024-32767", "--ct-timeouts", "{}"]
     assert lb.value(t["vars"]["lb_node_windows_mode_argv"]) == snat
     assert lb.value(t["ansible.windows.win_command"]["chdir"]) == "C:\\l4lb\\lb\\tool"
     assert lb.value(t["environment"]) == {"L4LB_CLANG": CLANG, "L4LB_EFW_DIR": "C:\\Program Files\\ebpf-for-windows"}
     assert t["check_mode"] is False and t["notify"] == "Restart the CT GC task"
     dsr = Renderer("lb_node", "lb", **INVENTORY, **INSTALLERS, lb_mode="dsr", lb_node_force_reload=True,
                    lb_node_ct_timeouts={"syn": 5, "closed": 2}, lb_node_maglev_size=251,
-                   lb_node_snat_port_min=62000, ansible_check_mode=True)
+                   lb_node_snat_port_min=2000, lb_node_snat_port_max=29999, ansible_check_mode=True)
     assert dsr.value(t["vars"]["lb_node_windows_mode_argv"]) == BASE + [
         "mode", "update", "dsr", "--src", "C:\\l4lb\\lb\\tool\\bpf", "--build-dir", "C:\\l4lb\\lb\\build",
-        "--attach-mode", "generic", "--maglev-size", "251", "--snat-ports", "62000-65535",
+        "--attach-mode", "generic", "--maglev-size", "251", "--snat-ports", "2000-29999",
         "--ct-timeouts", '{"syn": 5, "closed": 2}', "--force", "--check"]
     absent = Renderer("lb_node", "lb", **INVENTORY, lb_node_state="absent")
     assert absent.value(t["vars"]["lb_node_windows_mode_argv"]) == BASE + ["mode", "delete"]

@@ -28,7 +28,7 @@ description:
     over WinRM); the model is validated, nothing is made or removed.
   - B(libvirt) builds the seed's lab as real guests. The switch is an isolated libvirt network
     C(<prefix>-switch) (bridge C(<prefix>-br), no DHCP, no DNS) whose host address is the client
-    node's address and which carries the client's route C(<vip>/32 via <lb address>); the client
+    node's address and which carries the client's route C(<vip_range> via <lb address>); the client
     is the hypervisor's host. Every other node is a domain C(<prefix>-<name>) (C(kvm) where the
     hypervisor offers it, else C(qemu) with a warning) booted directly from its image's kernel and
     initrd, with a qcow2 overlay in the pool C(<prefix>-pool) (directory C(<lab_dir>/pool)); its
@@ -36,7 +36,7 @@ description:
   - With O(libvirt.confined=true) the module runs the lab's own libvirtd inside the namespace
     C(<prefix>-host), which then plays the seed's host and client; the root namespace and any
     system libvirtd are untouched and O(libvirt.uri) is ignored. With C(false) it uses
-    O(libvirt.uri), whose network then adds the client address and the VIP route to that host,
+    O(libvirt.uri), whose network then adds the client address and the VIP range's route to that host,
     as the seed does.
   - The libvirt provider never changes an object it did not make - a domain without the lab's
     metadata, a network with another bridge or a forward mode, a pool at another directory -
@@ -73,6 +73,14 @@ options:
     description: The service VIP (inventory C(lab_vip)); must lie outside O(subnet).
     type: str
     required: true
+  vip_range:
+    description:
+      - Every address a service may use as its VIP (inventory C(lab_vip_range)), an IPv4 network in
+        CIDR form that holds O(vip) and does not overlap O(subnet). The client routes it through
+        the LB node (netns - the client namespace's route; libvirt - the network's C(<route>);
+        external - yours to set).
+      - Omitted - O(vip)'s C(/32).
+    type: str
   nodes:
     description: The lab nodes.
     type: list
@@ -239,6 +247,7 @@ EXAMPLES = r"""
     prefix: l4lb
     subnet: 20.1.1.0/24
     vip: 40.1.1.1
+    vip_range: 40.1.1.0/24
     state_dir: /run/l4lb
     bpffs_dir: /sys/fs/bpf/l4lb
     xdp_pass_src: "{{ playbook_dir }}/../bpf/xdp_pass.c"
@@ -306,17 +315,18 @@ placement:
     capture: {connection: netns, namespace: l4lb-switch, lb_ports: [lb]}
     namespaces: [l4lb-switch, l4lb-lb, l4lb-client]
 topology:
-  description: The validated, provider-neutral model (prefix, subnet, vip, switch, nodes with address, MTU, switch port, routes).
+  description: The validated, provider-neutral model (prefix, subnet, vip, vip_range, switch, nodes with address, MTU, switch port, routes).
   returned: always
   type: dict
   sample:
     prefix: l4lb
     subnet: 20.1.1.0/24
     vip: 40.1.1.1
+    vip_range: 40.1.1.0/24
     switch: {bridge: br0}
     nodes:
       - {name: client, ip: 20.1.1.100/24, role: client, switch_port: client,
-         routes: [{dst: 40.1.1.1/32, via: 20.1.1.1}]}
+         routes: [{dst: 40.1.1.0/24, via: 20.1.1.1, nexthops: [20.1.1.1]}]}
 domain_type:
   description: The libvirt provider's domain type (C(kvm), or C(qemu) when the hypervisor offers no KVM).
   returned: provider libvirt, when the hypervisor answered
@@ -372,6 +382,7 @@ def main():
             prefix=dict(type="str", required=True),
             subnet=dict(type="str", required=True),
             vip=dict(type="str", required=True),
+            vip_range=dict(type="str"),
             nodes=dict(type="list", elements="dict", required=True, options=dict(
                 name=dict(type="str", required=True),
                 ip=dict(type="str", required=True),

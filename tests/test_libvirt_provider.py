@@ -116,6 +116,19 @@ def test_builds_the_lab_then_a_rerun_changes_nothing(image, tmp_path):
     assert placement["capture"]["lb_ports"] == ["l4tv-lb"]
 
 
+def test_the_network_routes_the_vip_range_and_an_ecmp_route_is_refused(image, tmp_path):
+    """lab_vip_range is the network's <route>; a libvirt <route> has one gateway, so a route
+    over several LB nodes (the model's ECMP shape) is refused by preflight, naming the range."""
+    p, _hv = make(image, tmp_path, spec=dict(SPEC, vip_range="40.1.1.0/24"))
+    converge(p)
+    assert p.current()["network"]["routes"] == ["40.1.1.0/24 via 20.1.1.1"]
+    from ansible.module_utils.lab_topology import model
+    (route,) = p.t.node("client").routes
+    route.nexthops = (route.via, model.ipaddress.IPv4Address("20.1.1.2"))
+    with pytest.raises(TopologyError, match=r"lab_vip_range 40.1.1.0/24: a libvirt network's <route> has one gateway"):
+        p.preflight("present")
+
+
 def test_a_changed_machine_is_stopped_redefined_and_started(image, tmp_path):
     p, hv = make(image, tmp_path)
     converge(p)

@@ -86,10 +86,13 @@ def test_xdp_pass_on_switch_ports_and_offload_off(lab):
 
 
 def test_client_route_to_vip(lab):
-    routes = ipj(ns("client"), "route", "show", "40.1.1.1/32")
+    # the VIP range (lab_vip_range) through the LB node; it covers the seed's 40.1.1.1
+    routes = ipj(ns("client"), "route", "show", "40.1.1.0/24")
     assert [(r["gateway"], r["dev"]) for r in routes] == [("20.1.1.1", "eth0")]
+    (got,) = ipj(ns("client"), "route", "get", "40.1.1.1")
+    assert (got["gateway"], got["dev"]) == ("20.1.1.1", "eth0")
     # only the client has it
-    assert ipj(ns("win1"), "route", "show", "40.1.1.1/32") == []
+    assert ipj(ns("win1"), "route", "show", "40.1.1.0/24") == []
 
 
 def test_every_node_pings_every_other(lab):

@@ -27,9 +27,67 @@ def test_model_knows_nothing_of_namespaces():
 
 
 def test_client_routes_the_vip_via_the_lb_node():
-    t = lt.build_topology(SPEC)
+    t = lt.build_topology(SPEC)     # no vip_range: the VIP's /32, as the seed routes it
     (route,) = t.node("client").routes
     assert (str(route.dst), str(route.via)) == ("40.1.1.1/32", "20.1.1.1")
+    assert str(t.vip_range) == "40.1.1.1/32"
+
+
+def test_client_routes_the_vip_range_via_the_lb_node():
+    t = lt.build_topology(dict(SPEC, vip_range="40.1.1.0/24"))
+    (route,) = t.node("client").routes
+    assert (str(route.dst), [str(h) for h in route.nexthops], route.ecmp) == ("40.1.1.0/24", ["20.1.1.1"], False)
+    assert t.as_dict()["vip_range"] == "40.1.1.0/24"
+    client = next(n for n in t.as_dict()["nodes"] if n["name"] == "client")
+    assert client["routes"] == [{"dst": "40.1.1.0/24", "via": "20.1.1.1", "nexthops": ["20.1.1.1"]}]
+    assert all(n.routes == [] for n in t.nodes if n.role != "client")
+
+
+@pytest.mark.parametrize("vip_range, problem", [
+    ("40.1.2.0/24", "lab_vip_range 40.1.2.0/24 does not contain lab_vip 40.1.1.1"),
+    ("40.1.1.1/24", "lab_vip_range '40.1.1.1/24' is not an IPv4 network in CIDR form"),
+    ("forty", "lab_vip_range 'forty' is not an IPv4 network in CIDR form"),
+    ("0.0.0.0/0", "lab_vip_range 0.0.0.0/0 overlaps lab_subnet 20.1.1.0/24"),
+])
+def test_a_bad_vip_range_is_refused_naming_the_variable(vip_range, problem):
+    with pytest.raises(lt.TopologyError) as e:
+        lt.build_topology(dict(SPEC, vip_range=vip_range))
+    assert any(p.startswith(problem) for p in e.value.problems), e.value.problems
+
+
+def test_a_vip_range_over_the_subnet_and_off_the_vip_names_both():
+    with pytest.raises(lt.TopologyError) as e:
+        lt.build_topology(dict(SPEC, vip_range="20.1.0.0/16"))
+    assert [p.split(":")[0] for p in e.value.problems] == [
+        "lab_vip_range 20.1.0.0/16 does not contain lab_vip 40.1.1.1",
+        "lab_vip_range 20.1.0.0/16 overlaps lab_subnet 20.1.1.0/24"]
+
+
+def test_an_ecmp_route_has_one_next_hop_per_lb():
+    """The model's route takes several next hops (an LB tier); the netns provider writes them as
+    one multipath route and reads iproute2's nexthops back."""
+    from ansible.module_utils.lab_topology import netns
+    r = model.Route(model.ipaddress.IPv4Network("40.1.1.0/24"),
+                    [model.ipaddress.IPv4Address("20.1.1.1"), model.ipaddress.IPv4Address("20.1.1.2")])
+    assert r.ecmp and str(r) == "40.1.1.0/24 via 20.1.1.1, 20.1.1.2"
+    assert netns.route_argv(r, "eth0") == ["nexthop", "via", "20.1.1.1", "dev", "eth0",
+                                           "nexthop", "via", "20.1.1.2", "dev", "eth0"]
+    shown = {"dst": "40.1.1.0/24", "nexthops": [{"gateway": "20.1.1.2", "dev": "eth0", "weight": 1},
+                                                {"gateway": "20.1.1.1", "dev": "eth0", "weight": 1}]}
+    assert netns.route_hops(shown) == netns.route_want(r, "eth0")
+    single = model.Route(r.dst, r.nexthops[0])
+    assert netns.route_argv(single, "eth0") == ["via", "20.1.1.1", "dev", "eth0"]
+    assert netns.route_hops({"dst": "40.1.1.0/24", "gateway": "20.1.1.1", "dev": "eth0"}) == \
+        netns.route_want(single, "eth0")
+    assert netns.route_hops({"dst": "40.1.1.0/24", "gateway": "20.1.1.9", "dev": "eth0"}) != \
+        netns.route_want(single, "eth0")
+
+
+def test_netns_plans_the_range_route_and_keeps_a_right_one():
+    t = lt.build_topology(dict(SPEC, vip_range="40.1.1.0/24"))
+    p = lt.get_provider("netns", t)
+    text = p.describe_desired()
+    assert "netns m-client" in text and "  route 40.1.1.0/24 via 20.1.1.1 dev eth0" in text
 
 
 def test_every_registered_provider_implements_the_interface():

@@ -38,7 +38,7 @@ class ExternalProvider(TopologyProvider):
         lines = [f"external lab {self.t.prefix}: subnet {self.t.subnet}, vip {self.t.vip} "
                  "(the machines are the user's; nothing is made or removed)"]
         for n in self.t.nodes:
-            routes = "".join(f", route {r.dst} via {r.via}" for r in n.routes)
+            routes = "".join(f", route {r}" for r in n.routes)
             lines.append(f"  {n.name}: {n.role} {n.os} {n.ip}{routes}")
         return "\n".join(lines) + "\n"
 

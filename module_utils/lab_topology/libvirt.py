@@ -5,16 +5,16 @@
 
 The internal switch is an isolated libvirt network ``<prefix>-switch`` (bridge ``<prefix>-br``)
 whose host address is the client node's address (the seed's host is the client) and which
-carries the static route ``<vip>/32 via <lb>``. Every other node is a domain ``<prefix>-<node>``
-booted directly from a base image's kernel and initrd, with a qcow2 overlay in the storage pool
-``<prefix>-pool``; the node's hostname, address and the lab's SSH key are on its kernel command
+carries the static route ``<lab_vip_range> via <lb>`` (every VIP a service may use). Every
+other node is a domain ``<prefix>-<node>`` booted directly from a base image's kernel and
+initrd, with a qcow2 overlay in the storage pool ``<prefix>-pool``; the node's hostname, address and the lab's SSH key are on its kernel command
 line (``lab_image.kernel_cmdline``), so no first-boot service fetches anything.
 
 Where the hypervisor's host side lives is the ``confined`` setting: True runs the lab's own
 libvirtd inside the namespace ``<prefix>-host`` (``libvirt_daemon``), which then plays the
 seed's host and client and leaves the root namespace untouched; False uses ``uri`` (a user's
 ``qemu:///system`` or ``qemu+ssh://host/system``), whose network then adds the client address
-and the VIP route to that host, as the seed does.
+and the VIP range's route to that host, as the seed does with its VIP.
 
 Windows guests (``lab_os: windows``) boot a user's Windows image (sysprepped, with cloudbase-init
 and the virtio drivers, as OpenStack images are) from its disk, with a cloudbase-init config drive
@@ -456,6 +456,12 @@ class LibvirtProvider(TopologyProvider):
         if len(clients) > 1:
             problems.append("clients: the libvirt provider's client is the hypervisor's host, so "
                             f"the group holds at most one host (found {', '.join(c.name for c in clients)})")
+        for c in clients:
+            for r in c.routes:
+                if r.ecmp:
+                    problems.append(f"lab_vip_range {r.dst}: a libvirt network's <route> has one "
+                                    f"gateway, so it cannot spread the range over the LB tier "
+                                    f"({', '.join(str(h) for h in r.nexthops)})")
         unknown = sorted(set(self.machines) - {n.name for n in self.guests})
         for name in unknown:
             problems.append(f"lab_libvirt machines: {name!r} is not a lab node that is a guest")
@@ -662,6 +668,8 @@ class LibvirtProvider(TopologyProvider):
         ET.SubElement(net, "dns", enable="no")
         if client is not None:
             ET.SubElement(net, "ip", address=str(client.ip), prefix=str(t.subnet.prefixlen))
+            # The client's route to the VIP range (lab_vip_range) through the LB node; one
+            # gateway per <route>, so an ECMP route is refused by preflight.
             for r in client.routes:
                 ET.SubElement(net, "route", address=str(r.dst.network_address),
                               prefix=str(r.dst.prefixlen), gateway=str(r.via))

@@ -2,8 +2,8 @@
 # Copyright: (c) 2026, L4LB lab toolkit contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The lab's topology model, provider-neutral: nodes (name, address, role, decap method, MTU),
-the switch (a subnet, the bridge name, each node's switch port), the VIP and the client's route
-to it through the LB node. :func:`build_topology` validates a plain dict (what the
+the switch (a subnet, the bridge name, each node's switch port), the VIP, the VIP range (every
+address a service may use) and the client's route to that range through the LB node(s). :func:`build_topology` validates a plain dict (what the
 ``lab_topology`` role gathers from the inventory) and raises :class:`TopologyError` naming
 every inventory variable at fault; nothing on any machine is touched. How the model becomes
 real is a provider's business (``provider.py``).
@@ -44,12 +44,29 @@ class TopologyError(Exception):
 
 
 class Route:
-    def __init__(self, dst, via):
+    """A route toward ``dst`` through one next hop, or several (an ECMP route: the LB tier, one
+    next hop per LB node)."""
+
+    def __init__(self, dst, nexthops):
         self.dst = dst  # ipaddress.IPv4Network
-        self.via = via  # ipaddress.IPv4Address
+        if not isinstance(nexthops, (list, tuple)):
+            nexthops = [nexthops]
+        self.nexthops = tuple(nexthops)  # ipaddress.IPv4Address each, at least one
+
+    @property
+    def via(self):
+        """The first next hop (the only one of a single-path route)."""
+        return self.nexthops[0]
+
+    @property
+    def ecmp(self):
+        return len(self.nexthops) > 1
+
+    def as_dict(self):
+        return {"dst": str(self.dst), "via": str(self.via), "nexthops": [str(h) for h in self.nexthops]}
 
     def __repr__(self):
-        return f"{self.dst} via {self.via}"
+        return f"{self.dst} via {', '.join(str(h) for h in self.nexthops)}"
 
 
 MTU_MIN, MTU_MAX = 1280, 9000
@@ -77,15 +94,17 @@ class Node:
         return {"name": self.name, "ip": f"{self.ip}/{prefixlen}",
                 "mac": self.mac, "mtu": self.mtu, "os": self.os,
                 "role": self.role, "decap": self.decap, "switch_port": self.link,
-                "routes": [{"dst": str(r.dst), "via": str(r.via)} for r in self.routes]}
+                "routes": [r.as_dict() for r in self.routes]}
 
 
 class Topology:
     def __init__(self, prefix, subnet, vip, nodes, bridge="br0", node_iface="eth0",
-                 state_dir=None, bpffs_dir=None, xdp_pass_src=None):
+                 state_dir=None, bpffs_dir=None, xdp_pass_src=None, vip_range=None):
         self.prefix = prefix
         self.subnet = subnet
         self.vip = vip
+        # Every address a service may use as its VIP: the client routes it through the LB tier.
+        self.vip_range = vip_range if vip_range is not None else ipaddress.IPv4Network(f"{vip}/32")
         self.nodes = nodes
         self.bridge = bridge
         self.node_iface = node_iface
@@ -102,6 +121,7 @@ class Topology:
 
     def as_dict(self):
         return {"prefix": self.prefix, "subnet": str(self.subnet), "vip": str(self.vip),
+                "vip_range": str(self.vip_range),
                 "switch": {"bridge": self.bridge},
                 "node_iface": self.node_iface, "state_dir": self.state_dir,
                 "bpffs_dir": self.bpffs_dir,
@@ -114,6 +134,27 @@ def _ipv4_addr(value, var, problems):
     except ValueError:
         problems.append(f"{var} {value!r} is not a valid IPv4 address")
         return None
+
+
+def _vip_range(raw, vip, subnet, problems):
+    """lab_vip_range: a network (CIDR, no host bits) holding lab_vip, apart from lab_subnet.
+    Not given: lab_vip's /32 (the seed's single route)."""
+    if raw in (None, ""):
+        return ipaddress.IPv4Network(f"{vip}/32") if vip is not None else None
+    try:
+        net = ipaddress.IPv4Network(str(raw).strip(), strict=True)
+    except ValueError as e:
+        problems.append(f"lab_vip_range {raw!r} is not an IPv4 network in CIDR form ({e})")
+        return None
+    bad = False
+    if vip is not None and vip not in net:
+        problems.append(f"lab_vip_range {net} does not contain lab_vip {vip}")
+        bad = True
+    if subnet is not None and net.overlaps(subnet):
+        problems.append(f"lab_vip_range {net} overlaps lab_subnet {subnet}: the VIPs must be reached "
+                        "through the LB node, not on the switch")
+        bad = True
+    return None if bad else net
 
 
 def _check_dir(value, var, problems, under=None):
@@ -134,9 +175,9 @@ def _check_dir(value, var, problems, under=None):
 def build_topology(spec):
     """Validate ``spec`` (a plain dict) and return a :class:`Topology`.
 
-    spec keys: prefix, subnet, vip, nodes (list of {name, ip, role, decap, mtu, os}), bridge, node_iface,
-    state_dir, bpffs_dir, xdp_pass_src. Raises TopologyError naming every bad variable; changes
-    nothing. A provider checks what only it cares about in its ``preflight``.
+    spec keys: prefix, subnet, vip, vip_range (default: the VIP's /32), nodes (list of {name, ip,
+    role, decap, mtu, os}), bridge, node_iface, state_dir, bpffs_dir, xdp_pass_src. Raises
+    TopologyError naming every bad variable; changes nothing. A provider checks what only it cares about in its ``preflight``.
     """
     problems = []
     prefix = spec.get("prefix")
@@ -160,6 +201,8 @@ def build_topology(spec):
     if vip is not None and subnet is not None and vip in subnet:
         problems.append(f"lab_vip {vip} overlaps lab_subnet {subnet}: the VIP must be reached "
                         "through the LB node, not on the switch")
+
+    vip_range = _vip_range(spec.get("vip_range"), vip, subnet, problems)
 
     bridge = spec.get("bridge") or "br0"
     if not _IFNAME_RE.match(bridge) or len(bridge) > IFNAMSIZ:
@@ -248,10 +291,12 @@ def build_topology(spec):
     clients = [n for n in nodes if n.role == "client"]
     if clients and len(lbs) != 1:
         problems.append(f"lb_nodes must hold exactly one host (found {len(lbs)}): the client's "
-                        "route to lab_vip goes through it")
-    elif vip is not None:
+                        "route to lab_vip_range goes through it")
+    elif vip_range is not None:
+        # One next hop per LB node: with an LB tier this becomes the ECMP route (Route takes the
+        # list); the check above keeps it to one node until the roles serve a tier.
         for c in clients:
-            c.routes.append(Route(ipaddress.IPv4Network(f"{vip}/32"), lbs[0].ip))
+            c.routes.append(Route(vip_range, [lb.ip for lb in lbs]))
 
     state_dir = _check_dir(spec.get("state_dir"), "lab_state_dir", problems)
     bpffs_dir = _check_dir(spec.get("bpffs_dir"), "lab_bpffs_dir", problems)
@@ -259,4 +304,5 @@ def build_topology(spec):
     if problems:
         raise TopologyError(problems)
     return Topology(prefix, subnet, vip, nodes, bridge=bridge, node_iface=node_iface,
-                    state_dir=state_dir, bpffs_dir=bpffs_dir, xdp_pass_src=spec.get("xdp_pass_src"))
+                    state_dir=state_dir, bpffs_dir=bpffs_dir, xdp_pass_src=spec.get("xdp_pass_src"),
+                    vip_range=vip_range)

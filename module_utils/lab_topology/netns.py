@@ -385,10 +385,9 @@ class NetnsProvider(TopologyProvider):
         routes = have_ns.get("routes", {})
         for r in n.routes:
             cur = routes.get(str(r.dst), []) if paired else []
-            ok = any(x.get("gateway") == str(r.via) and x.get("dev") == dev for x in cur)
-            if not ok:
-                acts.append(Action(f"{ns}: route {r.dst} via {r.via}",
-                                   self._ip(ns, "route", "replace", r.dst, "via", r.via, "dev", dev)))
+            if not any(route_hops(x) == route_want(r, dev) for x in cur):
+                acts.append(Action(f"{ns}: route {r}", self._ip(ns, "route", "replace", r.dst,
+                                                               *route_argv(r, dev))))
         return acts
 
     def _plan_absent(self, snap):
@@ -444,7 +443,8 @@ class NetnsProvider(TopologyProvider):
                 lines.append(f"  offload rx={off.get('rx-checksumming')} tx={off.get('tx-checksumming')}")
             for dst, rs in sorted(entry.get("routes", {}).items()):
                 for r in rs:
-                    lines.append(f"  route {dst} via {r.get('gateway')} dev {r.get('dev')}")
+                    hops = " ".join(f"via {gw} dev {d}" for gw, d in sorted(route_hops(r)))
+                    lines.append(f"  route {dst} {hops}")
         return "\n".join(lines) + ("\n" if lines else "")
 
     def describe_desired(self):
@@ -459,8 +459,32 @@ class NetnsProvider(TopologyProvider):
             lines += [f"  {k}: {v}" for k, v in sorted(links.items())]
             lines.append("  offload rx=off tx=off")
             for r in n.routes:
-                lines.append(f"  route {r.dst} via {r.via} dev {t.node_iface}")
+                hops = " ".join(f"via {gw} dev {d}" for gw, d in sorted(route_want(r, t.node_iface)))
+                lines.append(f"  route {r.dst} {hops}")
         return "\n".join(lines) + "\n"
+
+
+def route_hops(route):
+    """The next hops of a route as ``ip -j route`` shows it: {(gateway, dev)}, one for a
+    single-path route, each of ``nexthops`` for an ECMP route."""
+    hops = route.get("nexthops") or [route]
+    return {(h.get("gateway"), h.get("dev")) for h in hops}
+
+
+def route_want(r, dev):
+    """The next hops a model :class:`Route` asks for on ``dev``, as :func:`route_hops` reads them."""
+    return {(str(h), dev) for h in r.nexthops}
+
+
+def route_argv(r, dev):
+    """``ip route replace <dst>``'s arguments for a model :class:`Route`: ``via X dev D``, or one
+    ``nexthop via X dev D`` per next hop of an ECMP route."""
+    if not r.ecmp:
+        return ["via", str(r.via), "dev", dev]
+    argv = []
+    for h in r.nexthops:
+        argv += ["nexthop", "via", str(h), "dev", dev]
+    return argv
 
 
 def attach_native(ifindex, prog_fd, dev):

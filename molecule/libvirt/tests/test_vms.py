@@ -99,4 +99,4 @@ def test_root_namespace_holds_nothing_of_the_lab(host):
     links = [link["ifname"] for link in json.loads(ip("link", "show"))]
     assert not [name for name in links if name.startswith(f"{prefix}-")], links
     for text in (ip("-4", "addr", "show"), ip("route", "show")):
-        assert "20.1.1." not in text and "40.1.1.1" not in text, text
+        assert "20.1.1." not in text and "40.1.1." not in text, text

@@ -58,7 +58,8 @@ def test_node_pings_every_other_node(host):
 
 def test_client_route_to_vip(host):
     hostvars = host.ansible.get_variables()
-    routes = json.loads(host.check_output("ip -j route show 40.1.1.1/32"))
+    # the VIP range (lab_vip_range, holding the seed's 40.1.1.1) through the LB node
+    routes = json.loads(host.check_output("ip -j route show 40.1.1.0/24"))
     if hostvars["inventory_hostname"] in hostvars["groups"]["clients"]:
         assert [(r["gateway"], r["dev"]) for r in routes] == [("20.1.1.1", _iface(host))]
     else:

@@ -186,15 +186,16 @@ def test_iis_acl(win1):
 
 
 def test_vip_loopback_and_weak_host(win1):
-    params = win1.args("present.yml", "The VIP is on the loopback adapter", "ansible.windows.win_powershell")
+    params = win1.args("present.yml", "The VIPs are on the loopback adapter", "ansible.windows.win_powershell")
     assert params == {"path": "vip_loopback.ps1", "parameters": {
-        "State": "present", "LoopbackName": "l4lb-loopback", "Vip": "40.1.1.1", "ExternalIp": "20.1.1.10",
-        "ExternalAlias": "", "DevconPath": "C:\\l4lb\\bin\\devcon.exe"}}
+        "State": "present", "LoopbackName": "l4lb-loopback", "Vips": ["40.1.1.1"], "VipRange": "",
+        "ExternalIp": "20.1.1.10", "ExternalAlias": "", "DevconPath": "C:\\l4lb\\bin\\devcon.exe"}}
     script = os.path.join(ROLES, "backend_windows", "files", "vip_loopback.ps1")
-    assert ps1_params(script) == ["State", "LoopbackName", "Vip", "ExternalIp", "ExternalAlias", "DevconPath"]
-    absent = win1.args("absent.yml", "The loopback adapter (and the VIP on it) is removed",
+    assert ps1_params(script) == ["State", "LoopbackName", "Vips", "VipRange", "ExternalIp", "ExternalAlias",
+                                  "DevconPath"]
+    absent = win1.args("absent.yml", "The loopback adapter (and the VIPs on it) is removed",
                        "ansible.windows.win_powershell")
-    assert absent["parameters"] == {"State": "absent", "LoopbackName": "l4lb-loopback", "Vip": "40.1.1.1",
+    assert absent["parameters"] == {"State": "absent", "LoopbackName": "l4lb-loopback",
                                     "ExternalIp": "20.1.1.10", "ExternalAlias": ""}
     with open(script, encoding="utf-8") as f:
         text = f.read()
@@ -205,6 +206,23 @@ def test_vip_loopback_and_weak_host(win1):
     assert "New-NetIPAddress -InterfaceIndex $loopback.ifIndex -IPAddress $Vip -PrefixLength 32 -SkipAsSource $true" in text
     assert "& pnputil.exe /remove-device $loopback.PnPDeviceID" in text
     assert "[CmdletBinding(SupportsShouldProcess)]" in text  # runs in check mode, changing nothing
+    # the VIPs of services that are gone, inside the range, are removed
+    assert "$Vips -notcontains $_.IPAddress -and (Test-InRange $_.IPAddress $VipRange)" in text
+
+
+def test_the_vips_come_from_the_service_list():
+    """Every VIP of a service that lists the backend, in the lab's range; none when no service
+    uses it (the VIP of a gone service is then removed from the adapter)."""
+    services = [{"id": 1, "frontend": "40.1.1.1:80", "backends": ["20.1.1.10:80", "20.1.1.30:80"]},
+                {"id": 2, "frontend": "40.1.1.2:80", "backends": ["20.1.1.20:80", "20.1.1.10:80"]},
+                {"id": 3, "frontend": "40.1.1.3:80", "backends": ["20.1.1.10:80"], "state": "absent"}]
+    for host, vips in (("win1", ["40.1.1.1", "40.1.1.2"]), ("win2", ["40.1.1.2"])):
+        r = Renderer("backend_windows", host, lb_services=services, lab_vip_range="40.1.1.0/24")
+        params = r.args("present.yml", "The VIPs are on the loopback adapter", "ansible.windows.win_powershell")
+        assert (params["parameters"]["Vips"], params["parameters"]["VipRange"]) == (vips, "40.1.1.0/24")
+    r = Renderer("backend_windows", "win2", lb_services=services[:1], lab_vip_range="40.1.1.0/24")
+    assert r.args("present.yml", "The VIPs are on the loopback adapter",
+                  "ansible.windows.win_powershell")["parameters"]["Vips"] == []
 
 
 def test_devcon_copy(win1):

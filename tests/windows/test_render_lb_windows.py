@@ -65,7 +65,10 @@ def test_the_tasks_are_chosen_by_the_nodes_os():
         "lb_node_os != 'windows'", "lb_node_os != 'windows'", "lb_node_os == 'windows'"]
     assert tasks[-1]["ansible.builtin.include_tasks"]["file"] == "windows.yml"
     services = yaml.safe_load(open(os.path.join(ROLES, "lb_service", "tasks", "main.yml"), encoding="utf-8"))
+    # first, on either OS: every service's VIP in the lab's range (before any change)
+    assert services[0]["ansible.builtin.include_tasks"]["file"] == "vip_range.yml"
     assert [t.get("when") for t in services] == [
+        "lb_service_vip_range | length > 0",
         ["lb_service_os != 'windows'", "lb_service_neighbors | length > 0"], "lb_service_os != 'windows'",
         "lb_service_os == 'windows'"]
 

@@ -1,13 +1,15 @@
 #Requires -Version 5.1
-# backend_windows: the VIP on a loopback adapter of its own, and weak host send and receive on
+# backend_windows: the VIPs on a loopback adapter of its own, and weak host send and receive on
 # that adapter and on the external interface (a DSR backend accepts for the VIP on the external
-# NIC and answers from it). Reads first, changes only what differs, names each change; in check
+# NIC and answers from it). With -VipRange, the /32s on the adapter inside that range that are
+# not in -Vips are removed (the VIP of a service that is gone). Reads first, changes only what differs, names each change; in check
 # mode (-WhatIf) it changes nothing and names what it would do.
 [CmdletBinding(SupportsShouldProcess)]
 param (
     [ValidateSet('present', 'absent')][string]$State = 'present',
     [Parameter(Mandatory)][string]$LoopbackName,
-    [Parameter(Mandatory)][string]$Vip,
+    [AllowEmptyCollection()][string[]]$Vips = @(),
+    [string]$VipRange = '',
     [Parameter(Mandatory)][string]$ExternalIp,
     [string]$ExternalAlias = '',
     [string]$DevconPath = ''
@@ -27,6 +29,20 @@ else {
 }
 
 $loopback = Get-NetAdapter -Name $LoopbackName -ErrorAction SilentlyContinue
+
+# An IPv4 address as a number, and whether it lies in a CIDR range.
+function ConvertTo-AddressNumber([string]$Address) {
+    $n = [uint64]0
+    foreach ($byte in ([System.Net.IPAddress]::Parse($Address)).GetAddressBytes()) { $n = $n * 256 + $byte }
+    return $n
+}
+function Test-InRange([string]$Address, [string]$Range) {
+    $net, $length = $Range.Split('/')
+    $size = [uint64][math]::Pow(2, 32 - [int]$length)
+    return [math]::Floor((ConvertTo-AddressNumber $Address) / $size) -eq [math]::Floor((ConvertTo-AddressNumber $net) / $size)
+}
+$outside = @($Vips | Where-Object { $VipRange -and -not (Test-InRange $_ $VipRange) })
+if ($outside.Count -gt 0) { throw "VIPs $($outside -join ', ') are not inside the VIP range $VipRange (lab_vip_range)" }
 
 if ($State -eq 'present') {
     if ($null -eq $loopback) {
@@ -53,21 +69,33 @@ if ($State -eq 'present') {
         $actions.Add("created loopback adapter $LoopbackName")
     }
 
-    $vipAddresses = @()
+    $onLoopback = @()
     if ($null -ne $loopback) {
-        $vipAddresses = @(Get-NetIPAddress -InterfaceIndex $loopback.ifIndex -AddressFamily IPv4 -ErrorAction SilentlyContinue |
-            Where-Object { $_.IPAddress -eq $Vip })
+        $onLoopback = @(Get-NetIPAddress -InterfaceIndex $loopback.ifIndex -AddressFamily IPv4 -ErrorAction SilentlyContinue)
     }
-    $wrongPrefix = @($vipAddresses | Where-Object { $_.PrefixLength -ne 32 })
-    if ($wrongPrefix.Count -gt 0 -and $PSCmdlet.ShouldProcess("$Vip on $LoopbackName", 'remove (prefix length is not 32)')) {
-        $wrongPrefix | Remove-NetIPAddress -Confirm:$false
-        $actions.Add("removed $Vip/$($wrongPrefix[0].PrefixLength) from $LoopbackName")
-    }
-    if (@($vipAddresses | Where-Object { $_.PrefixLength -eq 32 }).Count -eq 0) {
-        if ($null -ne $loopback -and $PSCmdlet.ShouldProcess("$Vip/32 on $LoopbackName", 'add')) {
-            New-NetIPAddress -InterfaceIndex $loopback.ifIndex -IPAddress $Vip -PrefixLength 32 -SkipAsSource $true | Out-Null
+    foreach ($Vip in $Vips) {
+        $vipAddresses = @($onLoopback | Where-Object { $_.IPAddress -eq $Vip })
+        $wrongPrefix = @($vipAddresses | Where-Object { $_.PrefixLength -ne 32 })
+        if ($wrongPrefix.Count -gt 0 -and $PSCmdlet.ShouldProcess("$Vip on $LoopbackName", 'remove (prefix length is not 32)')) {
+            $wrongPrefix | Remove-NetIPAddress -Confirm:$false
+            $actions.Add("removed $Vip/$($wrongPrefix[0].PrefixLength) from $LoopbackName")
         }
-        $actions.Add("added $Vip/32 to $LoopbackName")
+        if (@($vipAddresses | Where-Object { $_.PrefixLength -eq 32 }).Count -eq 0) {
+            if ($null -ne $loopback -and $PSCmdlet.ShouldProcess("$Vip/32 on $LoopbackName", 'add')) {
+                New-NetIPAddress -InterfaceIndex $loopback.ifIndex -IPAddress $Vip -PrefixLength 32 -SkipAsSource $true | Out-Null
+            }
+            $actions.Add("added $Vip/32 to $LoopbackName")
+        }
+    }
+    # The VIPs of services that are gone: /32s inside the range that no service here has.
+    $stale = @($onLoopback | Where-Object {
+        $VipRange -and $_.PrefixLength -eq 32 -and $Vips -notcontains $_.IPAddress -and (Test-InRange $_.IPAddress $VipRange)
+    })
+    foreach ($old in $stale) {
+        if ($PSCmdlet.ShouldProcess("$($old.IPAddress)/32 on $LoopbackName", 'remove (no service has it)')) {
+            $old | Remove-NetIPAddress -Confirm:$false
+        }
+        $actions.Add("removed $($old.IPAddress)/32 from $LoopbackName")
     }
 
     $interfaces = @($external)
@@ -91,7 +119,7 @@ elseif ($null -ne $loopback) {
         $out = & pnputil.exe /remove-device $loopback.PnPDeviceID 2>&1 | Out-String
         if ($LASTEXITCODE -ne 0) { throw "pnputil /remove-device $($loopback.PnPDeviceID) failed ($LASTEXITCODE): $out" }
     }
-    $actions.Add("removed loopback adapter $LoopbackName (and $Vip on it)")
+    $actions.Add("removed loopback adapter $LoopbackName (and the VIPs on it)")
 }
 
 $loopbackIndex = $null

@@ -67,7 +67,7 @@ def _backends(i, item):
             if isinstance(b, dict):
                 ip, port, weight = b.get("ip", b.get("address")), b["port"], b.get("weight", 1)
             else:
-                text, _, weight = str(b).strip().partition("@")
+                text, weight = (str(b).strip().split("@", 1) + [""])[:2]
                 ip, port = text.rsplit(":", 1)
                 weight = weight or 1
             out.append((str(ipaddress.IPv4Address(str(ip).strip())), int(port), int(weight)))

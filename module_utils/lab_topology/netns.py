@@ -386,8 +386,8 @@ class NetnsProvider(TopologyProvider):
         for r in n.routes:
             cur = routes.get(str(r.dst), []) if paired else []
             if not any(route_hops(x) == route_want(r, dev) for x in cur):
-                acts.append(Action(f"{ns}: route {r}", self._ip(ns, "route", "replace", r.dst,
-                                                               *route_argv(r, dev))))
+                argv = self._ip(ns, "route", "replace", r.dst, *route_argv(r, dev))
+                acts.append(Action(f"{ns}: route {r}", argv))
         return acts
 
     def _plan_absent(self, snap):

@@ -76,9 +76,11 @@ def _backends(i, item):
     return out
 
 
-def present_services(services, seed_vip=None, seed_backends=()):
+def present_services(services, seed_vip=None, seed_backends=(), backends=True):
     """The present services of ``services`` as [{id, vip, port, protocol, backends: [(ip, port,
-    weight)]}]; ``None`` is the seed's service (``seed_vip``:80 on ``seed_backends``)."""
+    weight)]}]; ``None`` is the seed's service (``seed_vip``:80 on ``seed_backends``).
+    ``backends=False`` leaves the backends unread (``[]``): a caller that judges only the VIPs
+    does not fail on a backend the core would refuse with its own message."""
     if services is None:
         return [{"id": 1, "vip": str(ipaddress.IPv4Address(str(seed_vip).strip())), "port": SEED_PORT,
                  "protocol": "tcp", "backends": [(str(ip), SEED_PORT, 1) for ip in seed_backends]}]
@@ -93,7 +95,7 @@ def present_services(services, seed_vip=None, seed_backends=()):
         vip, port = _frontend(i, item)
         out.append({"id": item.get("id"), "vip": vip, "port": port,
                     "protocol": str(item.get("protocol", item.get("proto", "tcp"))).lower(),
-                    "backends": _backends(i, item)})
+                    "backends": _backends(i, item) if backends else []})
     return out
 
 
@@ -128,7 +130,7 @@ def vips_outside(services, vip_range, var="lab_vip_range", seed_vip=None):
     except ValueError as e:
         raise AnsibleFilterError(f"{var} {vip_range!r} is not an IPv4 network in CIDR form ({e})") from None
     out = []
-    for s in present_services(services, seed_vip):
+    for s in present_services(services, seed_vip, backends=False):
         if ipaddress.IPv4Address(s["vip"]) not in net:
             out.append(f"service {s['id']} ({s['vip']}:{s['port']}): VIP {s['vip']} is outside {var} {net}, "
                        f"which is all the lab routes to the LB node; widen {var} (inventory "

@@ -69,6 +69,12 @@ def test_a_vip_outside_the_range_is_named_with_the_variable_that_widens_it():
     assert f.vips_outside(None, "40.1.2.0/24", seed_vip="40.1.1.1")[0].startswith("service 1 (40.1.1.1:80)")
     with pytest.raises(AnsibleFilterError, match="lab_vip_range '40.1.1.1/24' is not an IPv4 network"):
         f.vips_outside(services, "40.1.1.1/24")
+    # only the VIPs are judged: a backend the core refuses (with its own message) is not read here
+    bad_backend = [{"id": 8, "frontend": "50.0.0.2:80", "backends": ["20.1.1.300:80"]}]
+    assert f.vips_outside(bad_backend, "40.1.1.0/24")[0].startswith("service 8 (50.0.0.2:80): VIP 50.0.0.2 is outside")
+    assert f.vips_outside(None, "40.1.1.0/24", seed_vip="40.1.1.1") == []
+    with pytest.raises(AnsibleFilterError, match=r"lb_services\[0\] \(id 8\): frontend '50.0.0.2' is not VIP:PORT"):
+        f.vips_outside([{"id": 8, "frontend": "50.0.0.2", "backends": []}], "40.1.1.0/24")
 
 
 def test_an_unreadable_item_is_named():

@@ -125,7 +125,7 @@ def test_check_mode_on_running_lab_changes_nothing(lab):
 def test_drift_is_repaired(lab):
     subprocess.run(["ip", "-n", ns("win2"), "addr", "flush", "dev", "eth0"], check=True)
     subprocess.run(["ip", "-n", ns("switch"), "link", "del", "linux1"], check=True)
-    subprocess.run(["ip", "-n", ns("client"), "route", "del", "40.1.1.1/32"], check=True)
+    subprocess.run(["ip", "-n", ns("client"), "route", "del", "40.1.1.0/24"], check=True)
     subprocess.run(["ip", "-n", ns("switch"), "link", "set", "dev", "win1", "xdp", "off"], check=True)
     check = run_playbook("site.yml", EV, args=["--check", "--tags", "lab_topology"])
     assert check.recap["localhost"]["changed"] == 1, check.output

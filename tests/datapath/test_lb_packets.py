@@ -17,7 +17,7 @@ from scapy.packet import Raw
 
 import dp_helpers as H
 from dp_helpers import XDP_DROP, XDP_PASS, XDP_TX
-from l4lb import flowhash
+from l4lb import ct, flowhash
 
 VPORT = 80
 
@@ -288,10 +288,6 @@ def test_snat_port_exhaustion_drops(make_lb):
     assert lb.ct(H.CLIENT, H.VIP, 45001, VPORT, H.TCP) is None
 
 
-def snat_slots(lb) -> list:
-    return [v for _, v in lb.maps["lb4_snat"].items_list() if v[:4] != bytes(4)]
-
-
 def _backend_reply(bip, nat_port, payload=b"r"):
     return Ether(dst=H.LB_MAC) / IP(src=bip, dst=H.LB_IP) / TCP(sport=80, dport=nat_port, flags="A") / Raw(payload)
 
@@ -311,7 +307,7 @@ def test_one_port_serves_a_backend_per_plane(make_lb):
         ret, out = lb.run(client_pkt(sport=40000 + bid, dport=8000 + bid, src=src))
         assert ret == XDP_TX and Ether(out)[TCP].sport == port, bid
         clients[bip] = (src, 40000 + bid, 8000 + bid)
-    assert len(clients) == H.S.SNAT_SLOTS == len(snat_slots(lb))
+    assert len(clients) == H.S.SNAT_SLOTS == len(ct.snat_slots(lb.maps))
     for bip, (src, cport, vport) in clients.items():
         ret, out = lb.run(_backend_reply(bip, port))
         o = Ether(out)
@@ -338,7 +334,7 @@ def test_a_flow_over_gives_its_slot_to_another_backend_of_its_plane(make_lb):
     assert ret == XDP_TX and Ether(out)[TCP].sport == port
     se = lb.snat(H.BACKENDS[1][0], 80, port, H.TCP)
     assert (H.S.be32_to_ip(se.client_addr), H.S.be16_to_port(se.client_port)) == (H.CLIENT, 45000)
-    assert lb.snat("20.1.1.90", 80, port, H.TCP) is None and len(snat_slots(lb)) == 1
+    assert lb.snat("20.1.1.90", 80, port, H.TCP) is None and len(ct.snat_slots(lb.maps)) == 1
 
 
 def test_snat_cursor_walks_the_range_and_wraps(make_lb):

@@ -25,6 +25,7 @@
 #include "include/parsing.h"
 #include "include/csum.h"
 #include "include/select.h"
+#include "include/service.h"
 #include "include/stats.h"
 #include "include/ct.h"
 #include "include/nat.h"
@@ -83,14 +84,13 @@ static __always_inline int lb_ct_continues(const struct ct_entry *ct, const stru
 	return !lb_bench_ct_expired(ct, p->proto, tick, now);
 }
 
-static __always_inline int lb_service(lb_xdp_ctx *ctx, struct lb_pkt *p, const struct lb4_service *svc,
-				      __u64 len)
+/* A client -> service packet: `tuple` is its flow, `ct` its CT entry (or 0), `rev_nat_index` the
+ * service, `has_backends` whether the service's master counts any backend. */
+static __always_inline int lb_service(lb_xdp_ctx *ctx, struct lb_pkt *p, const struct ipv4_ct_tuple *tuple,
+				      struct ct_entry *ct, __u16 rev_nat_index, int has_backends, __u64 len)
 {
 	void *data_end = LB_CTX_DATA_END(ctx);
-	struct ipv4_ct_tuple tuple = {};
 	struct lb4_backend *be = 0;
-	struct ct_entry *ct;
-	__u16 rev_nat_index;
 	__u32 backend_id = 0, hash = 0;
 	__be32 be_addr;
 	__be16 be_port;
@@ -102,17 +102,9 @@ static __always_inline int lb_service(lb_xdp_ctx *ctx, struct lb_pkt *p, const s
 	reason = lb_unforwardable(p);
 	if (reason >= 0)
 		return lb_verdict(LB_DROP, reason, len);
-	if (svc->count == 0)
+	if (!has_backends)
 		return lb_verdict(LB_DROP, LB_R_DROP_NO_BACKEND, len);
-	rev_nat_index = svc->rev_nat_index;
 
-	tuple.daddr = p->ip->daddr;
-	tuple.saddr = p->ip->saddr;
-	tuple.dport = p->dport;
-	tuple.sport = p->sport;
-	tuple.nexthdr = p->proto;
-
-	ct = bpf_map_lookup_elem(&ct4_global, &tuple);
 	if (ct) {
 		if (!lb_ct_continues(ct, p, tick, &now)) {
 			/* Over (expired, or a new connection on a closed tuple): a new flow, which
@@ -129,7 +121,7 @@ static __always_inline int lb_service(lb_xdp_ctx *ctx, struct lb_pkt *p, const s
 		}
 	}
 	if (reselect) {
-		hash = lb_flow_hash(tuple.saddr, tuple.daddr, tuple.sport, tuple.dport, tuple.nexthdr);
+		hash = lb_flow_hash(tuple->saddr, tuple->daddr, tuple->sport, tuple->dport, tuple->nexthdr);
 		backend_id = lb_bench_maglev_select(rev_nat_index, hash);
 		if (!backend_id)
 			return lb_verdict(LB_DROP, LB_R_DROP_NO_BACKEND, len);
@@ -153,10 +145,10 @@ static __always_inline int lb_service(lb_xdp_ctx *ctx, struct lb_pkt *p, const s
 		now = LB_NOW_NS();
 	if (snat && nat_port == 0) {
 		struct snat_entry want = {
-			.client_addr = tuple.saddr,
-			.vip = tuple.daddr,
-			.client_port = tuple.sport,
-			.vport = tuple.dport,
+			.client_addr = tuple->saddr,
+			.vip = tuple->daddr,
+			.client_port = tuple->sport,
+			.vport = tuple->dport,
 			.backend_id = (__u16)backend_id,
 			.proto = p->proto,
 		};
@@ -188,7 +180,7 @@ static __always_inline int lb_service(lb_xdp_ctx *ctx, struct lb_pkt *p, const s
 			.ct_flags = lb_ct_client_flags(0, p->tcp_flags),
 		};
 
-		if (lb_bench_ct_insert(&tuple, &entry))
+		if (lb_bench_ct_insert(tuple, &entry))
 			return lb_verdict(LB_DROP, LB_R_DROP_MAP_UPDATE, len);
 	}
 
@@ -255,8 +247,9 @@ int LB_PROG_NAME(lb_xdp_ctx *ctx)
 	void *data_end = LB_CTX_DATA_END(ctx);
 	__u64 len = (__u64)(data_end - data);
 	struct lb_pkt p = {};
-	struct lb4_key key = {};
+	struct ipv4_ct_tuple tuple = {};
 	struct lb4_service *svc;
+	struct ct_entry *ct;
 	int kind;
 
 	kind = lb_parse(data, data_end, &p);
@@ -267,12 +260,20 @@ int LB_PROG_NAME(lb_xdp_ctx *ctx)
 	if (kind != LB_P_PORTS)
 		return lb_verdict(LB_PASS, LB_R_PASS_NOT_SERVICE, len);
 
-	key.address = p.ip->daddr;
-	key.dport = p.dport;
-	key.proto = p.proto;
-	svc = bpf_map_lookup_elem(&lb4_services_v2, &key);
-	if (svc)
-		return lb_service(ctx, &p, svc, len);
+	if (lb_vip_maybe(p.ip->daddr)) {
+		tuple.daddr = p.ip->daddr;
+		tuple.saddr = p.ip->saddr;
+		tuple.dport = p.dport;
+		tuple.sport = p.sport;
+		tuple.nexthdr = p.proto;
+		/* A tracked flow of a live service needs no service lookup (maps.h, lb4_service_by_id). */
+		ct = bpf_map_lookup_elem(&ct4_global, &tuple);
+		if (ct && lb_service_live(ct->rev_nat_index, &tuple))
+			return lb_service(ctx, &p, &tuple, ct, ct->rev_nat_index, 1, len);
+		svc = lb_lookup_service(&tuple);
+		if (svc)
+			return lb_service(ctx, &p, &tuple, ct, svc->rev_nat_index, svc->count != 0, len);
+	}
 
 	/* Only a port SNAT hands out can be a reply: the LB node's own traffic skips the lookup. */
 	if (p.ip->daddr == LB_IP && lb_ntohs(p.dport) >= SNAT_PORT_MIN && lb_ntohs(p.dport) <= SNAT_PORT_MAX) {

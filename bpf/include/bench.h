@@ -51,7 +51,8 @@ static __always_inline long lb_bench_ct_insert(const struct ipv4_ct_tuple *tuple
 	LB_BARRIER_VAR(entry);
 	return 0;
 #else
-	return bpf_map_update_elem(&ct4_global, tuple, entry, BPF_ANY);
+	/* eBPF-for-Windows 0.12 declares the helper without const */
+	return bpf_map_update_elem(&ct4_global, (void *)tuple, (void *)entry, BPF_ANY);
 #endif
 }
 

@@ -117,6 +117,11 @@
 #define LB_SNAT_SLOTS       4
 #define LB_SNAT_MAP_MAX     (65536 * LB_SNAT_SLOTS)
 #define LB_STATS_MAP_MAX    65536
+/* lb4_vip_filter: 2^LB_VIP_FILTER_BITS buckets of VIP addresses, by a multiplicative hash of the
+ * address (lb_vip_bucket in service.h; module_utils/l4lb/structs.py mirrors it). */
+#define LB_VIP_FILTER_BITS  12
+#define LB_VIP_FILTER_SIZE  (1 << LB_VIP_FILTER_BITS)
+#define LB_VIP_FILTER_MULT  0x9e3779b1u
 
 /* lb4_stats_reason: why packets left the program (index -> lb_stats). Mirrored by name in
  * bpf/README.md; the control plane may print them. */

@@ -78,6 +78,40 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } lb4_reverse_nat SEC(".maps");
 
+/* --- the tracked-flow fast path ------------------------------------------------------ */
+/* A client packet of a tracked flow skips the service hash: its CT entry names the service
+ * (rev_nat_index), and this ARRAY, indexed by service id, says whether that service is live on
+ * the packet's frontend (its master entry is in lb4_services_v2 with count > 0). An all-zero
+ * entry is not live: the packet then takes the service lookup, which decides as before. The
+ * control plane clears an entry before it changes or deletes the service's master and writes it
+ * after, so the fast path never runs for a frontend the service hash would not give. */
+struct lb4_service_front {
+	__be32 address;     /* VIP */
+	__be16 dport;       /* service port */
+	__u8 proto;         /* IPPROTO_TCP / IPPROTO_UDP; 0: not live */
+	__u8 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32); /* rev_nat_index (service id) */
+	__type(value, struct lb4_service_front);
+	__uint(max_entries, LB_REVNAT_MAP_MAX);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} lb4_service_by_id SEC(".maps");
+
+/* Which destination addresses may be a VIP: the number of service frontends (masters) whose VIP
+ * falls in each bucket (lb_vip_bucket). A packet whose bucket holds none is no service packet
+ * and skips both the CT and the service lookup; a shared bucket only costs those lookups. The
+ * control plane raises a bucket before it adds a master and lowers it after it deletes one. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);   /* lb_vip_bucket(VIP) */
+	__type(value, __u32); /* frontends in the bucket */
+	__uint(max_entries, LB_VIP_FILTER_SIZE);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} lb4_vip_filter SEC(".maps");
+
 /* --- Maglev --------------------------------------------------------------------------- */
 /* Value of the inner map's only element: the service's lookup table,
  * __u32 backend_ids[LB_MAGLEV_LUT_SIZE] (value_size = 4 * M). */

@@ -24,12 +24,13 @@ DSR_PORTS_WHY = ("in DSR the backend answers the client directly, from the port 
                  "a backend port that differs from the frontend port cannot work (SNAT translates it)")
 
 
-def open_maps(pin_dir: str, maglev_size: int | None = None) -> reconcile.LBMaps:
+def open_maps(pin_dir: str, maglev_size: int | None = None,
+              required=reconcile.RECONCILE_MAPS) -> reconcile.LBMaps:
     maps_dir = program.maps_pin_dir(pin_dir)
     if not platform.current().pin_exists(maps_dir):
         raise L4LBError(f"no load balancer is loaded: {maps_dir} does not exist "
                         "(attach it first: xdp_program / l4lbctl mode update)")
-    return reconcile.LBMaps.open(maps_dir, maglev_size=maglev_size)
+    return reconcile.LBMaps.open(maps_dir, maglev_size=maglev_size, required=required)
 
 
 def resolve_neighbors(ips, device: str, known: dict | None = None) -> dict:
@@ -250,14 +251,33 @@ def mode_update(desired: program.Desired, check_mode: bool = False) -> dict:
     unpins everything and programs every service again; keeping the maps also keeps CT).
     DSR is refused, before anything is compiled or attached (check mode too), while a
     port-translating service is programmed."""
-    if desired.mode != "dsr" or not platform.current().pin_exists(program.maps_pin_dir(desired.pin_dir)):
-        return program.ensure_present(desired, check_mode=check_mode)
-    # Under the maps' lock: no service update can slip in between the check and the switch.
+    pinned = platform.current().pin_exists(program.maps_pin_dir(desired.pin_dir))
+    if desired.mode == "dsr" and pinned:
+        # Under the maps' lock: no service update can slip in between the check and the switch.
+        # Only the service maps are needed (maps pinned by an older program may lack others).
+        with open_maps(desired.pin_dir, required=(reconcile.SERVICES,)) as maps, maps.locked():
+            translating = port_translating(reconcile.dump(maps))
+            if translating:
+                raise InvalidConfig(
+                    f"mode dsr refused: {len(translating)} service(s) translate ports: "
+                    f"{'; '.join(translating)}; {DSR_PORTS_WHY}. Delete or change them first "
+                    "(backend port = frontend port), or stay in snat")
+            result = program.ensure_present(desired, check_mode=check_mode)
+    else:
+        result = program.ensure_present(desired, check_mode=check_mode)
+    if check_mode:
+        return result
     with open_maps(desired.pin_dir) as maps, maps.locked():
-        translating = port_translating(reconcile.dump(maps))
-        if translating:
-            raise InvalidConfig(
-                f"mode dsr refused: {len(translating)} service(s) translate ports: "
-                f"{'; '.join(translating)}; {DSR_PORTS_WHY}. Delete or change them first "
-                "(backend port = frontend port), or stay in snat")
-        return program.ensure_present(desired, check_mode=check_mode)
+        return _fill_fast_path(maps, result)
+
+
+def _fill_fast_path(maps: reconcile.LBMaps, result: dict) -> dict:
+    """Maps pinned before the tracked-flow fast path existed get its two maps empty when the
+    program loads, and an empty VIP filter passes every service packet: fill them from the
+    services programmed (nothing to do on every other load)."""
+    plan = reconcile.plan_fast_path(maps)
+    if plan.changed:
+        reconcile.apply(maps, plan)
+        result["changed"] = True
+        result["fast_path_filled"] = len(plan.writes)
+    return result

@@ -14,16 +14,23 @@ to the same map (one ``BPF_MAP_UPDATE_BATCH``/``DELETE_BATCH`` per run):
                                              with one update of the outer map (atomic)
   4. backend slots 1..N (lb4_services_v2)    update
   5. reverse NAT (lb4_reverse_nat)           update
-  6. master slots 0 (lb4_services_v2)        update            <- a service goes live here
-  7. master slots of removed frontends       delete            <- a service stops here
-  8. surplus / removed slots                 delete
-  9. reverse NAT of removed services         delete
- 10. Maglev tables of removed services       delete
- 11. backends no service references any more delete
+  6. VIP filter buckets that gain frontends  update (lb4_vip_filter)
+  7. fast path of changed services off       update (lb4_service_by_id <- 0)
+  8. master slots 0 (lb4_services_v2)        update            <- a service goes live here
+  9. master slots of removed frontends       delete            <- a service stops here
+ 10. fast path of live services on           update (lb4_service_by_id <- frontend)
+ 11. VIP filter buckets that lose frontends  update (lb4_vip_filter)
+ 12. surplus / removed slots                 delete
+ 13. reverse NAT of removed services         delete
+ 14. Maglev tables of removed services       delete
+ 15. backends no service references any more delete
 
 So a half-applied plan never makes the datapath select a backend id that is not in
 lb4_backends or read a slot that is not written: growing writes the new slots before the
-master's count, shrinking lowers the master's count before deleting the surplus slots.
+master's count, shrinking lowers the master's count before deleting the surplus slots. The
+fast-path maps (maps.h) only ever answer "maybe a VIP" for more addresses than have a master,
+and "live" for a service only while its master says so; they are derived from the masters
+after the plan, so any drift in them is a change the next plan repairs.
 
 Use (what lb_service, l4lbctl and the tests do):
 
@@ -66,31 +73,34 @@ from . import libbpf, maglev, platform
 from .errors import BpfError, InvalidConfig, L4LBError
 from .model import Service, check_unique, parse_neighbors, parse_service_id
 from .structs import (
-    LB4_BACKEND, LB4_KEY, LB4_REVERSE_NAT, LB4_SERVICE, NEIGH_MAC, PROTO_NAMES, PROTOCOLS, U16, U32,
-    be16_to_port, be32_to_ip, bytes_to_mac, ip_to_be32, mac_to_bytes, port_to_be16,
+    LB4_BACKEND, LB4_KEY, LB4_REVERSE_NAT, LB4_SERVICE, LB4_SERVICE_FRONT, NEIGH_MAC, PROTO_NAMES, PROTOCOLS,
+    U16, U32, be16_to_port, be32_to_ip, bytes_to_mac, ip_to_be32, mac_to_bytes, port_to_be16, vip_bucket,
 )
 
 SERVICES, BACKENDS, REVNAT, MAGLEV, NEIGH = (
     "lb4_services_v2", "lb4_backends", "lb4_reverse_nat", "lb4_maglev", "nodeport_neigh4")
+SERVICE_BY_ID, VIP_FILTER = "lb4_service_by_id", "lb4_vip_filter"
 CT, SNAT, STATS_SERVICE, STATS_BACKEND = "ct4_global", "lb4_snat", "lb4_stats_service", "lb4_stats_backend"
 STATS_REASON, SNAT_CURSOR = "lb4_stats_reason", "lb4_snat_cursor"
-MAP_NAMES = (SERVICES, BACKENDS, REVNAT, MAGLEV, NEIGH, CT, SNAT, SNAT_CURSOR, STATS_SERVICE, STATS_BACKEND,
-             STATS_REASON)
-RECONCILE_MAPS = (SERVICES, BACKENDS, REVNAT, MAGLEV, NEIGH)
+MAP_NAMES = (SERVICES, BACKENDS, REVNAT, MAGLEV, NEIGH, SERVICE_BY_ID, VIP_FILTER, CT, SNAT, SNAT_CURSOR,
+             STATS_SERVICE, STATS_BACKEND, STATS_REASON)
+RECONCILE_MAPS = (SERVICES, BACKENDS, REVNAT, MAGLEV, NEIGH, SERVICE_BY_ID, VIP_FILTER)
 
 MAGLEV_INNER_NAME = "lb4_maglev_in"
 MAX_BACKEND_ID = 65535   # lb4_backends is an ARRAY of 65536; SNAT slots keep the id in 16 bits
 
 # Phases, in apply order.
-(NEIGH_UPD, BACKEND_UPD, MAGLEV_SET, SLOT_UPD, REVNAT_UPD, MASTER_UPD,
- MASTER_DEL, SLOT_DEL, REVNAT_DEL, MAGLEV_DEL, BACKEND_DEL) = range(11)
+(NEIGH_UPD, BACKEND_UPD, MAGLEV_SET, SLOT_UPD, REVNAT_UPD, FILTER_RAISE, LIVE_OFF, MASTER_UPD,
+ MASTER_DEL, LIVE_ON, FILTER_LOWER, SLOT_DEL, REVNAT_DEL, MAGLEV_DEL, BACKEND_DEL) = range(15)
 PHASE_MAP = {NEIGH_UPD: NEIGH, BACKEND_UPD: BACKENDS, MAGLEV_SET: MAGLEV, SLOT_UPD: SERVICES,
-             REVNAT_UPD: REVNAT, MASTER_UPD: SERVICES, MASTER_DEL: SERVICES, SLOT_DEL: SERVICES,
+             REVNAT_UPD: REVNAT, FILTER_RAISE: VIP_FILTER, LIVE_OFF: SERVICE_BY_ID, MASTER_UPD: SERVICES,
+             MASTER_DEL: SERVICES, LIVE_ON: SERVICE_BY_ID, FILTER_LOWER: VIP_FILTER, SLOT_DEL: SERVICES,
              REVNAT_DEL: REVNAT, MAGLEV_DEL: MAGLEV, BACKEND_DEL: BACKENDS}
 # lb4_backends is an ARRAY: a backend is deleted by writing NO_BACKEND (address 0) over it.
 PHASE_OP = {MAGLEV_SET: "create-inner", MASTER_DEL: "delete", SLOT_DEL: "delete", REVNAT_DEL: "delete",
             MAGLEV_DEL: "delete"}
 NO_BACKEND = bytes(LB4_BACKEND.size)
+NOT_LIVE = bytes(LB4_SERVICE_FRONT.size)   # lb4_service_by_id: no fast path for this id
 IDENTITY_SIZE = 8    # address, port, proto, flags: the part of a backend value that is not its MAC
 
 
@@ -191,6 +201,8 @@ class State:
     maglev: dict = field(default_factory=dict)     # service id -> table bytes
     maglev_names: dict = field(default_factory=dict)  # service id -> inner map name (fingerprint)
     neighbors: dict = field(default_factory=dict)  # key bytes -> value bytes
+    live: dict = field(default_factory=dict)       # service id -> lb4_service_by_id value (not zero)
+    vip_filter: dict = field(default_factory=dict)  # bucket -> frontends (not zero)
 
 
 def _identity_of(ip: str, port: int, proto: int) -> bytes:
@@ -242,6 +254,14 @@ def read_state(maps: LBMaps, ids=None) -> State:
                 raise
     for k, v in maps[NEIGH].items_list():
         st.neighbors[k] = v
+    if SERVICE_BY_ID in maps:   # maps pinned by an older program lack the fast path's two
+        for k, v in maps[SERVICE_BY_ID].items_list():
+            if v != NOT_LIVE:
+                st.live[u32(k)[0]] = v
+        for k, v in maps[VIP_FILTER].items_list():
+            n = u32(v)[0]
+            if n:
+                st.vip_filter[u32(k)[0]] = n
     return st
 
 
@@ -529,7 +549,46 @@ class _Planner:
             self.add(BACKEND_DEL, U32.pack(bid), NO_BACKEND,
                      f"delete backend {bid} ({be32_to_ip(addr)}:{be16_to_port(port)}), no longer referenced")
 
+    def fast_path(self):
+        """lb4_service_by_id and lb4_vip_filter as the masters will be after this plan's writes
+        (maps.h): a service is live on its frontend while its one master counts backends; a
+        bucket counts the masters whose VIP falls in it."""
+        masters = {f: slots[0][1] for f, slots in self.st.fronts.items() if 0 in slots}
+        for w in self.writes:
+            if w.phase in (MASTER_UPD, MASTER_DEL):
+                addr, port, _slot, proto, _scope = LB4_KEY.unpack(w.key)
+                if w.value is None:
+                    masters.pop((addr, port, proto), None)
+                else:
+                    masters[(addr, port, proto)] = w.value
+        fronts_of = {}
+        for f, v in masters.items():
+            _bid, count, sid = LB4_SERVICE.unpack(v)[:3]
+            fronts_of.setdefault(sid, []).append((f, count))
+        # A service with two masters (a crashed writer's leftovers) gets no fast path.
+        want_live = {sid: LB4_SERVICE_FRONT.pack(*fs[0][0]) for sid, fs in fronts_of.items()
+                     if len(fs) == 1 and fs[0][1] > 0}
+        for sid in sorted(set(self.st.live) | set(want_live)):
+            cur, want = self.st.live.get(sid), want_live.get(sid)
+            if cur == want:
+                continue
+            if cur is not None:
+                self.add(LIVE_OFF, U32.pack(sid), NOT_LIVE, f"service {sid}: fast path off", sid)
+            if want is not None:
+                f = LB4_SERVICE_FRONT.unpack(want)
+                self.add(LIVE_ON, U32.pack(sid), want, f"service {sid}: fast path on {_front_str(f)}", sid)
+        want_filter = {}
+        for f in masters:
+            b = vip_bucket(f[0])
+            want_filter[b] = want_filter.get(b, 0) + 1
+        for b in sorted(set(self.st.vip_filter) | set(want_filter)):
+            cur, want = self.st.vip_filter.get(b, 0), want_filter.get(b, 0)
+            if cur != want:
+                self.add(FILTER_RAISE if want > cur else FILTER_LOWER, U32.pack(b), U32.pack(want),
+                         f"VIP filter bucket {b}: {cur} -> {want} frontend(s)")
+
     def plan(self, diff_fn) -> Plan:
+        self.fast_path()
         if self.small_table:
             ids = self.small_table
             more = f" (and {len(ids) - 10} more)" if len(ids) > 10 else ""
@@ -698,6 +757,15 @@ def plan_service(maps: LBMaps, service, state: str = "present", neighbors=None,
     else:
         sid = service
     return plan_services(maps, [], neighbors, absent=[parse_service_id(sid)], maglev_size=maglev_size)
+
+
+def plan_fast_path(maps: LBMaps) -> Plan:
+    """Only lb4_service_by_id and lb4_vip_filter, derived from the masters as they are: what a
+    program loaded on maps pinned before these two existed needs (they start empty, and an empty
+    VIP filter passes every packet). Every other plan keeps them too."""
+    st = read_state(maps, ids=set())
+    pl = _Planner(maps, st, maps.maglev_size)
+    return pl.plan(_diff_fn(maps, st, pl))
 
 
 # --- apply ---------------------------------------------------------------------------------

@@ -37,6 +37,9 @@ MAX_BACKENDS_ENTRIES = 65536       # lb4_backends max_entries
 MAX_REVNAT_ENTRIES = 65536
 MAX_MAGLEV_ENTRIES = 65536
 MAX_NEIGH_ENTRIES = 1024
+VIP_FILTER_BITS = 12                # LB_VIP_FILTER_BITS: lb4_vip_filter has 2^12 buckets
+VIP_FILTER_SIZE = 1 << VIP_FILTER_BITS
+VIP_FILTER_MULT = 0x9E3779B1        # LB_VIP_FILTER_MULT
 MAX_CT_ENTRIES = 131072             # LB_CT_MAP_MAX: at least the SNAT capacity
 SNAT_SLOTS = 4                      # LB_SNAT_SLOTS: backend planes (backend_id % 4) of a SNAT port
 # SNAT_PORT_MIN/MAX defaults: below Linux's (32768..60999) and Windows' (49152..65535) ephemeral ports
@@ -61,6 +64,12 @@ _NATIVE = sys.byteorder
 
 
 # --- byte-order boundary ---------------------------------------------------------------------
+
+def vip_bucket(address_be32: int) -> int:
+    """lb4_vip_filter's bucket of a VIP (bpf/include/service.h lb_vip_bucket): the top
+    VIP_FILTER_BITS of a multiplicative hash of the __be32 as the host reads it."""
+    return ((address_be32 * VIP_FILTER_MULT) & 0xFFFFFFFF) >> (32 - VIP_FILTER_BITS)
+
 
 def ip_to_be32(ip: str) -> int:
     """'20.1.1.10' -> the __be32 value as the host sees it (bytes in memory = wire order)."""
@@ -169,6 +178,17 @@ class Lb4ReverseNat(_Base):
     ]
 
 
+class Lb4ServiceFront(_Base):
+    """lb4_service_by_id value (an ARRAY; key: __u32 service id): the frontend on which the
+    service is live (master present, count > 0); all zero (proto 0) = not live."""
+    _fields_ = [
+        ("address", ctypes.c_uint32),       # __be32
+        ("dport", ctypes.c_uint16),         # __be16
+        ("proto", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8),
+    ]
+
+
 class NeighMac(_Base):
     """nodeport_neigh4 value (key: __be32 ip)."""
     _fields_ = [("addr", ctypes.c_uint8 * 6), ("pad", ctypes.c_uint16)]
@@ -231,6 +251,7 @@ C_STRUCTS = {
     "lb4_service": Lb4Service,
     "lb4_backend": Lb4Backend,
     "lb4_reverse_nat": Lb4ReverseNat,
+    "lb4_service_front": Lb4ServiceFront,
     "neigh_mac": NeighMac,
     "ipv4_ct_tuple": Ipv4CtTuple,
     "ct_entry": CtEntry,
@@ -275,6 +296,8 @@ def map_specs(maglev_size: int = LB_MAGLEV_LUT_SIZE) -> dict:
         "lb4_backends": (_b.BPF_MAP_TYPE_ARRAY, 4, s(Lb4Backend), MAX_BACKENDS_ENTRIES),
         "lb4_reverse_nat": (_b.BPF_MAP_TYPE_HASH, 2, s(Lb4ReverseNat), MAX_REVNAT_ENTRIES),
         "lb4_maglev": (_b.BPF_MAP_TYPE_HASH_OF_MAPS, 2, 4, MAX_MAGLEV_ENTRIES),
+        "lb4_service_by_id": (_b.BPF_MAP_TYPE_ARRAY, 4, s(Lb4ServiceFront), MAX_REVNAT_ENTRIES),
+        "lb4_vip_filter": (_b.BPF_MAP_TYPE_ARRAY, 4, 4, VIP_FILTER_SIZE),
         "nodeport_neigh4": (_b.BPF_MAP_TYPE_LRU_HASH, 4, s(NeighMac), MAX_NEIGH_ENTRIES),
         "ct4_global": (_b.BPF_MAP_TYPE_LRU_HASH, s(Ipv4CtTuple), s(CtEntry), MAX_CT_ENTRIES),
         "lb4_snat": (_b.BPF_MAP_TYPE_ARRAY, 4, s(SnatEntry), MAX_SNAT_ENTRIES),
@@ -293,6 +316,7 @@ LB4_KEY = struct.Struct("=IHHBB2x")          # address, dport, backend_slot, pro
 LB4_SERVICE = struct.Struct("=IHHBB2x")      # backend_id, count, rev_nat_index, flags, flags2
 LB4_BACKEND = struct.Struct("=IHBB6s2x")     # address, port, proto, flags, mac
 LB4_REVERSE_NAT = struct.Struct("=IH2x")     # address, port
+LB4_SERVICE_FRONT = struct.Struct("=IHBx")   # address, dport, proto
 NEIGH_MAC = struct.Struct("=6s2x")           # addr
 IPV4_CT_TUPLE = struct.Struct("=IIHHBB2x")   # daddr, saddr, dport, sport, nexthdr, flags
 # rx_pk, rx_b, tx_pk, tx_b, last_seen, backend_id, rev_nat, nat_port, tcp_flags, ct_flags
@@ -305,6 +329,6 @@ U16 = struct.Struct("=H")
 
 CODECS = {
     Lb4Key: LB4_KEY, Lb4Service: LB4_SERVICE, Lb4Backend: LB4_BACKEND,
-    Lb4ReverseNat: LB4_REVERSE_NAT, NeighMac: NEIGH_MAC, Ipv4CtTuple: IPV4_CT_TUPLE,
+    Lb4ReverseNat: LB4_REVERSE_NAT, Lb4ServiceFront: LB4_SERVICE_FRONT, NeighMac: NEIGH_MAC, Ipv4CtTuple: IPV4_CT_TUPLE,
     CtEntry: CT_ENTRY, SnatEntry: SNAT_ENTRY, LbStats: LB_STATS,
 }

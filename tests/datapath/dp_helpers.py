@@ -9,7 +9,7 @@ import os
 import shutil
 import struct
 
-from l4lb import libbpf, maglev, structs as S
+from l4lb import libbpf, maglev, reconcile, structs as S
 from l4lb.libbpf import XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX  # noqa: F401 (re-exported)
 
 PIN_PREFIX = "/sys/fs/bpf/l4lbt3-"
@@ -29,7 +29,7 @@ BACKEND_MACS = {ip: f"02:00:14:01:01:{int(ip.split('.')[-1]):02x}" for ip, _ in 
 TCP, UDP = 6, 17
 
 MAP_NAMES = ("lb4_services_v2", "lb4_backends", "lb4_reverse_nat", "lb4_maglev", "nodeport_neigh4",
-             "ct4_global", "lb4_snat", "lb4_stats_service", "lb4_stats_backend", "lb4_stats_reason")
+             "lb4_service_by_id", "lb4_vip_filter", "ct4_global", "lb4_snat", "lb4_stats_service", "lb4_stats_backend", "lb4_stats_reason")
 
 # enum lb_reason (bpf/include/consts.h)
 REASONS = ["PASS_NOT_IPV4", "PASS_BAD_IPV4", "PASS_NOT_SERVICE", "TX_SNAT_FWD", "TX_SNAT_REPLY",
@@ -162,7 +162,14 @@ class LbEnv:
         self.maps["lb4_reverse_nat"].update(S.U16.pack(svc_id), S.LB4_REVERSE_NAT.pack(be32(vip), be16(port)))
         svc.update(S.LB4_KEY.pack(be32(vip), be16(port), 0, proto, 0),
                    S.LB4_SERVICE.pack(0, len(backends), svc_id, 0, 0))
+        self.sync_fast_path()
         return table
+
+    def sync_fast_path(self):
+        """lb4_service_by_id and lb4_vip_filter from the masters, by the core (as every reconcile
+        keeps them): without them the datapath takes every packet for a non-service one."""
+        maps = reconcile.LBMaps(self.maps, maglev_size=self.M)
+        reconcile.apply(maps, reconcile.plan_fast_path(maps))
 
     # --- running -----------------------------------------------------------------------------
     def run(self, pkt) -> tuple[int, bytes]:

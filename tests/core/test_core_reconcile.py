@@ -9,10 +9,11 @@ from l4lb import maglev, reconcile
 from l4lb.errors import InvalidConfig
 from l4lb.model import Service
 from l4lb.reconcile import (
-    BACKEND_DEL, BACKEND_UPD, MAGLEV_DEL, MAGLEV_SET, MASTER_DEL, MASTER_UPD, NEIGH_UPD, REVNAT_DEL,
-    REVNAT_UPD, SLOT_DEL, SLOT_UPD, apply, dump, plan_service, plan_services, read_state,
+    BACKEND_DEL, BACKEND_UPD, FILTER_LOWER, FILTER_RAISE, LIVE_OFF, LIVE_ON, MAGLEV_DEL, MAGLEV_SET, MASTER_DEL,
+    MASTER_UPD, NEIGH_UPD, REVNAT_DEL, REVNAT_UPD, SLOT_DEL, SLOT_UPD, apply, dump, plan_fast_path, plan_service,
+    plan_services, read_state,
 )
-from l4lb.structs import LB4_BACKEND, LB4_SERVICE, U32, be16_to_port, be32_to_ip
+from l4lb.structs import LB4_BACKEND, LB4_SERVICE, LB4_SERVICE_FRONT, U32, be16_to_port, be32_to_ip, vip_bucket
 
 SEED = dict(id=1, frontend="40.1.1.1:80", backends="20.1.1.10:80,20.1.1.20:80,20.1.1.30:80,20.1.1.40:80")
 NEIGH = {"20.1.1.10": "02:00:14:01:01:0a", "20.1.1.20": "02:00:14:01:01:14"}
@@ -30,8 +31,18 @@ def phases(plan):
 
 def invariant(maps):
     """What the datapath relies on at every instant: a master's slots exist and name existing
-    backends; every Maglev table names existing backends; every master has its reverse NAT."""
+    backends; every Maglev table names existing backends; every master has its reverse NAT;
+    every master's VIP passes the VIP filter; a service is live (fast path) only on the frontend
+    whose master names it with backends."""
     st = read_state(maps)
+    masters = {f: LB4_SERVICE.unpack(slots[0][1]) for f, slots in st.fronts.items() if 0 in slots}
+    for front in masters:
+        assert st.vip_filter.get(vip_bucket(front[0]), 0) > 0, f"master {front}: its VIP is filtered out"
+    for sid, value in st.live.items():
+        front = LB4_SERVICE_FRONT.unpack(value)
+        assert front in masters, f"service {sid} live on {front}, which has no master"
+        _, count, owner, _, _ = masters[front]
+        assert owner == sid and count > 0, f"service {sid} live on {front}, whose master is {owner} count {count}"
     for front, slots in st.fronts.items():
         if 0 not in slots:
             continue
@@ -65,8 +76,11 @@ def test_seed_service_roundtrip(lbmaps):
     # the seed's update order: neighbours, backends, Maglev, slots, reverse NAT, master last
     assert phases(plan) == sorted(phases(plan))
     assert [w.map for w in plan.writes][:2] == ["nodeport_neigh4"] * 2
-    assert plan.writes[-1].phase == MASTER_UPD and plan.writes[-1].map == "lb4_services_v2"
-    assert {w.phase for w in plan.writes} == {NEIGH_UPD, BACKEND_UPD, MAGLEV_SET, SLOT_UPD, REVNAT_UPD, MASTER_UPD}
+    assert [w.phase for w in plan.writes if w.map == "lb4_services_v2"][-1] == MASTER_UPD
+    # the VIP passes the filter before the master is written; the fast path is on after it
+    assert plan.writes[-1].phase == LIVE_ON and plan.writes[-1].map == "lb4_service_by_id"
+    assert {w.phase for w in plan.writes} == {NEIGH_UPD, BACKEND_UPD, MAGLEV_SET, SLOT_UPD, REVNAT_UPD,
+                                              FILTER_RAISE, MASTER_UPD, LIVE_ON}
     assert plan.diff["before"] == {} and plan.diff["after"]["1"]["count"] == 4
     apply(lbmaps, plan)
     invariant(lbmaps)
@@ -117,13 +131,16 @@ def test_remove(lbmaps):
     apply(lbmaps, plan_service(lbmaps, svc()))
     rm = plan_service(lbmaps, 1, state="absent")
     p = phases(rm)
-    assert p[0] == MASTER_DEL and p == sorted(p)
+    # the fast path goes off before the master goes; the filter is lowered after it
+    assert p[:2] == [LIVE_OFF, MASTER_DEL] and p == sorted(p)
+    assert p.index(MASTER_DEL) < p.index(FILTER_LOWER)
     assert p.count(SLOT_DEL) == 4 and p.count(BACKEND_DEL) == 4
     assert p.index(REVNAT_DEL) < p.index(MAGLEV_DEL) < p.index(BACKEND_DEL)
     assert rm.diff["after"] == {} and rm.diff["before"]["1"]["count"] == 4
     apply_stepwise(lbmaps, rm)
     st = read_state(lbmaps)
     assert not st.fronts and not st.backends and not st.revnat and not st.maglev
+    assert not st.live and not st.vip_filter
     assert not plan_service(lbmaps, svc(), state="absent").changed
 
 
@@ -188,12 +205,14 @@ def test_move_frontend_and_prune(lbmaps):
     plan = plan_services(lbmaps, [moved])
     p = phases(plan)
     assert p.index(MASTER_UPD) < p.index(MASTER_DEL) < p.index(SLOT_DEL)
+    # moved: off on the old frontend before any master changes, on the new one after
+    assert p.index(LIVE_OFF) < p.index(MASTER_UPD) and p.index(MASTER_DEL) < p.index(LIVE_ON)
     apply_stepwise(lbmaps, plan)
     ds = {d["id"]: d for d in dump(lbmaps)}
     assert (ds[1]["vip"], ds[1]["port"]) == ("40.1.1.9", 8080) and 2 in ds
     # prune removes service 2; backends still used by service 1 stay
     prune = plan_services(lbmaps, [moved], prune=True)
-    assert {w.phase for w in prune.writes} == {MASTER_DEL, SLOT_DEL, REVNAT_DEL, MAGLEV_DEL}
+    assert {w.phase for w in prune.writes} == {LIVE_OFF, MASTER_DEL, FILTER_LOWER, SLOT_DEL, REVNAT_DEL, MAGLEV_DEL}
     apply_stepwise(lbmaps, prune)
     assert [d["id"] for d in dump(lbmaps)] == [1]
     assert not plan_services(lbmaps, [moved], prune=True).changed
@@ -420,7 +439,7 @@ def test_apply_failure_is_reported_and_state_stays_consistent(lbmaps, monkeypatc
     def failing(maps, run):
         raise BpfError("bpf_map_create", 12, "lb4_maglev_in")
     monkeypatch.setattr(reconcile, "_set_inners", failing)
-    with pytest.raises(L4LBError, match="apply stopped at write 5 of 11 .*create-inner lb4_maglev"):
+    with pytest.raises(L4LBError, match="apply stopped at write 5 of 13 .*create-inner lb4_maglev"):
         apply(lbmaps, plan)
     invariant(lbmaps)                                   # backends only: nothing live yet
     assert len(read_state(lbmaps).backends) == 4 and not read_state(lbmaps).fronts
@@ -429,3 +448,37 @@ def test_apply_failure_is_reported_and_state_stays_consistent(lbmaps, monkeypatc
     assert BACKEND_UPD not in phases(rest)
     apply(lbmaps, rest)
     assert not plan_service(lbmaps, svc()).changed
+
+
+def test_fast_path_maps_follow_the_masters(lbmaps):
+    """lb4_service_by_id / lb4_vip_filter: filled from the masters by any plan and by
+    plan_fast_path (a program loaded on maps pinned before they existed starts them empty), and
+    repaired when they drift."""
+    apply(lbmaps, plan_services(lbmaps, [svc(), svc(id=2, frontend="40.1.1.2:53", protocol="udp"),
+                                         svc(id=3, frontend="40.1.1.1:8080")]))
+    st = read_state(lbmaps)
+    assert sorted(st.live) == [1, 2, 3]
+    assert LB4_SERVICE_FRONT.unpack(st.live[2])[2] == 17
+    # one count per frontend: 40.1.1.1 has two
+    buckets = {vip_bucket(f[0]) for f in st.fronts}
+    assert sum(st.vip_filter[b] for b in buckets) == 3 and set(st.vip_filter) == buckets
+    assert not plan_fast_path(lbmaps).changed
+    # emptied (as a new pin would be): one fast-path plan fills both again, nothing else
+    for k, _v in lbmaps["lb4_service_by_id"].items_list():
+        lbmaps["lb4_service_by_id"].update(k, bytes(8))
+    for k, _v in lbmaps["lb4_vip_filter"].items_list():
+        lbmaps["lb4_vip_filter"].update(k, bytes(4))
+    fill = plan_fast_path(lbmaps)
+    assert {w.map for w in fill.writes} == {"lb4_service_by_id", "lb4_vip_filter"}
+    apply(lbmaps, fill)
+    invariant(lbmaps)
+    assert read_state(lbmaps).live == st.live and read_state(lbmaps).vip_filter == st.vip_filter
+    # a stale live entry (a service that is gone) is switched off by the next plan of any service
+    lbmaps["lb4_service_by_id"].update(U32.pack(9), st.live[1])
+    again = plan_service(lbmaps, svc())
+    assert [(w.phase, w.key) for w in again.writes] == [(LIVE_OFF, U32.pack(9))]
+    apply(lbmaps, again)
+    # service 3 removed: 40.1.1.1 keeps service 1's count in the filter
+    apply_stepwise(lbmaps, plan_service(lbmaps, 3, state="absent"))
+    st = read_state(lbmaps)
+    assert sorted(st.live) == [1, 2] and sum(st.vip_filter.values()) == 2

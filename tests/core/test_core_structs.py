@@ -12,6 +12,7 @@ EXPECTED = {   # C struct -> (size, {field: offset}) as laid out by the C compil
     "lb4_service": (12, {"backend_id": 0, "count": 4, "rev_nat_index": 6, "flags": 8, "flags2": 9, "pad": 10}),
     "lb4_backend": (16, {"address": 0, "port": 4, "proto": 6, "flags": 7, "mac": 8, "pad": 14}),
     "lb4_reverse_nat": (8, {"address": 0, "port": 4, "pad": 6}),
+    "lb4_service_front": (8, {"address": 0, "dport": 4, "proto": 6, "pad": 7}),
     "neigh_mac": (8, {"addr": 0, "pad": 6}),
     "ipv4_ct_tuple": (16, {"daddr": 0, "saddr": 4, "dport": 8, "sport": 10, "nexthdr": 12, "flags": 13, "pad": 14}),
     "ct_entry": (56, {"rx_packets": 0, "rx_bytes": 8, "tx_packets": 16, "tx_bytes": 24, "last_seen_ns": 32,
@@ -86,3 +87,13 @@ def test_map_specs_match_the_object(lbmaps):
     for name, (mtype, ksize, vsize, maxe) in S.map_specs().items():
         m = lbmaps[name]
         assert (m.type, m.key_size, m.value_size) == (mtype, ksize, vsize), name
+
+
+def test_vip_bucket_is_the_datapaths():
+    """lb_vip_bucket (bpf/include/service.h): (u32 as the CPU reads the __be32 * 0x9e3779b1) >> 20."""
+    for ip in ("40.1.1.1", "40.1.1.2", "20.1.1.1", "255.255.255.255", "0.0.0.0"):
+        raw = S.ip_to_be32(ip)
+        assert S.vip_bucket(raw) == ((raw * 0x9E3779B1) % 2**32) >> (32 - S.VIP_FILTER_BITS)
+        assert 0 <= S.vip_bucket(raw) < S.VIP_FILTER_SIZE
+    # the lab's VIP range spreads over buckets instead of sharing one
+    assert len({S.vip_bucket(S.ip_to_be32(f"40.1.1.{i}")) for i in range(256)}) > 200

@@ -133,3 +133,64 @@ def test_next_hop_mac_change_reaches_a_running_flow(make_lb, mode):
     ret, out = lb.run(Ether(dst=H.LB_MAC) / IP(src=H.CLIENT, dst=H.VIP) / TCP(sport=40123, dport=80, flags="A"))
     assert ret == XDP_TX
     assert _chosen(lb, out, H.TCP) == backend and Ether(out).dst == "02:00:14:01:01:77"
+
+
+def _ack(sport, vip=H.VIP, port=80, flags="A"):
+    return Ether(dst=H.LB_MAC) / IP(src=H.CLIENT, dst=vip) / TCP(sport=sport, dport=port, flags=flags)
+
+
+@pytest.mark.parametrize("mode", ["snat", "dsr"])
+def test_tracked_flows_skip_the_service_hash_but_follow_the_service(make_lb, mode):
+    """A tracked flow of a live service is forwarded from its CT entry and lb4_service_by_id
+    (maps.h), without the service hash; a service deleted or moved by the core stops its
+    established flows all the same."""
+    lb = make_lb(mode)
+    svc = Service.parse(id=1, frontend=f"{H.VIP}:80", backends=",".join(BACKS))
+    # another service on the VIP keeps it in the VIP filter throughout
+    other = Service.parse(id=2, frontend=f"{H.VIP}:81", backends="20.1.1.10:81")
+    neigh = {**_neighbors([b.split(":") for b in BACKS]), H.CLIENT: H.CLIENT_MAC}
+    _program(lb, [svc, other], neigh)
+    assert lb.run(_ack(40001, flags="S"))[0] == XDP_TX
+    passed = lb.reason("PASS_NOT_SERVICE")
+
+    # The fast path exists: with the master gone from the service hash alone (no core would do
+    # that: it switches the fast path off first), the tracked flow still goes; a new one is no
+    # service packet.
+    master = H.S.LB4_KEY.pack(H.be32(H.VIP), H.be16(80), 0, H.TCP, 0)
+    saved = lb.maps["lb4_services_v2"].lookup(master)
+    lb.maps["lb4_services_v2"].delete(master)
+    assert lb.run(_ack(40001))[0] == XDP_TX
+    assert lb.run(_ack(40002, flags="S"))[0] == H.XDP_PASS
+    lb.maps["lb4_services_v2"].update(master, saved)
+
+    # Deleted by the core: the established flow is passed, as any packet to no service.
+    maps = reconcile.LBMaps.open(lb.pin_root, maglev_size=lb.M)
+    try:
+        reconcile.apply(maps, reconcile.plan_service(maps, 1, state="absent"))
+    finally:
+        maps.close()
+    assert lb.run(_ack(40001))[0] == H.XDP_PASS
+    # Back, then moved to another port: the old frontend's established flow stops too.
+    _program(lb, [svc], neigh)
+    assert lb.run(_ack(40001))[0] == XDP_TX
+    _program(lb, [Service.parse(id=1, frontend=f"{H.VIP}:8080", backends=",".join(BACKS))], neigh)
+    assert lb.run(_ack(40001))[0] == H.XDP_PASS
+    assert lb.reason("PASS_NOT_SERVICE") == passed + 3
+
+
+def test_vip_filter_passes_other_addresses_and_the_lb_itself(make_lb):
+    """Packets to addresses no service has are passed without a lookup; the LB's own address
+    (SNAT replies, its own traffic) is judged as before."""
+    lb = make_lb("snat")
+    svc = Service.parse(id=1, frontend=f"{H.VIP}:80", backends=",".join(BACKS))
+    _program(lb, [svc], {**_neighbors([b.split(":") for b in BACKS]), H.CLIENT: H.CLIENT_MAC})
+    for dst in ("40.1.1.2", "20.1.1.1", "10.9.9.9"):
+        assert lb.run(_ack(40003, vip=dst, flags="S"))[0] == H.XDP_PASS, dst
+    # the reply of a SNAT flow to the LB's address still finds its flow
+    ret, out = lb.run(_ack(40004, flags="S"))
+    assert ret == XDP_TX
+    o = Ether(out)
+    reply = (Ether(dst=H.LB_MAC) / IP(src=o[IP].dst, dst=o[IP].src)
+             / TCP(sport=o[TCP].dport, dport=o[TCP].sport, flags="SA"))
+    ret, back = lb.run(reply)
+    assert ret == XDP_TX and Ether(back)[IP].dst == H.CLIENT and Ether(back)[TCP].dport == 40004

@@ -173,6 +173,14 @@ status:
   description: The device's XDP state after the task (prog_id, tag, name, attach_mode, pins).
   returned: always
   type: dict
+fast_path_filled:
+  description:
+    - Entries written to the tracked-flow fast path's maps (C(lb4_service_by_id), C(lb4_vip_filter))
+      from the services already programmed. Only a program loaded on maps pinned before those two
+      maps existed needs this (they start empty, and an empty VIP filter passes every packet).
+  returned: when the fast path's maps had to be filled (not in check mode)
+  type: int
+  sample: 2
 """
 
 from ansible.module_utils.basic import AnsibleModule

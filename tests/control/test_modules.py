@@ -171,6 +171,21 @@ def test_mode_switch_and_forced_reload_keep_services_and_ct(run_module, program)
     assert services == services_before and ct_before <= ct
 
 
+def test_program_loaded_on_older_pins_fills_the_fast_path(run_module, program):
+    """Maps pinned by a program from before the tracked-flow fast path lack its two maps: the
+    next load creates them empty (an empty VIP filter passes every packet), and xdp_program
+    fills them from the services programmed, in the same task."""
+    assert not run_module("lb_service", SERVICE).get("failed")
+    want = {k: v for k, v in lb_maps_snapshot().items() if k in ("lb4_service_by_id", "lb4_vip_filter")}
+    for name in ("lb4_service_by_id", "lb4_vip_filter"):
+        os.unlink(os.path.join(PIN_DIR, "maps", name))
+    r = run_module("xdp_program", {**PROGRAM, "force": True})
+    assert r["changed"] is True and r["fast_path_filled"] == 2, r   # service 1 live, its VIP's bucket
+    assert {k: v for k, v in lb_maps_snapshot().items() if k in want} == want
+    again = run_module("xdp_program", PROGRAM)
+    assert again["changed"] is False and "fast_path_filled" not in again
+
+
 # --- bad input: a clear error, the running program and the maps untouched ----------------
 
 def _patched_src(tmp_path, old, new):

@@ -30,7 +30,7 @@ description:
   - C(l4lb_backend_vips) - the VIPs of the present services that list a backend address.
   - C(l4lb_backend_ports) - the ports those services send to that backend.
   - C(l4lb_vips_outside) - one problem per present service whose VIP is outside the lab's VIP range.
-  - C(l4lb_verify_services) - the present services as lab_verify probes them (VIP, port, backends by host name).
+  - C(l4lb_verify_services) - the present services as lab_verify probes them (VIP, port, backends by host name, their weights).
   - C(l4lb_route_gateways) - the next hops of C(ip -j route show) routes on a device.
 author: L4LB lab toolkit contributors (@l4lb-lab)
 """
@@ -140,15 +140,17 @@ def vips_outside(services, vip_range, var="lab_vip_range", seed_vip=None):
 
 def verify_services(services, hosts_by_ip, seed_vip=None):
     """The present services as lab_verify probes them: [{id, vip, port, protocol, backends:
-    [name], drained: [name]}], a backend named by its inventory host (``hosts_by_ip``: address ->
-    host) or by its address when no host has it; ``drained`` are those at weight 0 (they get no
-    new flows, so they need not answer)."""
+    [name], drained: [name], weights: {name: weight}}], a backend named by its inventory host
+    (``hosts_by_ip``: address -> host) or by its address when no host has it; ``drained`` are
+    those at weight 0 (they get no new flows, so they need not answer); ``weights`` gives the
+    share of new flows each should get (the demo report's expected share)."""
     hosts_by_ip = {str(k): v for k, v in (hosts_by_ip or {}).items()}
     out = []
     for s in present_services(services, seed_vip, list(hosts_by_ip)):
         names = [(hosts_by_ip.get(ip, ip), w) for ip, _port, w in s["backends"]]
         out.append({"id": s["id"], "vip": s["vip"], "port": s["port"], "protocol": s["protocol"],
-                    "backends": [n for n, w in names if w > 0], "drained": [n for n, w in names if w == 0]})
+                    "backends": [n for n, w in names if w > 0], "drained": [n for n, w in names if w == 0],
+                    "weights": {n: w for n, w in names}})
     return out
 
 

@@ -109,30 +109,11 @@ stopped:
 
 import os
 import signal
-import struct
 import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.l4lb import procs
-
-
-def count_frames(path):
-    """Records in a classic pcap file (tcpdump -w); tolerates a truncated last record."""
-    with open(path, "rb") as f:
-        head = f.read(24)
-        if len(head) < 24:
-            return 0
-        magic = struct.unpack("<I", head[:4])[0]
-        endian = "<" if magic in (0xA1B2C3D4, 0xA1B23C4D) else ">"
-        n = 0
-        while True:
-            rec = f.read(16)
-            if len(rec) < 16:
-                return n
-            incl = struct.unpack(endian + "IIII", rec)[2]
-            if len(f.read(incl)) < incl:
-                return n
-            n += 1
+from ansible.module_utils.lab_pcap import count_frames
 
 
 def start(module, p):

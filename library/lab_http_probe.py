@@ -93,6 +93,17 @@ options:
     description: Path of the known-content download.
     type: str
     default: /bulk.bin
+  sample_page:
+    description:
+      - Also return the first answered request's page as served (RV(sample_page)), up to
+        I(sample_max_bytes) of its body - what a browser at that source port would show (the
+        demo report shows it).
+    type: bool
+    default: false
+  sample_max_bytes:
+    description: Longest body kept in RV(sample_page) (1..1048576); a longer one is cut and marked C(truncated).
+    type: int
+    default: 65536
 """
 
 EXAMPLES = r"""
@@ -165,6 +176,15 @@ by_port:
   returned: always
   type: dict
   sample: {"20000": "linux2", "20001": "win1"}
+sample_page:
+  description:
+    - With I(sample_page=true) - the first answered request - C(sport), C(backend), C(status),
+      C(headers) (the response headers, names lower-cased), C(body) (text, decoded as UTF-8 with
+      replacement) and C(truncated); null when no request was answered.
+  returned: when sample_page is true
+  type: dict
+  sample: {"sport": 20000, "backend": "linux2", "status": 200, "headers": {"x-backend": "linux2"},
+           "body": "<!DOCTYPE html>...", "truncated": false}
 elapsed:
   description: Seconds the probe took.
   returned: always
@@ -207,7 +227,7 @@ def _close(s, clean):
 
 
 def one_request(vip, port, sport, bind_address, request, timeout):
-    """One connection from sport; returns (status, headers) or raises OSError/ValueError."""
+    """One connection from sport; returns (status, headers, body) or raises OSError/ValueError."""
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     clean = False
     try:
@@ -237,7 +257,7 @@ def one_request(vip, port, sport, bind_address, request, timeout):
         if length is not None and length.isdigit() and len(body) < int(length):
             raise ValueError(f"short body: {len(body)} of {length} bytes")
         clean = True
-        return status, headers
+        return status, headers, body
     finally:
         _close(s, clean)
 
@@ -327,6 +347,7 @@ def probe(p):
     hdr = p["header"].lower()
     t0 = time.monotonic()
     requests, counts, statuses, clients, servers, failures = [], {}, {}, {}, {}, []
+    sample = None
     for i in range(p["count"]):
         sport = p["base_port"] + i
         rec = {"sport": sport, "backend": None, "status": None, "client": None, "server": None,
@@ -336,10 +357,14 @@ def probe(p):
         else:
             t = time.monotonic()
             try:
-                status, headers = one_request(p["vip"], p["port"], sport, p["bind_address"], request,
-                                              p["timeout"])
+                status, headers, body = one_request(p["vip"], p["port"], sport, p["bind_address"], request,
+                                                    p["timeout"])
                 rec.update(status=status, backend=headers.get(hdr, ""),
                            client=headers.get("x-client"), server=headers.get("x-server-addr"))
+                if sample is None and p["sample_page"]:
+                    cut = body[:p["sample_max_bytes"]]
+                    sample = {"sport": sport, "backend": rec["backend"], "status": status, "headers": headers,
+                              "body": cut.decode("utf-8", errors="replace"), "truncated": len(cut) < len(body)}
             except (OSError, ValueError) as exc:
                 rec["error"] = str(exc) or type(exc).__name__
             rec["ms"] = round((time.monotonic() - t) * 1000, 2)
@@ -354,12 +379,15 @@ def probe(p):
             clients[caddr] = clients.get(caddr, 0) + 1
         if rec["server"]:
             servers[rec["server"]] = servers.get(rec["server"], 0) + 1
-    return {
+    out = {
         "counts": counts, "answered": len(requests) - len(failures), "unanswered": len(failures),
         "failures": failures, "statuses": statuses, "client_seen": clients, "server_seen": servers,
         "requests": requests, "by_port": {str(r["sport"]): r["backend"] for r in requests},
         "elapsed": round(time.monotonic() - t0, 3),
     }
+    if p["sample_page"]:
+        out["sample_page"] = sample
+    return out
 
 
 def main():
@@ -380,6 +408,8 @@ def main():
             bulk_timeout=dict(type="float", default=20.0),
             upload_path=dict(type="str", default="/echo"),
             download_path=dict(type="str", default="/bulk.bin"),
+            sample_page=dict(type="bool", default=False),
+            sample_max_bytes=dict(type="int", default=65536),
         ),
         supports_check_mode=True,
     )
@@ -390,6 +420,8 @@ def main():
         module.fail_json(msg=f"source ports {p['base_port']}..{p['base_port'] + p['count'] - 1} are not in 1..65535")
     if not 0 < p["timeout"] <= 60 or not 0 < p["deadline"] <= 3600:
         module.fail_json(msg=f"timeout {p['timeout']} / deadline {p['deadline']} out of range (0..60 / 0..3600)")
+    if not 1 <= p["sample_max_bytes"] <= 1 << 20:
+        module.fail_json(msg=f"sample_max_bytes {p['sample_max_bytes']} is not in 1..1048576")
     if not p["path"].startswith("/") or any(c in p["path"] for c in "\r\n "):
         module.fail_json(msg=f"path {p['path']!r} is not an absolute request path")
     for key in ("upload_path", "download_path"):

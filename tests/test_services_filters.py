@@ -89,14 +89,19 @@ def test_an_unreadable_item_is_named():
 def test_verify_services_name_backends_by_host_and_set_drained_apart():
     got = f.verify_services(SERVICES + [{"id": 5, "frontend": "40.1.1.3:80", "backends": ["10.9.9.9:80"]}], HOSTS)
     assert got == [
-        {"id": 1, "vip": "40.1.1.1", "port": 80, "protocol": "tcp", "backends": ["win1", "linux1"], "drained": []},
-        {"id": 2, "vip": "40.1.1.2", "port": 80, "protocol": "tcp", "backends": ["win2"], "drained": ["linux2"]},
-        {"id": 3, "vip": "40.1.1.2", "port": 8080, "protocol": "tcp", "backends": ["win1", "linux2"], "drained": []},
-        {"id": 5, "vip": "40.1.1.3", "port": 80, "protocol": "tcp", "backends": ["10.9.9.9"], "drained": []},
+        {"id": 1, "vip": "40.1.1.1", "port": 80, "protocol": "tcp", "backends": ["win1", "linux1"], "drained": [],
+         "weights": {"win1": 1, "linux1": 1}},
+        {"id": 2, "vip": "40.1.1.2", "port": 80, "protocol": "tcp", "backends": ["win2"], "drained": ["linux2"],
+         "weights": {"win2": 1, "linux2": 0}},
+        {"id": 3, "vip": "40.1.1.2", "port": 8080, "protocol": "tcp", "backends": ["win1", "linux2"], "drained": [],
+         "weights": {"win1": 1, "linux2": 3}},
+        {"id": 5, "vip": "40.1.1.3", "port": 80, "protocol": "tcp", "backends": ["10.9.9.9"], "drained": [],
+         "weights": {"10.9.9.9": 1}},
     ]
     seed = f.verify_services(None, HOSTS, "40.1.1.1")
     assert seed == [{"id": 1, "vip": "40.1.1.1", "port": 80, "protocol": "tcp",
-                     "backends": ["win1", "win2", "linux1", "linux2"], "drained": []}]
+                     "backends": ["win1", "win2", "linux1", "linux2"], "drained": [],
+                     "weights": {"win1": 1, "win2": 1, "linux1": 1, "linux2": 1}}]
 
 
 def test_route_gateways_reads_single_and_ecmp_routes():

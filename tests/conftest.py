@@ -19,7 +19,7 @@ def repo():
 
 # The default lab's places ("make lab", prefix l4lb) belong to the user: a test works under its
 # own prefix. One that made them anyway fails the session (they did not exist when it started).
-DEFAULT_LAB_PLACES = ("/run/l4lb", "/sys/fs/bpf/l4lb", "/var/lib/l4lb-lab/l4lb")
+DEFAULT_LAB_PLACES = ("/run/l4lb", "/sys/fs/bpf/l4lb", "/var/lib/l4lb-lab/l4lb", os.path.join(REPO, "build", "report", "l4lb"))
 _absent_at_start = []
 
 

@@ -23,6 +23,9 @@ OS_PACKAGES=(
   iptables netcat-openbsd
   # backends and client
   nginx-light curl wrk nftables tcpdump
+  # the demo report (build/report/<prefix>/report.html): Graphviz draws the topology (with the
+  # DejaVu fonts), Chromium is the browser its test reads it in (headless)
+  graphviz fonts-dejavu-core chromium
   # libvirt-python builds against libvirt's headers
   libvirt-dev pkg-config gcc python3-dev
   make git

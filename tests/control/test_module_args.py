@@ -48,6 +48,11 @@ def run(module_name, args):
     ("lab_nginx", {"conf": "/x/nginx.conf", "prefix": "/x", "pid_file": "/x/pid", "bulk_kib": 65537},
      "bulk_kib 65537 is not in 0..65536"),
     ("bpf_decap", {"method": "tc", "build_dir": "/y", "pin_dir": "/z"}, "src"),
+    ("lab_http_probe", {"vip": "40.1.1.1", "sample_page": True, "sample_max_bytes": 0}, "sample_max_bytes 0 is not in"),
+    ("lab_report", {"dest": "/work/x/build/report/t", "state": "present"}, "topology"),
+    ("lab_report", {"dest": "build/report/t", "topology": {}}, "must be an absolute path"),
+    ("lab_report", {"dest": "/tmp", "state": "absent"}, "too broad a directory"),
+    ("lab_report", {"dest": "/work/x/build/report/t", "topology": {}, "mode": "nat"}, "mode"),
 ])
 def test_argument_spec_rejects(module, args, needle):
     result = run(module, args)

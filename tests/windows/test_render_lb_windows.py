@@ -343,21 +343,21 @@ def test_lab_verify_reads_a_windows_lb_with_l4lbctl():
     assert v.var("lab_verify_lb_windows_ctl") == BASE
     for name, reg in (("Read the mode the Windows LB node runs", "lab_verify_lb_windows"),
                       ("Read the Windows LB's trouble counters", "lab_verify_lb_windows_after")):
-        t = v.task("main.yml", name)
+        t = v.task("checks.yml", name)
         assert v.value(t["ansible.windows.win_command"]) == {"argv": BASE + ["mode", "show"]}
         assert (t["delegate_to"], t["changed_when"], t["check_mode"], t["register"]) == (
             "{{ lab_verify_lb_host }}", False, False, reg)
     shown = '{"changed": false, "device": "Ethernet", "mode": "snat", "name": "lb_xdp_snat", "prog_id": 4, "trouble": {}}'
-    fact = v.task("main.yml", "What the Windows LB node runs")["ansible.builtin.set_fact"]["lab_verify_lb_program"]
+    fact = v.task("checks.yml", "What the Windows LB node runs")["ansible.builtin.set_fact"]["lab_verify_lb_program"]
     assert v.value(fact, lab_verify_lb_windows={"stdout": shown, "rc": 0}) == {
         "changed": False, "trouble": {}, "status": {"device": "Ethernet", "mode": "snat", "name": "lb_xdp_snat", "prog_id": 4}}
 
 
 def test_lab_verify_skips_the_capture_for_a_windows_lb_saying_so():
     v = _verify(lab_verify_capture=True)
-    decide = v.task("main.yml", "Decide whether the capture runs")["ansible.builtin.set_fact"]["lab_verify_capture_run"]
+    decide = v.task("checks.yml", "Decide whether the capture runs")["ansible.builtin.set_fact"]["lab_verify_capture_run"]
     assert v.value(decide) is False
-    said = v.task("main.yml", "Say that the capture is skipped")
+    said = v.task("checks.yml", "Say that the capture is skipped")
     assert v.value("{{ %s }}" % " and ".join(f"({w})" for w in said["when"]), lab_verify_capture_run=False) is True
     assert v.value(said["ansible.builtin.debug"]["msg"], **said["vars"]) == (
         "lab_verify: no capture on the switch port of the LB node lb (Windows) - the topology provider places no "
@@ -373,6 +373,17 @@ def test_lab_verify_skips_the_capture_for_a_windows_lb_saying_so():
     linux = _verify()
     linux.vars["hostvars"]["lb"]["lab_os"] = "linux"
     assert linux.value(decide) is True
+
+
+def test_the_demo_report_dumps_a_windows_lb_with_l4lbctl_and_goes_on_without_it():
+    v = _verify()
+    t = v.task("report.yml", "Dump the main service on a Windows LB node")
+    assert v.value(t["ansible.windows.win_command"]) == {"argv": BASE + ["service", "dumpstate", "--id", "1"]}
+    # an unreachable or failing LB node is said in the report, not a second failure
+    assert (t["delegate_to"], t["changed_when"], t["failed_when"], t["ignore_unreachable"], t["check_mode"]) == (
+        "{{ lab_verify_lb_host }}", False, False, True, False)
+    linux = v.task("report.yml", "Dump the main service on each Linux LB node")
+    assert v.value("{{ %s }}" % linux["when"], item="lb") is False
 
 
 def test_the_summary_and_dumpstate_yml_read_a_windows_lb_with_l4lbctl():

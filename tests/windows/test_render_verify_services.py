@@ -38,7 +38,7 @@ def test_service_1_gets_the_seeds_report_and_the_others_a_line_each():
     assert [(s["id"], s["vip"], s["port"], s["backends"], s["drained"]) for s in others] == [
         (2, "40.1.1.2", 80, ["win2", "linux2"], []), (3, "40.1.1.2", 8080, ["win1"], ["linux2"]),
         (4, "40.1.1.3", 53, ["linux1"], [])]
-    task = r.task("main.yml", "Send the requests to every other service")
+    task = r.task("checks.yml", "Send the requests to every other service")
     assert [s["id"] for s in r.value(task["loop"])] == [2, 3]          # UDP is not probed
     assert r.value(task["lab_http_probe"], item=others[1]) == {
         "vip": "40.1.1.2", "port": 8080, "count": 40, "base_port": 20000, "timeout": 3.0, "deadline": 60.0}

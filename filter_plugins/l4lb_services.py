@@ -150,7 +150,7 @@ def verify_services(services, hosts_by_ip, seed_vip=None):
         names = [(hosts_by_ip.get(ip, ip), w) for ip, _port, w in s["backends"]]
         out.append({"id": s["id"], "vip": s["vip"], "port": s["port"], "protocol": s["protocol"],
                     "backends": [n for n, w in names if w > 0], "drained": [n for n, w in names if w == 0],
-                    "weights": {n: w for n, w in names}})
+                    "weights": dict(names)})
     return out
 
 

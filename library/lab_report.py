@@ -49,7 +49,9 @@ options:
     type: str
     default: netns
   topology:
-    description: The lab's topology model as the C(lab_topology) module returns it (RV(lab_topology.topology)). Required with I(state=present).
+    description:
+      - The lab's topology model as the C(lab_topology) module returns it in its C(topology) (an
+        empty one - the report says there is none). Required with I(state=present).
     type: dict
   placement:
     description: Where the provider put things (the C(lab_topology) module's C(placement)) - namespaces and the capture point.
@@ -196,7 +198,7 @@ removed:
 """
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-from ansible.module_utils import lab_report
+from ansible.module_utils.lab_report import REPORT_HTML, ReportError, build, check_dest, missing_libraries, remove, write
 
 
 def main():
@@ -231,18 +233,18 @@ def main():
     )
     p = module.params
     try:
-        dest = lab_report.check_dest(p["dest"])
+        dest = check_dest(p["dest"])
         if p["state"] == "absent":
-            module.exit_json(**lab_report.remove(dest, module.check_mode))
-        for lib, trace in lab_report.missing_libraries():
+            module.exit_json(**remove(dest, module.check_mode))
+        for lib, trace in missing_libraries():
             module.fail_json(msg=missing_required_lib(lib), exception=trace)
         data = {k: v for k, v in p.items() if k not in ("state", "dest")}
-        built = lab_report.build(data, dest)
-        result = lab_report.write(dest, built, module.check_mode)
-    except (lab_report.ReportError, OSError) as exc:
+        built = build(data, dest)
+        result = write(dest, built, module.check_mode)
+    except (ReportError, OSError) as exc:
         module.fail_json(msg=f"lab_report: {exc}")
     module.exit_json(changed=result["changed"], diff=result["diff"], written=result["written"],
-                     path=f"{dest}/{lab_report.REPORT_HTML}", verdict=built["verdict"]["result"],
+                     path=f"{dest}/{REPORT_HTML}", verdict=built["verdict"]["result"],
                      headline=built["verdict"]["headline"], findings=built["findings"])
 
 

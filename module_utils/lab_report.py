@@ -349,7 +349,8 @@ th{background:#f0f0f0}td.num{text-align:right}tr.FAIL td{background:#fbe0dd}tr.W
 tr.SKIP td{color:#777}.res-PASS{color:#2d7a22;font-weight:bold}.res-FAIL{color:#c0392b;font-weight:bold}
 figure{margin:.5em 0}figure svg{max-width:100%;height:auto}pre{background:#f6f6f6;padding:.5em;overflow:auto;font-size:.85em}
 .captures{display:flex;gap:1.5em;flex-wrap:wrap}.capture{flex:1 1 430px;border:1px solid #ccc;border-radius:6px;padding:.5em .8em}
-.capture.current{border:2px solid #2f6db3}.scroll{max-height:24em;overflow:auto;display:inline-block}.muted{color:#666}iframe{width:100%;height:260px;border:1px solid #999;background:#fff}
+.capture.current{border:2px solid #2f6db3}.scroll{max-height:24em;overflow:auto;display:inline-block}
+.muted{color:#666}iframe{width:100%;height:260px;border:1px solid #999;background:#fff}
 """
 
 
@@ -375,9 +376,9 @@ def _section_checks(data, judged):
     if data.get("error"):
         parts.append(f'<p id="error" class="res-FAIL">A verify task errored outright: {_e(data["error"])}</p>')
     if checks:
-        parts.append(_table(["check", "result", "detail"], [[c.get("check"), c.get("result"), c.get("detail")]
-                                                           for c in checks], "checks-table",
-                            lambda i: f' class="{_e(checks[i].get("result"))}" data-result="{_e(checks[i].get("result"))}"'))
+        rows = [[c.get("check"), c.get("result"), c.get("detail")] for c in checks]
+        parts.append(_table(["check", "result", "detail"], rows, "checks-table",
+                            lambda i: f' class="{_e(rows[i][1])}" data-result="{_e(rows[i][1])}"'))
     else:
         parts.append('<p class="muted">No check was judged.</p>')
     parts.append("</section>")
@@ -445,9 +446,9 @@ def _section_lb(data):
             parts.append(f'<p class="res-FAIL">{_e(line)}</p>')
         conns = dump.get("connections") or []
         parts.append(f'<h3>dumpstate --id {_e(svc.get("id"))} on {_e(host)} ({len(conns)} connections)</h3>')
-        parts.append('<div class="scroll">' + _table([c[0] for c in DUMP_COLUMNS],
-                                                      [[r.get(k, "") for _h, k in DUMP_COLUMNS] for r in conns],
-                                                      f"dumpstate-{host}") + "</div>")
+        cells = [[r.get(k, "") for _h, k in DUMP_COLUMNS] for r in conns]
+        table = _table([c[0] for c in DUMP_COLUMNS], cells, f"dumpstate-{host}")
+        parts.append(f'<div class="scroll">{table}</div>')
         if dump.get("table"):
             parts.append(f'<details><summary>as the seed\'s agent prints it</summary><pre>{_e(dump["table"])}</pre></details>')
     parts.append("</section>")

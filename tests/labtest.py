@@ -10,11 +10,14 @@ lab_bpffs_dir follow the prefix.
 
 from __future__ import annotations
 
+import importlib.util
+import io
 import json
 import os
 import re
 import subprocess
 import sys
+from contextlib import redirect_stdout
 from dataclasses import dataclass, field
 
 import ansible.module_utils
@@ -132,3 +135,17 @@ def lab_namespaces(prefix):
         return sorted(n for n in os.listdir("/run/netns") if n.startswith(prefix + "-"))
     except FileNotFoundError:
         return []
+
+
+def run_module(module_name, args):
+    """Run ``library/<module_name>.py`` in this process with ``args`` (Ansible's own argument
+    handling, ``_ansible_check_mode`` and the like included); its JSON answer as a dict."""
+    import pytest
+    from ansible.module_utils.testing import patch_module_args
+    spec = importlib.util.spec_from_file_location(module_name, os.path.join(REPO, "library", module_name + ".py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = io.StringIO()
+    with patch_module_args(args), redirect_stdout(out), pytest.raises(SystemExit):
+        mod.main()
+    return json.loads(out.getvalue())

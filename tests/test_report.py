@@ -7,18 +7,13 @@ from __future__ import annotations
 
 import copy
 import html
-import importlib.util
-import io
-import json
 import os
 import re
 import struct
-from contextlib import redirect_stdout
 
 import pytest
-from ansible.module_utils.testing import patch_module_args
 
-from labtest import REPO
+from labtest import REPO, run_module
 from ansible.module_utils import lab_pcap, lab_report as R
 
 VIP = "40.1.1.1"
@@ -263,27 +258,17 @@ def test_dest_must_be_a_dedicated_absolute_directory(dest):
         R.check_dest(dest)
 
 
-def run_module(args):
-    spec = importlib.util.spec_from_file_location("lab_report_module", os.path.join(REPO, "library", "lab_report.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    out = io.StringIO()
-    with patch_module_args(args), redirect_stdout(out), pytest.raises(SystemExit):
-        mod.main()
-    return json.loads(out.getvalue())
-
-
 def test_the_module_writes_reports_and_removes(tmp_path):
     dest = str(tmp_path / "build" / "report" / "t13")
     args = {k: v for k, v in data(tmp_path).items() if v is not None}
     args["dest"] = dest
-    checked = run_module(dict(args, _ansible_check_mode=True, _ansible_diff=True))
+    checked = run_module("lab_report", dict(args, _ansible_check_mode=True, _ansible_diff=True))
     assert checked["changed"] and not os.path.exists(dest) and R.REPORT_HTML in checked["written"]
-    done = run_module(args)
+    done = run_module("lab_report", args)
     assert done["changed"] and done["verdict"] == "PASS" and done["path"] == os.path.join(dest, R.REPORT_HTML)
     assert done["headline"] == "PASS - all 4 checks passed" and os.path.isfile(done["path"])
-    assert run_module(args)["changed"] is False
-    gone = run_module({"dest": dest, "state": "absent"})
+    assert run_module("lab_report", args)["changed"] is False
+    gone = run_module("lab_report", {"dest": dest, "state": "absent"})
     assert gone["changed"] and not os.path.exists(dest)
-    refused = run_module({"dest": dest})
+    refused = run_module("lab_report", {"dest": dest})
     assert refused["failed"] and "topology" in refused["msg"]

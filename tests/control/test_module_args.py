@@ -3,31 +3,19 @@ argument-spec validation and our core's checks both fail with a message naming t
 
 from __future__ import annotations
 
-import importlib.util
-import io
-import json
 import os
-from contextlib import redirect_stdout
 
 import ansible.module_utils
 import pytest
-from ansible.module_utils.testing import patch_module_args
 
 from control_lab import REPO
+from labtest import run_module
 
 # Make module_utils/l4lb importable as ansible.module_utils.l4lb, as AnsiballZ ships it.
 ansible.module_utils.__path__.append(os.path.join(REPO, "module_utils"))
 
 
-def run(module_name, args):
-    spec = importlib.util.spec_from_file_location(module_name, os.path.join(REPO, "library", module_name + ".py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    out = io.StringIO()
-    with patch_module_args(args), redirect_stdout(out), pytest.raises(SystemExit):
-        mod.main()
-    return json.loads(out.getvalue())
-
+run = run_module  # labtest's: the module in this process, its JSON answer
 
 @pytest.mark.parametrize("module,args,needle", [
     ("xdp_program", {"device": "eth0", "src": "/x", "build_dir": "/y"}, "pin_dir"),

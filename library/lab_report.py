@@ -26,6 +26,8 @@ description:
     verdict, each check's result, the hits, the mode, the service and the topology); the page's
     counters, timings and the captures are refreshed on every run without counting as a change
     (RV(written) lists the files replaced). So a rerun that finds the same reports no change.
+  - A rerun replaces the report; this mode's captures of an earlier run that this run did not
+    make are removed, the other mode's are kept (the page shows both).
   - With I(state=absent) removes the report's own files from I(dest), then I(dest) when empty.
   - Runs on the controller (the machine that keeps the report); reads the capture file there.
 version_added: "0.1.0"
@@ -125,7 +127,9 @@ options:
   capture:
     description:
       - This run's capture on the LB's switch port - C(run) (whether it ran), C(pcap) (the file on
-        the controller), C(interface), C(filter), C(skipped) (why it did not run).
+        the controller), C(interface), C(filter), C(skipped) (why it did not run), and C(pcaps)
+        (switch port to file, one per LB node of a tier; then each is saved as
+        C(capture-<mode>-<port>.pcap)).
     type: dict
     default: {}
   page:

@@ -67,13 +67,18 @@ class ReportError(Exception):
     """The report cannot be made from what it was given."""
 
 
-def capture_file(mode):
-    return f"capture-{mode}.pcap"
+# capture-<mode>.pcap (one LB node), capture-<mode>-<its switch port>.pcap (each node of a tier)
+CAPTURE_RE = re.compile(r"^capture-(%s)(?:-([A-Za-z0-9_.-]+))?\.pcap$" % "|".join(MODES))
 
 
-def own_files():
-    """Every file the report puts in its directory (and so what :func:`remove` removes)."""
-    return [REPORT_HTML, REPORT_JSON, TOPOLOGY_SVG, HITS_SVG] + [capture_file(m) for m in MODES]
+def capture_file(mode, port=None):
+    return f"capture-{mode}-{port}.pcap" if port else f"capture-{mode}.pcap"
+
+
+def own_files(names=()):
+    """Every file the report puts in its directory (and so what :func:`remove` removes): its
+    fixed ones and, of ``names`` (a directory's listing), the captures."""
+    return [REPORT_HTML, REPORT_JSON, TOPOLOGY_SVG, HITS_SVG] + sorted(n for n in names if CAPTURE_RE.match(n))
 
 
 def missing_libraries():
@@ -280,32 +285,44 @@ def read_capture(path, vip=None, limit=FRAMES_LISTED):
     return {"frames": count_frames(path), "listed": listed}
 
 
+def _this_runs_ports(cap):
+    """{switch port: capture file} of this run: ``pcaps`` (every LB node's port, an LB tier), else
+    ``interface`` with ``pcap``."""
+    ports = dict(cap.get("pcaps") or {})
+    if not ports and cap.get("pcap"):
+        ports = {cap.get("interface") or "lb": cap["pcap"]}
+    return ports
+
+
 def evidence(data, dest):
-    """The capture of this run (its mode) and the one an earlier run left for the other mode,
-    each {mode, file, source, current, frames, listed, expect, verdict}; SKIP when no capture ran."""
+    """Per mode, this run's captures (its mode) or those an earlier run left for the other mode:
+    {mode, current, expect, frames (all ports), verdict, note, ports: [{port, file, source,
+    frames, listed}]}; ``frames`` None when there is none (no capture ran, or none kept)."""
     cap = data.get("capture") or {}
     mode = data.get("mode")
+    kept_names = sorted(os.listdir(dest)) if os.path.isdir(dest) else []
     out = []
     for m in MODES:
-        item = {"mode": m, "file": capture_file(m), "current": m == mode, "expect": EXPECT[m], "frames": None,
-                "listed": [], "source": None, "note": None}
+        item = {"mode": m, "current": m == mode, "expect": EXPECT[m], "frames": None, "ports": [], "note": None}
         if m == mode:
-            item["source"] = cap.get("pcap")
+            ports = _this_runs_ports(cap)
+            missing = [src for src in ports.values() if not src or not os.path.isfile(src)]
             if not cap.get("run"):
                 item["note"] = f"no capture in this run: {cap.get('skipped') or 'lab_verify_capture is false'}"
-            elif not item["source"] or not os.path.isfile(item["source"]):
-                item["note"] = f"the capture file {item['source']} is not on this machine"
+            elif not ports or missing:
+                item["note"] = f"the capture file {', '.join(missing) or '(none)'} is not on this machine"
             else:
-                item.update(read_capture(item["source"], data.get("vip")))
+                one = len(ports) == 1
+                item["ports"] = [dict(read_capture(src, data.get("vip")), port=port, source=src,
+                                      file=capture_file(m, None if one else port)) for port, src in ports.items()]
         else:
-            kept = os.path.join(dest, item["file"])
-            if os.path.isfile(kept):
-                item["source"] = kept
-                item["note"] = "from an earlier verify run in this mode (kept until teardown)"
-                item.update(read_capture(kept, data.get("vip")))
-            else:
-                item["note"] = f"no {m.upper()} verify has run on this lab yet (playbooks/verify.yml -e lb_mode={m})"
-        if item["frames"] is not None:
+            kept = [(n, CAPTURE_RE.match(n)) for n in kept_names]
+            item["ports"] = [dict(read_capture(os.path.join(dest, n), data.get("vip")), port=k.group(2) or "",
+                                  source=os.path.join(dest, n), file=n) for n, k in kept if k and k.group(1) == m]
+            item["note"] = ("from an earlier verify run in this mode (kept until teardown)" if item["ports"] else
+                            f"no {m.upper()} verify has run on this lab yet (playbooks/verify.yml -e lb_mode={m})")
+        if item["ports"]:
+            item["frames"] = sum(p["frames"] for p in item["ports"])
             ok = item["frames"] > 0 if m == "snat" else item["frames"] == 0
             item["verdict"] = "as expected" if ok else "NOT as expected"
         out.append(item)
@@ -468,17 +485,20 @@ def _section_evidence(items, data):
         title = f'{it["mode"].upper()}' + (" (this run)" if it["current"] else "")
         parts.append(f"<h3>{_e(title)}</h3><p>expected: {_e(it['expect'])}</p>")
         if it["frames"] is not None:
-            parts.append(f'<p><b class="frames">{it["frames"]}</b> frames from the VIP - {_e(it["verdict"])}. '
-                         f'<a href="{_e(it["file"])}">{_e(it["file"])}</a></p>')
+            links = ", ".join(f'<a href="{_e(p["file"])}">{_e(p["file"])}</a>' for p in it["ports"])
+            parts.append(f'<p><b class="frames">{it["frames"]}</b> frames from the VIP - {_e(it["verdict"])}. {links}</p>')
         if it["note"]:
             parts.append(f'<p class="muted">{_e(it["note"])}</p>')
-        if it["listed"]:
-            parts.append(_table(["time (s)", "source", "destination", "flags", "length"],
-                                [[f'{f["t"]:.6f}', f'{f["src"]}:{f["sport"]}', f'{f["dst"]}:{f["dport"]}',
-                                  f["flags"] or f["proto"] or "", f["length"]] for f in it["listed"]],
-                                f"frames-{it['mode']}"))
-            if it["frames"] > len(it["listed"]):
-                parts.append(f'<p class="muted">first {len(it["listed"])} of {it["frames"]} frames</p>')
+        for p in it["ports"]:
+            if len(it["ports"]) > 1:
+                parts.append(f'<p>switch port <b>{_e(p["port"])}</b>: {p["frames"]} frames</p>')
+            if p["listed"]:
+                parts.append(_table(["time (s)", "source", "destination", "flags", "length"],
+                                    [[f'{f["t"]:.6f}', f'{f["src"]}:{f["sport"]}', f'{f["dst"]}:{f["dport"]}',
+                                      f["flags"] or f["proto"] or "", f["length"]] for f in p["listed"]],
+                                    f"frames-{it['mode']}-{p['port']}"))
+                if p["frames"] > len(p["listed"]):
+                    parts.append(f'<p class="muted">first {len(p["listed"])} of {p["frames"]} frames</p>')
         parts.append("</div>")
     parts.append("</div></section>")
     return "".join(parts)
@@ -546,8 +566,11 @@ def build(data, dest):
     }
     if topo.get("nodes"):
         files[TOPOLOGY_SVG] = topo_svg.encode()
-    copies = {it["file"]: it["source"] for it in items if it["current"] and it["frames"] is not None}
-    return {"files": files, "copies": copies, "findings": found, "verdict": judged}
+    copies = {p["file"]: p["source"] for it in items if it["current"] for p in it["ports"]}
+    # this mode's captures of an earlier run that this run did not make (another set of ports)
+    listing = os.listdir(dest) if os.path.isdir(dest) else []
+    stale = sorted(n for n in listing if (CAPTURE_RE.match(n) or [None, None])[1] == data.get("mode") and n not in copies)
+    return {"files": files, "copies": copies, "stale": stale, "findings": found, "verdict": judged}
 
 
 # --- on disk ----------------------------------------------------------------------------------
@@ -578,7 +601,8 @@ def write(dest, built, check_mode=False):
     """Put the report in ``dest``: each file whose bytes differ is replaced, the capture of this
     run copied in. ``changed`` is whether the findings (report.json) differ from the previous
     report's; ``written`` lists every file replaced (counters and captures are refreshed on every
-    run). Returns {changed, written, diff}."""
+    run; ``stale`` captures of this mode that this run did not make are removed, and listed
+    too). Returns {changed, written, diff}."""
     before = _read(os.path.join(dest, REPORT_JSON))
     after = built["files"][REPORT_JSON]
     result = {"changed": before != after, "written": [],
@@ -595,14 +619,19 @@ def write(dest, built, check_mode=False):
             result["written"].append(name)
             if not check_mode:
                 _put(path, wanted[name])
+    for name in built.get("stale") or []:
+        result["written"].append(name)
+        if not check_mode:
+            os.unlink(os.path.join(dest, name))
     return result
 
 
 def remove(dest, check_mode=False):
     """Remove the report's own files from ``dest``, then ``dest`` itself when that left it
     empty (anything else put there is kept). Returns {changed, removed}."""
-    removed = [n for n in own_files() if os.path.lexists(os.path.join(dest, n))]
-    leftovers = [n for n in (os.listdir(dest) if os.path.isdir(dest) else []) if n not in removed]
+    listing = os.listdir(dest) if os.path.isdir(dest) else []
+    removed = [n for n in own_files(listing) if os.path.lexists(os.path.join(dest, n))]
+    leftovers = [n for n in listing if n not in removed]
     temp = [n for n in leftovers if n.startswith(".report-")]
     if not check_mode:
         for n in removed + temp:

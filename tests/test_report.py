@@ -103,7 +103,7 @@ def test_the_page_holds_every_part_and_fetches_nothing(tmp_path):
     # self-contained: no script, no stylesheet or image from elsewhere, only the files beside it
     assert "<script" not in text.replace("&lt;script", "")
     refs = re.findall(r'\s(?:src|href)="([^"]*)"', text)
-    assert refs and all(r in R.own_files() for r in refs), refs
+    assert refs and all(r in R.own_files(refs) for r in refs), refs
     topo = section(text, "topology")
     assert topo.count("<svg") == 1
     for n in TOPOLOGY["nodes"]:
@@ -213,7 +213,7 @@ def test_captures_per_mode_this_runs_copied_the_other_kept(tmp_path):
     assert re.search(r'class="capture current" id="capture-dsr" data-mode="dsr" data-frames="0"', ev)
     assert re.search(r'class="capture" id="capture-snat" data-mode="snat" data-frames="3"', ev)
     assert "from an earlier verify run" in ev and ev.count("as expected") == 2
-    assert sorted(os.listdir(dest)) == sorted(R.own_files())
+    assert sorted(os.listdir(dest)) == sorted(R.own_files(["capture-snat.pcap", "capture-dsr.pcap"]))
     # a DSR run that saw replies from the VIP is shown as not as expected
     bad = data(tmp_path, mode="dsr", capture={"run": True, "pcap": write_pcap(str(tmp_path / "x.pcap"), 2)})
     assert "NOT as expected" in section(page_of(R.build(bad, dest)), "evidence")
@@ -272,3 +272,22 @@ def test_the_module_writes_reports_and_removes(tmp_path):
     assert gone["changed"] and not os.path.exists(dest)
     refused = run_module("lab_report", {"dest": dest})
     assert refused["failed"] and "topology" in refused["msg"]
+
+
+def test_an_lb_tier_has_a_capture_per_switch_port_and_a_rerun_drops_the_old_ones(tmp_path):
+    dest = str(tmp_path / "r")
+    R.write(dest, R.build(data(tmp_path), dest))           # one LB node: capture-snat.pcap
+    tier = data(tmp_path, capture={"run": True, "interface": "lb", "filter": "src host 40.1.1.1 and tcp", "pcaps": {
+        "lb": write_pcap(str(tmp_path / "a.pcap"), 2), "lb2": write_pcap(str(tmp_path / "b.pcap"), 3)}})
+    built = R.build(tier, dest)
+    out = R.write(dest, built)
+    assert "capture-snat.pcap" in out["written"] and "capture-snat-lb2.pcap" in out["written"]
+    assert sorted(n for n in os.listdir(dest) if n.endswith(".pcap")) == ["capture-snat-lb.pcap", "capture-snat-lb2.pcap"]
+    ev = section(page_of(built), "evidence")
+    assert 'data-mode="snat" data-frames="5"' in ev and "switch port <b>lb2</b>: 3 frames" in ev
+    assert 'href="capture-snat-lb.pcap"' in ev and 'href="capture-snat-lb2.pcap"' in ev
+    # the dumpstate of every LB node, and their ports in the picture
+    text = page_of(built)
+    assert "dumpstate on lb2: pins missing" in text
+    assert section(text, "topology").count("(capture point)") == 2
+    assert R.remove(dest)["changed"] and not os.path.exists(dest)

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from labtest import lab_namespaces, root_ns_snapshot, run_playbook
+from labtest import REPO, lab_namespaces, root_ns_snapshot, run_playbook
 
 PREFIX = os.environ.get("L4LB_TEST_PREFIX", "l4lbt2")
 BAD_PREFIX = PREFIX + "b"
@@ -23,6 +23,7 @@ NODES = {"lb": "20.1.1.1", "win1": "20.1.1.10", "win2": "20.1.1.20", "linux1": "
          "linux2": "20.1.1.40", "client": "20.1.1.100"}
 STATE_DIR = f"/run/{PREFIX}"
 BPFFS_DIR = f"/sys/fs/bpf/{PREFIX}"
+REPORT_DIR = os.path.join(REPO, "build", "report", PREFIX)
 EV = {"lab_prefix": PREFIX}
 
 
@@ -149,10 +150,13 @@ def test_teardown_removes_everything_the_lab_made_and_nothing_else(lab):
     decoys = [f"{PREFIX}-decoy", f"{PREFIX}x-switch"]
     for d in decoys:
         subprocess.run(["ip", "netns", "add", d], check=True)
+    # site.yml's verify wrote the demo report; the teardown removes it too
+    assert os.path.isfile(os.path.join(REPORT_DIR, "report.html"))
     try:
         r = run_playbook("teardown.yml", EV)
         assert r.rc == 0, r.output
-        assert r.recap["localhost"]["changed"] == 1
+        assert r.recap["localhost"]["changed"] == 2, r.output  # the lab, the report
+        assert not os.path.exists(REPORT_DIR)
         # killed by the teardown (SIGTERM, then SIGKILL), not ended on its own (it sleeps 300 s)
         assert sleeper.wait(timeout=10) in (-signal.SIGTERM, -signal.SIGKILL)
         assert not os.path.exists(STATE_DIR)

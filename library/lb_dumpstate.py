@@ -84,6 +84,20 @@ trouble_report:
   type: list
   elements: str
   sample: ["WARN PASS_MTU: 312 packets, 472368 bytes"]
+maglev:
+  description:
+    - The service's Maglev table as read from this node's maps, by backend identity - C(size),
+      C(slots) (slot count per C(ip:port); C(-) for no backend) and C(digest) (of the whole table,
+      slot by slot). Backend ids are each node's own, so the LB nodes of a tier are compared by
+      C(digest) - equal digests mean every flow hash picks the same backend on each.
+  returned: always
+  type: dict
+  sample: {"size": 2039, "digest": "5f0c2a3b9d1e7a44", "slots": {"20.1.1.10:80": 510, "20.1.1.20:80": 510}}
+maglev_report:
+  description: RV(maglev) as one line of text.
+  returned: always
+  type: str
+  sample: "maglev: 2039 slots, digest 5f0c2a3b9d1e7a44: 20.1.1.10:80=510 20.1.1.20:80=510 ..."
 table:
   description: The seed's dumpstate table as text.
   returned: always

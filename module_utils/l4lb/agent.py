@@ -180,6 +180,7 @@ def dumpstate(pin_dir: str, service_id, idle_after_s: float = ct.DEFAULT_IDLE_AF
     if state["service"] is None:
         raise L4LBError(f"service {sid} is not programmed")
     state["table"] = ct.render_table(state["connections"])
+    state["maglev_report"] = ct.maglev_line(state["maglev"])
     state["changed"] = False
     return state
 

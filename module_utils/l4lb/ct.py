@@ -21,7 +21,9 @@ import time
 
 from .lifetimes import CtTimeouts, lifetime_ns, port_guard_ns
 from .model import parse_service_id
-from .reconcile import BACKENDS, CT, SNAT, STATS_BACKEND, STATS_REASON, STATS_SERVICE, LBMaps, read_state
+from .maglev import describe_identities
+from .reconcile import (BACKENDS, CT, SNAT, STATS_BACKEND, STATS_REASON, STATS_SERVICE, LBMaps, maglev_identities,
+                        read_state)
 from .structs import (
     CT_ENTRY, IPV4_CT_TUPLE, LB4_BACKEND, LB4_SERVICE, LB_REASONS, LB_STATS, PROTO_NAMES, SNAT_ENTRY, SNAT_SLOTS,
     TCP_FIN, TCP_RST, U32, be16_to_port, be32_to_ip, port_to_be16,
@@ -211,7 +213,14 @@ def dump_state(maps: LBMaps, service_id: int, now_ns: int | None = None,
         "connections": dump_service(maps, service_id, now_ns, idle_after_s),
         "stats": service_stats(maps, service_id),
         "backends": backends,
+        "maglev": describe_identities(maglev_identities(st, service_id)),
     }
+
+
+def maglev_line(desc: dict) -> str:
+    """One line for a :func:`dump_state` ``maglev`` entry: size, digest, slots per backend."""
+    shares = " ".join(f"{k}={v}" for k, v in sorted(desc["slots"].items()))
+    return f"maglev: {desc['size']} slots, digest {desc['digest']}: {shares or 'no table'}"
 
 
 def render_table(rows) -> str:

@@ -224,6 +224,16 @@ def clear_cache() -> None:
     permutation.cache_clear()
 
 
+def describe_identities(slots) -> dict:
+    """A table read back from a node, by backend identity (``"ip:port"`` per slot, ``"-"`` for no
+    backend): its size, per-identity slot counts and a digest of the whole table. Backend ids are
+    the node's own (allocated in the order it met its backends), so two LB nodes of a tier are
+    compared by this digest: equal digests = every hash picks the same backend on both."""
+    slots = list(slots)
+    h = hashlib.sha256("\n".join(slots).encode()).hexdigest()
+    return {"size": len(slots), "digest": h[:16], "slots": shares(slots)}
+
+
 def shares(table) -> dict:
     """slot counts per value."""
     out: dict = {}

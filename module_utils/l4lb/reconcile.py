@@ -855,6 +855,23 @@ def dump(maps: LBMaps) -> list:
     return [_describe_current(maps, st, sid) for sid in sorted(st.ids)]
 
 
+def maglev_identities(st: State, sid: int) -> list:
+    """Service ``sid``'s Maglev table as read from the maps, one backend identity (``ip:port``)
+    per slot, ``-`` for none; [] when the service has no table. What the datapath picks for a
+    hash, whatever ids this node gave its backends (the tier's nodes are compared by this)."""
+    names = {0: "-"}
+    for bid, raw in st.backends.items():
+        addr, port = LB4_BACKEND.unpack(raw)[:2]
+        names[bid] = f"{be32_to_ip(addr)}:{be16_to_port(port)}"
+    return [names.get(b, f"?{b}") for b in array("I", st.maglev.get(sid, b""))]
+
+
+def maglev_tables(maps: LBMaps, ids=None) -> dict:
+    """{service id: :func:`maglev_identities`} for every service (or those of ``ids``)."""
+    st = read_state(maps, ids=ids)
+    return {sid: maglev_identities(st, sid) for sid in sorted(st.ids) if ids is None or sid in ids}
+
+
 def neighbors(maps: LBMaps) -> dict:
     return {be32_to_ip(U32.unpack(k)[0]): bytes_to_mac(NEIGH_MAC.unpack(v)[0])
             for k, v in maps[NEIGH].items_list()}

@@ -69,6 +69,10 @@ class Route:
         return f"{self.dst} via {', '.join(str(h) for h in self.nexthops)}"
 
 
+# The client's ECMP hash over the L4 tuple (policy 1): with the default (0, addresses only) every
+# connection of one client would take the same LB node.
+MULTIPATH_HASH_SYSCTL = "net.ipv4.fib_multipath_hash_policy"
+
 MTU_MIN, MTU_MAX = 1280, 9000
 DEFAULT_MTU = 1500
 
@@ -82,6 +86,7 @@ class Node:
         self.mtu = mtu  # of the node's interface and its switch-side peer
         self.os = os_name  # the node's OS (inventory lab_os): linux or windows
         self.routes = []
+        self.sysctls = {}  # live sysctls of the node's namespace (name -> value), e.g. ECMP hashing
         self.link = name  # the node's port on the switch
 
     @property
@@ -94,7 +99,7 @@ class Node:
         return {"name": self.name, "ip": f"{self.ip}/{prefixlen}",
                 "mac": self.mac, "mtu": self.mtu, "os": self.os,
                 "role": self.role, "decap": self.decap, "switch_port": self.link,
-                "routes": [r.as_dict() for r in self.routes]}
+                "routes": [r.as_dict() for r in self.routes], "sysctls": dict(self.sysctls)}
 
 
 class Topology:
@@ -289,14 +294,17 @@ def build_topology(spec):
 
     lbs = [n for n in nodes if n.role == "lb"]
     clients = [n for n in nodes if n.role == "client"]
-    if clients and len(lbs) != 1:
-        problems.append(f"lb_nodes must hold exactly one host (found {len(lbs)}): the client's "
-                        "route to lab_vip_range goes through it")
+    if clients and not lbs:
+        problems.append("lb_nodes holds no host: the client's route to lab_vip_range goes through "
+                        "the LB node(s)")
     elif vip_range is not None:
-        # One next hop per LB node: with an LB tier this becomes the ECMP route (Route takes the
-        # list); the check above keeps it to one node until the roles serve a tier.
+        # One next hop per LB node, in lb_nodes' order: with more than one it is the tier's ECMP
+        # route, hashed on the L4 tuple (fib_multipath_hash_policy 1), so each connection stays
+        # on one LB node and a withdrawn node's flows are spread over the others.
         for c in clients:
             c.routes.append(Route(vip_range, [lb.ip for lb in lbs]))
+            if len(lbs) > 1:
+                c.sysctls[MULTIPATH_HASH_SYSCTL] = "1"
 
     state_dir = _check_dir(spec.get("state_dir"), "lab_state_dir", problems)
     bpffs_dir = _check_dir(spec.get("bpffs_dir"), "lab_bpffs_dir", problems)

@@ -25,7 +25,7 @@ from ..l4lb.errors import L4LBError
 from ..l4lb.platform.linux import XDP_ATTACHED_DRV
 from ..l4lb.program import load_object
 from .model import TopologyError
-from .provider import (Action, ProviderError, TopologyProvider, checksum_offload_is_off,
+from .provider import (Action, ProviderError, TopologyProvider, _in_netns, checksum_offload_is_off,
                        checksum_offload_off_argv, offload_features, register, run)
 
 
@@ -55,7 +55,7 @@ class NetnsProvider(TopologyProvider):
     name = "netns"
     # clang is found the way build.compile_object finds it (build.find_clang); libbpf is the
     # core's ctypes adapter (the veth+bridge+xdp probe loads it).
-    TOOLS = ("ip", "nsenter", "ethtool")
+    TOOLS = ("ip", "nsenter", "ethtool", "sysctl")
 
     def __init__(self, topology, search_path=None, netns_dir="/run/netns"):
         super().__init__(topology)
@@ -207,6 +207,17 @@ class NetnsProvider(TopologyProvider):
             return []
         return json.loads(p.stdout or "[]")
 
+    def _sysctl_path(self, name):
+        return "/proc/sys/" + name.replace(".", "/")
+
+    def _sysctls(self, ns, names):
+        """Live values in ``ns`` (read by a process inside it: /proc/sys/net is per namespace)."""
+        out = {}
+        for name in names:
+            p = run(_in_netns(["cat", self._sysctl_path(name)], ns, self.netns_dir), check=False)
+            out[name] = p.stdout.strip() if p.returncode == 0 else None
+        return out
+
     def _offload(self, ns, dev):
         return offload_features(dev, ns, self.netns_dir)
 
@@ -225,6 +236,8 @@ class NetnsProvider(TopologyProvider):
             if self.node_ns(n) in snap["namespaces"] and n.routes:
                 snap["namespaces"][self.node_ns(n)]["routes"] = {
                     str(r.dst): self._routes(self.node_ns(n), r.dst) for r in n.routes}
+            if self.node_ns(n) in snap["namespaces"] and n.sysctls:
+                snap["namespaces"][self.node_ns(n)]["sysctls"] = self._sysctls(self.node_ns(n), n.sysctls)
         return snap
 
     # -- xdp_pass object ---------------------------------------------------------------------
@@ -382,6 +395,13 @@ class NetnsProvider(TopologyProvider):
                                self._ip(ns, "link", "set", dev, "address", n.mac)))
         if "UP" not in eth.get("flags", []):
             acts.append(Action(f"{ns}: set {dev} up", self._ip(ns, "link", "set", dev, "up")))
+        # Sysctls before the routes: the ECMP route hashes on L4 from its first packet on.
+        have_sysctls = have_ns.get("sysctls", {})
+        for name, value in sorted(n.sysctls.items()):
+            if have_sysctls.get(name) != value:
+                acts.append(Action(f"{ns}: sysctl {name}={value}",
+                                   _in_netns([self.bin.get("sysctl", "sysctl"), "-q", "-w", f"{name}={value}"],
+                                             ns, self.netns_dir)))
         routes = have_ns.get("routes", {})
         for r in n.routes:
             cur = routes.get(str(r.dst), []) if paired else []
@@ -441,6 +461,8 @@ class NetnsProvider(TopologyProvider):
             off = entry.get("offload")
             if off:
                 lines.append(f"  offload rx={off.get('rx-checksumming')} tx={off.get('tx-checksumming')}")
+            for name, value in sorted(entry.get("sysctls", {}).items()):
+                lines.append(f"  sysctl {name}={value}")
             for dst, rs in sorted(entry.get("routes", {}).items()):
                 for r in rs:
                     hops = " ".join(f"via {gw} dev {d}" for gw, d in sorted(route_hops(r)))
@@ -458,6 +480,7 @@ class NetnsProvider(TopologyProvider):
             lines.append(f"netns {self.node_ns(n)}")
             lines += [f"  {k}: {v}" for k, v in sorted(links.items())]
             lines.append("  offload rx=off tx=off")
+            lines += [f"  sysctl {k}={v}" for k, v in sorted(n.sysctls.items())]
             for r in n.routes:
                 hops = " ".join(f"via {gw} dev {d}" for gw, d in sorted(route_want(r, t.node_iface)))
                 lines.append(f"  route {r.dst} {hops}")

@@ -6,6 +6,9 @@
     ... sticky --base-port 21000 --count 120     (N keep-alive connections from fixed ports: a
         request on each, then, after a line on stdin, a second request on each; a connection
         that fails is reopened from the same port)
+    ... steady --base-port 23000 --count 100 --interval 0.1   (N keep-alive connections from
+        fixed ports, a request on each every interval until a line on stdin: per port its first
+        backend, every other backend that answered, requests and the failure that ended it)
 
 Prints one JSON object: per-backend counts (X-Backend), failures, and per-port backends.
 Every loop is bounded in count and time; the only destination is the lab's VIP.
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import select
 import socket
 import struct
 import sys
@@ -26,6 +30,11 @@ VIP = "40.1.1.1"
 def request(sock: socket.socket, keepalive: bool) -> str:
     conn = "keep-alive" if keepalive else "close"
     sock.sendall(f"GET / HTTP/1.1\r\nHost: {VIP}\r\nConnection: {conn}\r\n\r\n".encode())
+    return request_read(sock)
+
+
+def request_read(sock: socket.socket) -> str:
+    """Read one response; its X-Backend header."""
     buf = b""
     while b"\r\n\r\n" not in buf:
         chunk = sock.recv(4096)
@@ -99,9 +108,61 @@ def sticky(a) -> int:
     return 0
 
 
+def steady(a) -> int:
+    """Long-lived connections across a change (the LB tier): every interval a request on each
+    live connection (all sent, then all read: N requests in flight at once); a connection whose
+    request fails is recorded and not reopened. Prints {"ready": ...} once every connection has
+    answered, then the result after a line on stdin (or the hard deadline)."""
+    count = min(a.count, 500)
+    deadline = time.monotonic() + min(a.seconds, 150)
+    socks, ports = {}, {}
+    for i in range(count):
+        port = a.base_port + i
+        socks[port] = _connect(port, a.timeout)
+        ports[port] = {"first": request(socks[port], keepalive=True), "others": [], "requests": 1,
+                       "failed": None}
+    print(json.dumps({"ready": {p: v["first"] for p, v in ports.items()}}), flush=True)
+    msg = f"GET / HTTP/1.1\r\nHost: {VIP}\r\nConnection: keep-alive\r\n\r\n".encode()
+    start, ticks, late = time.monotonic(), 0, 0
+    while time.monotonic() < deadline:
+        if select.select([sys.stdin], [], [], 0)[0]:
+            break
+        tick = start + ticks * a.interval
+        wait = tick - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        else:
+            late += 1
+        ticks += 1
+        live = [p for p, v in ports.items() if v["failed"] is None]
+        sent = []
+        for p in live:
+            try:
+                socks[p].sendall(msg)
+                sent.append(p)
+            except OSError as exc:
+                ports[p]["failed"] = f"{time.monotonic() - start:.2f}s send: {type(exc).__name__}: {exc}"
+        for p in sent:
+            try:
+                b = request_read(socks[p])
+            except (OSError, ConnectionError) as exc:
+                ports[p]["failed"] = f"{time.monotonic() - start:.2f}s: {type(exc).__name__}: {exc}"
+                continue
+            v = ports[p]
+            v["requests"] += 1
+            if b != v["first"] and b not in v["others"]:
+                v["others"].append(b)
+    for s in socks.values():
+        s.close()
+    print(json.dumps({"seconds": round(time.monotonic() - start, 2), "ticks": ticks, "late_ticks": late,
+                      "requests": sum(v["requests"] for v in ports.values()),
+                      "ports": ports}), flush=True)
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("what", choices=["load", "flows", "hold", "sticky"])
+    ap.add_argument("what", choices=["load", "flows", "hold", "sticky", "steady"])
     ap.add_argument("--count", type=int, default=100)
     ap.add_argument("--rate", type=float, default=50.0, help="requests per second (load)")
     ap.add_argument("--base-port", type=int, default=21000)
@@ -115,6 +176,8 @@ def main() -> int:
     deadline = time.monotonic() + 120  # hard bound for any mode
     if a.what == "sticky":
         return sticky(a)
+    if a.what == "steady":
+        return steady(a)
     if a.what == "hold":
         s = socket.create_connection((VIP, 80), timeout=a.timeout)
         end = min(time.monotonic() + a.seconds, deadline)

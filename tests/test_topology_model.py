@@ -127,3 +127,34 @@ def test_netns_specific_names_are_checked_by_the_netns_provider():
     t = lt.build_topology(spec)      # the model has no objection
     with pytest.raises(lt.TopologyError, match="'switch' collides with the switch namespace m-switch"):
         lt.get_provider("netns", t).preflight("absent")
+
+
+TIER = dict(SPEC, vip_range="40.1.1.0/24", nodes=SPEC["nodes"][:1] + [{"name": "lb2", "ip": "20.1.1.2", "role": "lb"}]
+            + SPEC["nodes"][1:])
+
+
+def test_an_lb_tier_gets_an_ecmp_route_hashed_on_l4():
+    """Two LB nodes: the client's route has both next hops in lb_nodes' order and the client's
+    namespace hashes ECMP on the L4 tuple; one LB node keeps the seed's single route, no sysctl."""
+    t = lt.build_topology(TIER)
+    client = t.node("client")
+    assert [str(h) for h in client.routes[0].nexthops] == ["20.1.1.1", "20.1.1.2"]
+    assert client.sysctls == {"net.ipv4.fib_multipath_hash_policy": "1"}
+    assert all(not n.sysctls for n in t.nodes if n.name != "client")
+    text = lt.get_provider("netns", t).describe_desired()
+    assert "  sysctl net.ipv4.fib_multipath_hash_policy=1" in text
+    assert "  route 40.1.1.0/24 via 20.1.1.1 dev eth0 via 20.1.1.2 dev eth0" in text
+    assert lt.build_topology(SPEC).node("client").sysctls == {}
+
+
+def test_a_client_without_lb_node_is_refused():
+    spec = dict(SPEC, nodes=SPEC["nodes"][1:])
+    with pytest.raises(lt.TopologyError, match="lb_nodes holds no host"):
+        lt.build_topology(spec)
+
+
+def test_the_libvirt_provider_refuses_a_tier():
+    t = lt.build_topology(TIER)
+    p = lt.get_provider("libvirt", t)
+    with pytest.raises(lt.TopologyError, match="one gateway, so it cannot spread the range over the LB tier"):
+        p.preflight("present")

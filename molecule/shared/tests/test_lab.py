@@ -61,9 +61,20 @@ def test_client_route_to_vip(host):
     # the VIP range (lab_vip_range, holding the seed's 40.1.1.1) through the LB node
     routes = json.loads(host.check_output("ip -j route show 40.1.1.0/24"))
     if hostvars["inventory_hostname"] in hostvars["groups"]["clients"]:
-        assert [(r["gateway"], r["dev"]) for r in routes] == [("20.1.1.1", _iface(host))]
+        # one next hop per LB node, in lb_nodes' order (an LB tier: an ECMP route)
+        lbs = [str(host.backend.ansible_runner.get_variables(h)["lab_ip"]) for h in hostvars["groups"]["lb_nodes"]]
+        hops = [(h["gateway"], h["dev"]) for r in routes for h in (r.get("nexthops") or [r])]
+        assert hops == [(ip, _iface(host)) for ip in lbs]
     else:
         assert routes == []
+
+
+def test_client_hashes_ecmp_on_the_l4_tuple(host):
+    """An LB tier's client (the router) spreads connections by their ports too."""
+    v = host.ansible.get_variables()
+    if v["inventory_hostname"] not in v["groups"]["clients"] or len(v["groups"]["lb_nodes"]) < 2:
+        pytest.skip("not the client of an LB tier")
+    assert host.check_output("cat /proc/sys/net/ipv4/fib_multipath_hash_policy") == "1"
 
 
 # --- the load balancer lab (both scenarios; the mode comes from L4LB_EXPECT_MODE) ---------
@@ -138,10 +149,27 @@ def test_lb_service_maps_programmed(host):
         ctl = f"{repo}/.venv/bin/python {repo}/bin/l4lbctl"
     else:  # the copy lb_node made on the guest
         ctl = f"python3 /run/{_prefix(host)}/{v['inventory_hostname']}/tool/bin/l4lbctl"
-    out = json.loads(host.check_output(f"{ctl} --json --pin-dir /sys/fs/bpf/{_prefix(host)}/lb service list"))
+    pin_dir = f"/sys/fs/bpf/{_prefix(host)}/{v['inventory_hostname']}"
+    out = json.loads(host.check_output(f"{ctl} --json --pin-dir {pin_dir} service list"))
     services = {s["id"]: s for s in out["services"]}
     assert services[1]["vip"] == VIP and services[1]["port"] == 80
     assert sorted(b["ip"] for b in services[1]["backends"]) == ["20.1.1.10", "20.1.1.20", "20.1.1.30", "20.1.1.40"]
+
+
+def test_lb_tier_maglev_tables_are_identical(host):
+    """Every LB node of a tier reads the same Maglev table from its maps (by backend identity)."""
+    _only(host, "lb_nodes")
+    v = _vars(host)
+    if len(v["groups"]["lb_nodes"]) < 2 or _provider(host) != "netns":
+        pytest.skip("one LB node, or its peers' pins are not on this machine")
+    repo = os.environ.get("MOLECULE_PROJECT_DIRECTORY", os.getcwd())
+    ctl = f"{repo}/.venv/bin/python {repo}/bin/l4lbctl"
+    digests = {}
+    for node in v["groups"]["lb_nodes"]:
+        out = json.loads(host.check_output(
+            f"{ctl} --json --pin-dir /sys/fs/bpf/{_prefix(host)}/{node} service dumpstate --id 1"))
+        digests[node] = out["maglev"]["digest"]
+    assert len(set(digests.values())) == 1, digests
 
 
 def test_http_through_the_vip_reaches_every_backend(host):

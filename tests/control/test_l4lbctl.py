@@ -66,6 +66,8 @@ def test_dumpstate_table_has_the_seed_columns():
     for col in ("Source IP", "Dest. IP", "Source Port", "Dest Port", "Backend IP", "State", "Rx Bytes", "Tx Bytes"):
         assert col in header
     assert "42001" in text and BE_IP in text
+    # after the seed's table: the Maglev table by backend identity (an LB tier compares it)
+    assert "maglev: 2039 slots, digest " in text and f"{BE_IP}:80=2039" in text
     out = json.loads(l4lbctl("--json", "service", "dumpstate", "--id", "1", check=True).stdout)
     assert any(c["source_port"] == 42001 for c in out["connections"])
 

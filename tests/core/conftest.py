@@ -88,3 +88,15 @@ def lbmaps(pin_root, lb_object):
     finally:
         maps.close()
         shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def lbmaps_other(pin_root, lb_object):
+    """A second LB's maps beside ``lbmaps`` (an LB tier's other node)."""
+    d = make_maps_dir(pin_root, lb_object)
+    maps = LBMaps.open(d)
+    try:
+        yield maps
+    finally:
+        maps.close()
+        shutil.rmtree(d, ignore_errors=True)

@@ -218,7 +218,7 @@ def test_a_failed_verify_says_what_failed_at_the_top(lab):
 def test_a_verify_task_that_errors_outright_still_writes_the_report(lab):
     # tcpdump cannot listen on an interface that does not exist: the capture task errors
     r = run_playbook("verify.yml", dict(EV, lab_verify_capture_interface="nosuchport0"))
-    assert r.rc != 0 and "lab_verify errored: task 'Start a bounded capture on the LB node's switch port'" in r.output
+    assert r.rc != 0 and "lab_verify errored: task 'Start a bounded capture on each LB node's switch port'" in r.output
     text = dom()
     result, headline = verdict(text)
     assert result == "ERROR"

@@ -227,14 +227,18 @@ def _is_nsfs(path):
 
 
 def daemon_pids(prefix: str, state_dir: str) -> list:
-    """Live libvirtd processes started with this state dir's configuration (anywhere)."""
+    """Live libvirtd processes started with this state dir's configuration (anywhere), without
+    the daemon's own forks: libvirtd forks before it execs qemu (its capability probe, a
+    domain's start), and such a fork, until it execs, shows the daemon's argv. A fork is one of
+    the daemon's children, not a second daemon."""
     conf = paths(prefix, state_dir)["conf"]
-    out = []
+    found = {}
     for pid in procs.pids():
         argv = procs.cmdline(pid)
-        if argv and os.path.basename(argv[0]) == "libvirtd" and conf in argv and procs.alive(pid):
-            out.append(pid)
-    return sorted(out)
+        st = procs.stat(pid)
+        if argv and os.path.basename(argv[0]) == "libvirtd" and conf in argv and st and st.state != "Z":
+            found[pid] = st.ppid
+    return sorted(pid for pid, ppid in found.items() if ppid not in found)
 
 
 def _mountinfo_marks(pid, etc_dir):

@@ -140,7 +140,8 @@ def test_start_confined_reach_idempotent_stop(baseline):
     assert f"{STATE}/libvirtd/etc/libvirtd.conf" in procs.cmdline(pid)
     assert procs.netns_ino(pid) == os.stat(f"/run/netns/{NS}").st_ino != procs.netns_ino()
     st = daemon.status(PREFIX, STATE)
-    assert st["running"] and st["pid"] == pid and st["daemon_pids"] == [pid] and st["stray"] == [], st
+    assert st["running"] and st["pid"] == pid and st["daemon_pids"] == [pid] and st["stray"] == [], \
+        (st, {q: procs.stat(q) for q in st["daemon_pids"]}, daemon._log_tail(f"{STATE}/libvirtd/libvirtd.log"))
     # no VM: what it may have started now is its own short work (a fork on its way to exec a
     # qemu capability probe), all below the daemon
     assert all(descends_from(child, pid) for child in st["children"]), st

@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= --durations=25
 
 .PHONY: setup lab lab-down test test-py sanity lint molecule bench clean
 
@@ -18,8 +18,15 @@ lab-down: setup
 
 test: setup sanity test-py lint molecule
 
+# Tests that share nothing with a lab, a pin or the kernel's timing (renders, models, the core on
+# fixture maps) run on both CPUs, a file per worker; everything else runs one test at a time, as
+# labs must (a new test file lands there unless it is listed here).
+PARALLEL_TESTS := tests/windows tests/core tests/test_topology_model.py tests/test_services_filters.py \
+	tests/test_tier_route.py tests/test_report.py tests/test_libvirt_provider.py tests/test_check_efw.py
+
 test-py:
-	python -m pytest tests $(PYTEST_ARGS)
+	python -m pytest $(PARALLEL_TESTS) -n 2 --dist loadfile $(PYTEST_ARGS)
+	python -m pytest tests $(addprefix --ignore=,$(PARALLEL_TESTS)) $(PYTEST_ARGS)
 
 # ansible-test sanity on library/, module_utils/ and connection_plugins/, through a collection
 # generated in build/sanity (tests/sanity/run.py); installs nothing from the network.

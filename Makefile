@@ -5,7 +5,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 PYTEST_ARGS ?= --durations=25
 
-.PHONY: setup lab lab-down test test-py sanity lint molecule bench clean
+.PHONY: setup lab lab-down test checks test-py sanity lint molecule bench clean
 
 setup:
 	@bash scripts/setup.sh
@@ -16,13 +16,20 @@ lab: setup
 lab-down: setup
 	ansible-playbook playbooks/teardown.yml
 
-test: setup sanity test-py lint molecule
+test: setup checks test-py molecule
 
-# Tests that share nothing with a lab, a pin or the kernel's timing (renders, models, the core on
-# fixture maps) run on both CPUs, a file per worker; everything else runs one test at a time, as
-# labs must (a new test file lands there unless it is listed here).
-PARALLEL_TESTS := tests/windows tests/core tests/test_topology_model.py tests/test_services_filters.py \
-	tests/test_tier_route.py tests/test_report.py tests/test_libvirt_provider.py tests/test_check_efw.py
+# ansible-test sanity and ansible-lint read the tree and share nothing (lint skips build/, where
+# sanity builds its collection): both CPUs, each one's output kept together
+checks: setup
+	$(MAKE) --no-print-directory --output-sync=target -j2 sanity lint
+
+# Tests that share nothing with a lab (renders, models, the core on fixture maps, the datapath
+# through BPF_PROG_TEST_RUN with each worker's pins under its own pid) run on both CPUs, a file
+# per worker; everything else runs one test at a time, as labs must (a new test file lands there
+# unless it is listed here).
+PARALLEL_TESTS := tests/windows tests/core tests/datapath tests/test_topology_model.py \
+	tests/test_services_filters.py tests/test_tier_route.py tests/test_report.py \
+	tests/test_libvirt_provider.py tests/test_check_efw.py
 
 test-py:
 	python -m pytest $(PARALLEL_TESTS) -n 2 --dist loadfile $(PYTEST_ARGS)

@@ -1,5 +1,6 @@
-"""Testinfra checks of the molecule lab (prefix l4lbm), run through the netns connection plugin
-(--force-ansible, hosts: lab_nodes)."""
+"""Testinfra checks of the molecule labs (hosts: lab_nodes): in the namespace scenarios (default,
+tier) every command goes through Ansible and its netns connection plugin (--force-ansible); in
+the libvirt scenario a guest's go over the lab's SSH, the client's through Ansible."""
 
 import json
 import os

@@ -162,7 +162,7 @@ def test_gc_keeps_only_flows_in_their_guard_time(lab):
         time.sleep(wait)
     due = SUSTAINED["rate"] * (time.monotonic() - SUSTAINED["started"] - t.time_wait - slack_s)
     with agent.open_maps(PIN_DIR) as maps:
-        overdue = ct.gc(maps, CtTimeouts(), now_ns=ct.monotonic_ns() - slack_s * 10**9, dry_run=True)
+        overdue = ct.gc(maps, t, now_ns=ct.monotonic_ns() - slack_s * 10**9, dry_run=True)
         held = len(ct.snat_slots(maps))
         cts = len(maps["ct4_global"].items_list())
     # nothing the GC should have taken two periods ago is there, no slot without its flow

@@ -17,9 +17,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 
-from bench import Skipped
+from bench import Skipped, katran_clearing
 from bench.topology import PREFIX, REPO
 from bench.topology import _play as _topology_play
 
@@ -28,6 +29,7 @@ TOOL_DIR = os.environ.get("KATRAN_TOOL_DIR", os.path.join(os.path.dirname(REPO),
 TOOL = os.path.join(TOOL_DIR, "katran-side-by-side.sh")
 # Issue 11's targets: ours / Katran, same run, per path (the tool's row names).
 TARGETS = {"established": 0.7, "new flow, run's flows cleared": 0.8, "non-VIP": 0.8}
+PIN = f"/sys/fs/bpf/{PREFIX}-katran-bench"
 ROW = re.compile(r"^\| (?P<path>[^|]+?) \| (?P<k>\d+) / \d+ ns [^|]*\| (?P<o>\d+) / \d+ ns [^|]*\| (?P<f>\d+) / \d+ ns")
 
 
@@ -42,12 +44,17 @@ def _target(path: str):
     return None
 
 
-def _side_by_side(mode: str, src: str) -> tuple[str, list]:
-    env = dict(os.environ, KATRAN_SRC=src, LB_NETNS=f"{PREFIX}-lb", LAB_WAIT_S="0",
-               PIN=f"/sys/fs/bpf/{PREFIX}-katran-bench")
+def _side_by_side(mode: str, src: str) -> tuple[str, list, str]:
+    """The tool's report, its rows, and its build directory (kept for katran_clearing)."""
+    env = dict(os.environ, KATRAN_SRC=src, LB_NETNS=f"{PREFIX}-lb", LAB_WAIT_S="0", PIN=PIN, KEEP_TMP="1")
     p = subprocess.run(["bash", TOOL], env=env, capture_output=True, text=True, timeout=1800)
+    kept = re.search(r"^kept (/tmp/katran-side-by-side\.\w+)$", p.stderr, re.M)
     if p.returncode != 0:
+        if kept:
+            shutil.rmtree(kept[1], ignore_errors=True)
         raise RuntimeError(f"katran-side-by-side.sh ({mode}) failed:\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}")
+    if not kept:
+        raise RuntimeError(f"katran-side-by-side.sh ({mode}) kept no build directory:\n{p.stderr[-2000:]}")
     rows = []
     for line in p.stdout.splitlines():
         m = ROW.match(line)
@@ -55,8 +62,33 @@ def _side_by_side(mode: str, src: str) -> tuple[str, list]:
             k, o, f = int(m["k"]), int(m["o"]), int(m["f"])
             rows.append((m["path"], k, o, f))
     if not rows:
+        shutil.rmtree(kept[1], ignore_errors=True)
         raise RuntimeError(f"no result table in the tool's output ({mode}):\n{p.stdout[-2000:]}")
-    return p.stdout, rows
+    return p.stdout, rows, kept[1]
+
+
+CLEARINGS = {
+    "tool's": "the tool's: Katran its LRU + fallback_cache; ours CT + a walk of lb4_snat's 262,144 slots",
+    "deletable": "each program's deletable flow tables only (ours: CT; the run's SNAT slots stay held)",
+    "equal walk": "both as the tool's, and Katran also walks lb4_snat (the same idle time for both)",
+}
+
+
+def _clearing_table(mode: str, rows: list, clear_ms: dict) -> list[str]:
+    """bench/katran_clearing.py's rows: the cleared-flows row under three ways of clearing."""
+    target = TARGETS["new flow, run's flows cleared"]
+    walk_ms = clear_ms["ours, tool's"]
+    out = [f"New flows, the run's flows cleared every 2,000 calls, three ways ({mode.upper()}; "
+           "bench/katran_clearing.py, same method, 3 interleaved rounds; one clear of 2,000 flows took "
+           f"{clear_ms['katran']:.0f} ms for Katran's tables, {clear_ms['ours, deletable']:.0f} ms for our CT, "
+           f"{walk_ms:.0f} ms with the walk of lb4_snat):", "",
+           "| clearing | Katran ns | ours ns | ours / Katran | target | | per-round medians (Katran; ours) |",
+           "|---|---:|---:|---:|---:|---|---|"]
+    for clearing, k, o, ks, os_ in rows:
+        ratio = o / k
+        out.append(f"| {CLEARINGS[clearing]} | {k} | {o} | {ratio:.2f} | <= {target} | "
+                   f"{'met' if ratio <= target else 'NOT met'} | {ks}; {os_} |")
+    return out + [""]
 
 
 def run() -> str:
@@ -71,7 +103,11 @@ def run() -> str:
     try:
         for mode in ("snat", "dsr"):
             _play("site.yml", mode)
-            raw, rows = _side_by_side(mode, src)
+            raw, rows, kept = _side_by_side(mode, src)
+            try:
+                clearing, clear_ms = katran_clearing.measure(kept, PIN)
+            finally:
+                shutil.rmtree(kept, ignore_errors=True)
             out += [f"### {mode.upper()} (`lb_xdp_{mode}`)", "",
                     "| path | Katran ns | ours ns | floor ns | ours / Katran | target | |",
                     "|---|---:|---:|---:|---:|---:|---|"]
@@ -86,6 +122,7 @@ def run() -> str:
                     or re.match(r"^\d+\.\d+", ln)]
             out += ["", "The tool's own report (medians per round, verdicts of the timed calls):", "", "```",
                     *keep, "```", ""]
+            out += _clearing_table(mode, clearing, clear_ms)
     finally:
         _play("teardown.yml")
     return "\n".join(out) + "\n"

@@ -1,0 +1,147 @@
+"""The "flows cleared every 2000" row of the side-by-side, measured with three ways of clearing.
+
+bench/katran.py runs the workplace's tool, whose trbench clears a run's flows every 2,000 calls
+(untimed) by walking each table it was given (`-x`) and deleting the run's entries. Katran's
+tables are hashes: the walk visits the run's 2,000 entries and takes about 4 ms. Ours include
+lb4_snat, an ARRAY of 262,144 slots that cannot be deleted from: the walk is one get_next_key
+and one lookup syscall per slot, about 180 ms, deletes nothing, and leaves the program idle
+that long before each 2,000 calls. On this kind of machine memory left idle for 100+ ms comes
+back slow (the same idle time spent in a sleep has the same effect; the MAC-swap floor, which
+touches no map, has none), so every new flow after such a clear costs more, whatever the
+program. This bench shows how much of the row is that clearing and not the datapath:
+
+    tool's       Katran: its LRU + fallback_cache; ours: CT + the walk of lb4_snat (the tool)
+    deletable    each program's deletable flow tables only (ours: CT; the run's SNAT slots stay
+                 held by flows whose CT entry is gone, which our datapath must then judge free)
+    equal walk   both: their tables as the tool's, and Katran also walks lb4_snat, so both
+                 programs sit through the same 180 ms before each 2,000 calls
+
+It reuses what the tool built (its kept build directory: trbench, Katran's object, the Maglev
+ring Katran's own code generated, the packets) and loads and programs Katran again the way the
+tool does. Same method as the tool: trbench -p, 2,000 warm-up + 20,000 timed calls, one CPU,
+rounds interleaved with the order rotated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+from bench.topology import PREFIX, REPO
+
+sys.path.insert(0, os.path.join(REPO, "module_utils"))
+from l4lb import structs  # noqa: E402  (the layouts, declared once)
+
+VIP, VPORT = "40.1.1.1", 80
+REALS = ["20.1.1.10", "20.1.1.20", "20.1.1.30", "20.1.1.40"]
+ROUTER_MAC = "00:00:de:ad:be:af"     # the tool's: Katran's tests' kDefaultMac
+KATRAN_LRU = 65536                   # the tool's default per-CPU LRU size
+CPU, WARM, N, EVERY, ROUNDS = 1, 2000, 20000, 2000, 3
+FIRST_FLOW = 1_000_000               # above every flow index the tool uses
+CELLS = [("tool's", "katran"), ("tool's", "ours"), ("deletable", "katran"), ("deletable", "ours"),
+         ("equal walk", "katran"), ("equal walk", "ours")]
+
+
+def _sh(*argv: str, **kw) -> str:
+    return subprocess.run(argv, check=True, capture_output=True, text=True, **kw).stdout
+
+
+def _hex(data: bytes) -> list[str]:
+    return ["hex", *(f"{b:02x}" for b in data)]
+
+
+def _ip(a: str) -> bytes:
+    return bytes(map(int, a.split(".")))
+
+
+def _our_tables() -> tuple[int, dict]:
+    """The live program's id and its maps by name (as the tool finds them)."""
+    link = json.loads(_sh("ip", "-n", f"{PREFIX}-lb", "-j", "link", "show", "eth0"))
+    prog = link[0]["xdp"]["prog"]["id"]
+    maps = {}
+    for m in json.loads(_sh("bpftool", "-j", "prog", "show", "id", str(prog)))["map_ids"]:
+        maps[json.loads(_sh("bpftool", "-j", "map", "show", "id", str(m)))["name"]] = m
+    return prog, maps
+
+
+def _load_katran(kept: str, pin: str) -> None:
+    """Katran as the tool loads and programs it ("load and program Katran" in the tool)."""
+    shutil.rmtree(pin, ignore_errors=True)
+    os.makedirs(pin)
+    maps = f"{pin}/maps"
+    _sh("bpftool", "prog", "loadall", f"{kept}/katran-build/bpf/balancer.o", f"{pin}/prog", "type", "xdp",
+        "pinmaps", maps)
+    vip_key = _ip(VIP) + bytes(12) + VPORT.to_bytes(2, "big") + b"\x06\x00"
+    _sh("bpftool", "map", "update", "pinned", f"{maps}/vip_map", "key", *_hex(vip_key), "value", *_hex(bytes(8)))
+    for i, real in enumerate(REALS, 1):
+        _sh("bpftool", "map", "update", "pinned", f"{maps}/reals", "key", *_hex(i.to_bytes(4, "little")),
+            "value", *_hex(_ip(real) + bytes(16)))
+    # the ring the tool generated with Katran's own Maglev code, as bpftool batch lines naming
+    # the tool's pin path, which is this one
+    _sh("bpftool", "batch", "file", f"{kept}/ring.batch")
+    mac = bytes(int(x, 16) for x in ROUTER_MAC.split(":"))
+    _sh("bpftool", "map", "update", "pinned", f"{maps}/ctl_array", "key", *_hex(bytes(4)),
+        "value", *_hex(mac + bytes(2)))
+    for cpu in range(os.cpu_count() or 1):
+        _sh("bpftool", "map", "create", f"{pin}/lru{cpu}", "type", "lru_hash", "key", "40", "value", "16",
+            "entries", str(KATRAN_LRU), "name", f"katran_lru{cpu}")
+        _sh("bpftool", "map", "update", "pinned", f"{maps}/lru_mapping", "key", *_hex(cpu.to_bytes(4, "little")),
+            "value", "pinned", f"{pin}/lru{cpu}")
+
+
+def _trbench(kept: str, target: str, tables: list[str], first: int, n: int, *opts: str) -> list[str]:
+    """trbench's argv: new flows from index `first` (ports 10000.., as the tool's), `tables` (-x)."""
+    return ["taskset", "-c", str(CPU), f"{kept}/trbench", *opts, "-p", "-P", "10000", "-R", "20000",
+            "-o", str(first), *[a for t in tables for a in ("-x", t)], target, f"{kept}/new.bin", str(n)]
+
+
+def measure(kept: str, pin: str) -> tuple[list[tuple[str, int, int]], dict]:
+    """Rows (clearing, Katran ns, ours ns): medians over rounds of each run's median; and the
+    clear's duration per program (ms, one clear of 2,000 flows)."""
+    prog, ours = _our_tables()
+    ct = f"{ours['ct4_global']}:k:{structs.Ipv4CtTuple.saddr.offset}:{structs.Ipv4CtTuple.sport.offset}"
+    snat = f"{ours['lb4_snat']}:v:{structs.SnatEntry.client_addr.offset}:{structs.SnatEntry.client_port.offset}"
+    _load_katran(kept, pin)
+    katran_prog = f"{pin}/prog/" + sorted(os.listdir(f"{pin}/prog"))[0]
+    katran = [f"{pin}/lru{CPU}:k:0:32", f"{pin}/maps/fallback_cache:k:0:32"]
+    plan = {("tool's", "katran"): katran, ("tool's", "ours"): [ct, snat],
+            ("deletable", "katran"): katran, ("deletable", "ours"): [ct],
+            ("equal walk", "katran"): katran + [snat], ("equal walk", "ours"): [ct, snat]}
+    medians: dict = {cell: [] for cell in CELLS}
+    first = FIRST_FLOW
+    try:
+        for r in range(ROUNDS):
+            for i in range(len(CELLS)):
+                cell = CELLS[(i + r) % len(CELLS)]
+                target = katran_prog if cell[1] == "katran" else str(prog)
+                out = _sh(*_trbench(kept, target, plan[cell], first, N, "-v", "-w", str(WARM), "-c", str(EVERY)))
+                median, _p10, _p90, verdict = map(int, out.split()[:4])
+                if verdict != 3:
+                    raise RuntimeError(f"{cell}: verdict {verdict}, not XDP_TX:\n{out}")
+                medians[cell].append(median)
+                first += WARM + N
+        clear_ms = {}
+        for name, tables in (("katran", katran), ("ours, tool's", [ct, snat]), ("ours, deletable", [ct])):
+            t = []
+            for _ in range(3):
+                target = katran_prog if name == "katran" else str(prog)
+                t0 = time.monotonic()
+                _sh(*_trbench(kept, target, tables, first, EVERY, "-D"))
+                t.append((time.monotonic() - t0) * 1000)
+            clear_ms[name] = statistics.median(t)
+    finally:
+        # whatever a failed run left of its flows in our CT (Katran's tables go with its pins)
+        subprocess.run(_trbench(kept, str(prog), [ct], FIRST_FLOW, first - FIRST_FLOW + WARM + N, "-D"),
+                       check=False, capture_output=True)
+        shutil.rmtree(pin, ignore_errors=True)
+    rows = []
+    for clearing in ("tool's", "deletable", "equal walk"):
+        rows.append((clearing, int(statistics.median(medians[(clearing, "katran")])),
+                     int(statistics.median(medians[(clearing, "ours")])),
+                     medians[(clearing, "katran")], medians[(clearing, "ours")]))
+    return rows, clear_ms

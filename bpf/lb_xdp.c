@@ -250,6 +250,7 @@ int LB_PROG_NAME(lb_xdp_ctx *ctx)
 	struct ipv4_ct_tuple tuple = {};
 	struct lb4_service *svc;
 	struct ct_entry *ct;
+	__u16 sid;
 	int kind;
 
 	kind = lb_parse(data, data_end, &p);
@@ -270,6 +271,10 @@ int LB_PROG_NAME(lb_xdp_ctx *ctx)
 		ct = bpf_map_lookup_elem(&ct4_global, &tuple);
 		if (ct && lb_service_live(ct->rev_nat_index, &tuple))
 			return lb_service(ctx, &p, &tuple, ct, ct->rev_nat_index, 1, len);
+		/* A new flow (or one whose service changed) to a frontend its hint names. */
+		sid = lb_front_hinted(&tuple);
+		if (sid)
+			return lb_service(ctx, &p, &tuple, ct, sid, 1, len);
 		svc = lb_lookup_service(&tuple);
 		if (svc)
 			return lb_service(ctx, &p, &tuple, ct, svc->rev_nat_index, svc->count != 0, len);

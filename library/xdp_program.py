@@ -175,9 +175,10 @@ status:
   type: dict
 fast_path_filled:
   description:
-    - Entries written to the tracked-flow fast path's maps (C(lb4_service_by_id), C(lb4_vip_filter))
-      from the services already programmed. Only a program loaded on maps pinned before those two
-      maps existed needs this (they start empty, and an empty VIP filter passes every packet).
+    - Entries written to the fast paths' maps (C(lb4_service_by_id), C(lb4_vip_filter),
+      C(lb4_front_hint)) from the services already programmed. Only a program loaded on maps
+      pinned before those maps existed needs this (they start empty; an empty VIP filter passes
+      every packet, and empty hints send every new flow to the service hash).
   returned: when the fast path's maps had to be filled (not in check mode)
   type: int
   sample: 2

@@ -122,6 +122,10 @@
 #define LB_VIP_FILTER_BITS  12
 #define LB_VIP_FILTER_SIZE  (1 << LB_VIP_FILTER_BITS)
 #define LB_VIP_FILTER_MULT  0x9e3779b1u
+/* lb4_front_hint: 2^LB_FRONT_HINT_BITS buckets of service frontends (VIP, port, protocol), by the
+ * same multiplicative hash (lb_front_bucket in service.h; structs.py mirrors it). */
+#define LB_FRONT_HINT_BITS  12
+#define LB_FRONT_HINT_SIZE  (1 << LB_FRONT_HINT_BITS)
 
 /* lb4_stats_reason: why packets left the program (index -> lb_stats). Mirrored by name in
  * bpf/README.md; the control plane may print them. */

@@ -112,6 +112,20 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } lb4_vip_filter SEC(".maps");
 
+/* Which service a new flow's frontend may be: the id of a service live on a frontend that falls
+ * in the bucket (lb_front_bucket; 0: none, or let the hash decide). A hint is only a guess: the
+ * datapath takes it only when lb4_service_by_id confirms that service is live on the packet's
+ * very frontend, so a stale or colliding hint costs the service hash lookup, never a wrong
+ * answer, and the hint needs no write order of its own. Where frontends share a bucket, the
+ * control plane hints the lowest service id; the others take the hash. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);   /* lb_front_bucket(VIP, port, protocol) */
+	__type(value, __u32); /* service id (rev_nat_index); 0: none */
+	__uint(max_entries, LB_FRONT_HINT_SIZE);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} lb4_front_hint SEC(".maps");
+
 /* --- Maglev --------------------------------------------------------------------------- */
 /* Value of the inner map's only element: the service's lookup table,
  * __u32 backend_ids[LB_MAGLEV_LUT_SIZE] (value_size = 4 * M). */

@@ -273,9 +273,9 @@ def mode_update(desired: program.Desired, check_mode: bool = False) -> dict:
 
 
 def _fill_fast_path(maps: reconcile.LBMaps, result: dict) -> dict:
-    """Maps pinned before the tracked-flow fast path existed get its two maps empty when the
-    program loads, and an empty VIP filter passes every service packet: fill them from the
-    services programmed (nothing to do on every other load)."""
+    """Maps pinned before the fast paths existed get their maps empty when the program loads (an
+    empty VIP filter passes every service packet; empty hints send new flows to the service
+    hash): fill them from the services programmed (nothing to do on every other load)."""
     plan = reconcile.plan_fast_path(maps)
     if plan.changed:
         reconcile.apply(maps, plan)

@@ -19,18 +19,20 @@ to the same map (one ``BPF_MAP_UPDATE_BATCH``/``DELETE_BATCH`` per run):
   8. master slots 0 (lb4_services_v2)        update            <- a service goes live here
   9. master slots of removed frontends       delete            <- a service stops here
  10. fast path of live services on           update (lb4_service_by_id <- frontend)
- 11. VIP filter buckets that lose frontends  update (lb4_vip_filter)
- 12. surplus / removed slots                 delete
- 13. reverse NAT of removed services         delete
- 14. Maglev tables of removed services       delete
- 15. backends no service references any more delete
+ 11. frontend hints                          update (lb4_front_hint <- service id or 0)
+ 12. VIP filter buckets that lose frontends  update (lb4_vip_filter)
+ 13. surplus / removed slots                 delete
+ 14. reverse NAT of removed services         delete
+ 15. Maglev tables of removed services       delete
+ 16. backends no service references any more delete
 
 So a half-applied plan never makes the datapath select a backend id that is not in
 lb4_backends or read a slot that is not written: growing writes the new slots before the
 master's count, shrinking lowers the master's count before deleting the surplus slots. The
 fast-path maps (maps.h) only ever answer "maybe a VIP" for more addresses than have a master,
 and "live" for a service only while its master says so; they are derived from the masters
-after the plan, so any drift in them is a change the next plan repairs.
+after the plan, so any drift in them is a change the next plan repairs. A frontend hint is
+taken only where lb4_service_by_id confirms it, so hints need no order.
 
 Use (what lb_service, l4lbctl and the tests do):
 
@@ -74,15 +76,16 @@ from .errors import BpfError, InvalidConfig, L4LBError
 from .model import Service, check_unique, parse_neighbors, parse_service_id
 from .structs import (
     LB4_BACKEND, LB4_KEY, LB4_REVERSE_NAT, LB4_SERVICE, LB4_SERVICE_FRONT, NEIGH_MAC, PROTO_NAMES, PROTOCOLS,
-    U16, U32, be16_to_port, be32_to_ip, bytes_to_mac, ip_to_be32, mac_to_bytes, port_to_be16, vip_bucket,
+    U16, U32, be16_to_port, be32_to_ip, bytes_to_mac, front_bucket, ip_to_be32, mac_to_bytes, port_to_be16,
+    vip_bucket,
 )
 
 SERVICES, BACKENDS, REVNAT, MAGLEV, NEIGH = (
     "lb4_services_v2", "lb4_backends", "lb4_reverse_nat", "lb4_maglev", "nodeport_neigh4")
-SERVICE_BY_ID, VIP_FILTER = "lb4_service_by_id", "lb4_vip_filter"
+SERVICE_BY_ID, VIP_FILTER, FRONT_HINT = "lb4_service_by_id", "lb4_vip_filter", "lb4_front_hint"
 CT, SNAT, STATS_SERVICE, STATS_BACKEND = "ct4_global", "lb4_snat", "lb4_stats_service", "lb4_stats_backend"
 STATS_REASON, SNAT_CURSOR = "lb4_stats_reason", "lb4_snat_cursor"
-MAP_NAMES = (SERVICES, BACKENDS, REVNAT, MAGLEV, NEIGH, SERVICE_BY_ID, VIP_FILTER, CT, SNAT, SNAT_CURSOR,
+MAP_NAMES = (SERVICES, BACKENDS, REVNAT, MAGLEV, NEIGH, SERVICE_BY_ID, VIP_FILTER, FRONT_HINT, CT, SNAT, SNAT_CURSOR,
              STATS_SERVICE, STATS_BACKEND, STATS_REASON)
 RECONCILE_MAPS = (SERVICES, BACKENDS, REVNAT, MAGLEV, NEIGH, SERVICE_BY_ID, VIP_FILTER)
 
@@ -91,10 +94,10 @@ MAX_BACKEND_ID = 65535   # lb4_backends is an ARRAY of 65536; SNAT slots keep th
 
 # Phases, in apply order.
 (NEIGH_UPD, BACKEND_UPD, MAGLEV_SET, SLOT_UPD, REVNAT_UPD, FILTER_RAISE, LIVE_OFF, MASTER_UPD,
- MASTER_DEL, LIVE_ON, FILTER_LOWER, SLOT_DEL, REVNAT_DEL, MAGLEV_DEL, BACKEND_DEL) = range(15)
+ MASTER_DEL, LIVE_ON, HINT_SET, FILTER_LOWER, SLOT_DEL, REVNAT_DEL, MAGLEV_DEL, BACKEND_DEL) = range(16)
 PHASE_MAP = {NEIGH_UPD: NEIGH, BACKEND_UPD: BACKENDS, MAGLEV_SET: MAGLEV, SLOT_UPD: SERVICES,
              REVNAT_UPD: REVNAT, FILTER_RAISE: VIP_FILTER, LIVE_OFF: SERVICE_BY_ID, MASTER_UPD: SERVICES,
-             MASTER_DEL: SERVICES, LIVE_ON: SERVICE_BY_ID, FILTER_LOWER: VIP_FILTER, SLOT_DEL: SERVICES,
+             MASTER_DEL: SERVICES, LIVE_ON: SERVICE_BY_ID, HINT_SET: FRONT_HINT, FILTER_LOWER: VIP_FILTER, SLOT_DEL: SERVICES,
              REVNAT_DEL: REVNAT, MAGLEV_DEL: MAGLEV, BACKEND_DEL: BACKENDS}
 # lb4_backends is an ARRAY: a backend is deleted by writing NO_BACKEND (address 0) over it.
 PHASE_OP = {MAGLEV_SET: "create-inner", MASTER_DEL: "delete", SLOT_DEL: "delete", REVNAT_DEL: "delete",
@@ -203,6 +206,7 @@ class State:
     neighbors: dict = field(default_factory=dict)  # key bytes -> value bytes
     live: dict = field(default_factory=dict)       # service id -> lb4_service_by_id value (not zero)
     vip_filter: dict = field(default_factory=dict)  # bucket -> frontends (not zero)
+    hints: dict = field(default_factory=dict)      # lb4_front_hint bucket -> service id (not zero)
 
 
 def _identity_of(ip: str, port: int, proto: int) -> bytes:
@@ -262,6 +266,11 @@ def read_state(maps: LBMaps, ids=None) -> State:
             n = u32(v)[0]
             if n:
                 st.vip_filter[u32(k)[0]] = n
+    if FRONT_HINT in maps:      # and before it, the frontend hints
+        for k, v in maps[FRONT_HINT].items_list():
+            sid = u32(v)[0]
+            if sid:
+                st.hints[u32(k)[0]] = sid
     return st
 
 
@@ -550,9 +559,10 @@ class _Planner:
                      f"delete backend {bid} ({be32_to_ip(addr)}:{be16_to_port(port)}), no longer referenced")
 
     def fast_path(self):
-        """lb4_service_by_id and lb4_vip_filter as the masters will be after this plan's writes
-        (maps.h): a service is live on its frontend while its one master counts backends; a
-        bucket counts the masters whose VIP falls in it."""
+        """lb4_service_by_id, lb4_vip_filter and lb4_front_hint as the masters will be after this
+        plan's writes (maps.h): a service is live on its frontend while its one master counts
+        backends; a bucket counts the masters whose VIP falls in it; a frontend bucket hints the
+        lowest id of the live services whose frontend falls in it."""
         masters = {f: slots[0][1] for f, slots in self.st.fronts.items() if 0 in slots}
         for w in self.writes:
             if w.phase in (MASTER_UPD, MASTER_DEL):
@@ -586,6 +596,15 @@ class _Planner:
             if cur != want:
                 self.add(FILTER_RAISE if want > cur else FILTER_LOWER, U32.pack(b), U32.pack(want),
                          f"VIP filter bucket {b}: {cur} -> {want} frontend(s)")
+        if FRONT_HINT not in self.maps:
+            return
+        want_hints = {}
+        for sid in sorted(want_live, reverse=True):
+            want_hints[front_bucket(*LB4_SERVICE_FRONT.unpack(want_live[sid])[:3])] = sid
+        for b in sorted(set(self.st.hints) | set(want_hints)):
+            cur, want = self.st.hints.get(b, 0), want_hints.get(b, 0)
+            if cur != want:
+                self.add(HINT_SET, U32.pack(b), U32.pack(want), f"frontend hint {b}: service {cur} -> {want}")
 
     def plan(self, diff_fn) -> Plan:
         self.fast_path()

@@ -40,6 +40,8 @@ MAX_NEIGH_ENTRIES = 1024
 VIP_FILTER_BITS = 12                # LB_VIP_FILTER_BITS: lb4_vip_filter has 2^12 buckets
 VIP_FILTER_SIZE = 1 << VIP_FILTER_BITS
 VIP_FILTER_MULT = 0x9E3779B1        # LB_VIP_FILTER_MULT
+FRONT_HINT_BITS = 12                # LB_FRONT_HINT_BITS: lb4_front_hint has 2^12 buckets
+FRONT_HINT_SIZE = 1 << FRONT_HINT_BITS
 MAX_CT_ENTRIES = 131072             # LB_CT_MAP_MAX: at least the SNAT capacity
 SNAT_SLOTS = 4                      # LB_SNAT_SLOTS: backend planes (backend_id % 4) of a SNAT port
 # SNAT_PORT_MIN/MAX defaults: below Linux's (32768..60999) and Windows' (49152..65535) ephemeral ports
@@ -69,6 +71,13 @@ def vip_bucket(address_be32: int) -> int:
     """lb4_vip_filter's bucket of a VIP (bpf/include/service.h lb_vip_bucket): the top
     VIP_FILTER_BITS of a multiplicative hash of the __be32 as the host reads it."""
     return ((address_be32 * VIP_FILTER_MULT) & 0xFFFFFFFF) >> (32 - VIP_FILTER_BITS)
+
+
+def front_bucket(address_be32: int, port_be16: int, proto: int) -> int:
+    """lb4_front_hint's bucket of a frontend (bpf/include/service.h lb_front_bucket): the same
+    multiplicative hash over the VIP, the port and the protocol as the host reads them."""
+    x = address_be32 ^ (port_be16 << 16) ^ proto
+    return ((x * VIP_FILTER_MULT) & 0xFFFFFFFF) >> (32 - FRONT_HINT_BITS)
 
 
 def ip_to_be32(ip: str) -> int:
@@ -298,6 +307,7 @@ def map_specs(maglev_size: int = LB_MAGLEV_LUT_SIZE) -> dict:
         "lb4_maglev": (_b.BPF_MAP_TYPE_HASH_OF_MAPS, 2, 4, MAX_MAGLEV_ENTRIES),
         "lb4_service_by_id": (_b.BPF_MAP_TYPE_ARRAY, 4, s(Lb4ServiceFront), MAX_REVNAT_ENTRIES),
         "lb4_vip_filter": (_b.BPF_MAP_TYPE_ARRAY, 4, 4, VIP_FILTER_SIZE),
+        "lb4_front_hint": (_b.BPF_MAP_TYPE_ARRAY, 4, 4, FRONT_HINT_SIZE),
         "nodeport_neigh4": (_b.BPF_MAP_TYPE_LRU_HASH, 4, s(NeighMac), MAX_NEIGH_ENTRIES),
         "ct4_global": (_b.BPF_MAP_TYPE_LRU_HASH, s(Ipv4CtTuple), s(CtEntry), MAX_CT_ENTRIES),
         "lb4_snat": (_b.BPF_MAP_TYPE_ARRAY, 4, s(SnatEntry), MAX_SNAT_ENTRIES),

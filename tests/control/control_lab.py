@@ -111,7 +111,7 @@ def lb_maps_snapshot():
     from l4lb import reconcile
     out = {}
     with reconcile.LBMaps.open(os.path.join(PIN_DIR, "maps")) as maps:
-        for name in reconcile.RECONCILE_MAPS + (reconcile.CT,):
+        for name in reconcile.RECONCILE_MAPS + (reconcile.FRONT_HINT, reconcile.CT):
             # lb4_backends is an ARRAY: its unused entries (address 0) are not content
             out[name] = sorted((k, v) for k, v in maps[name].items() if name != reconcile.BACKENDS or v[:4] != bytes(4))
         out["maglev_tables"] = sorted(

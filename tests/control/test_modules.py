@@ -85,9 +85,10 @@ def test_lb_service_lifecycle(run_module, program):
     assert r["changed"] is True
     assert r["diff"]["after"]["1"]["backends"][0]["ip"] == BE_IP
     # Writes come in the seed's safe order: the master slot last of the service's entries, then
-    # the tracked-flow fast path is switched on (maps.h lb4_service_by_id).
+    # the tracked-flow fast path is switched on (maps.h lb4_service_by_id), then the hint.
     order = [w.split(":")[0] for w in r["writes"]]
-    assert "master" in r["writes"][-2] and "fast path on" in r["writes"][-1], order
+    assert "master" in r["writes"][-3] and "fast path on" in r["writes"][-2], order
+    assert r["writes"][-1].startswith("frontend hint ") and r["writes"][-1].endswith("service 0 -> 1"), order
 
     again = run_module("lb_service", SERVICE, diff=True)
     assert again["changed"] is False and again["writes"] == [], again
@@ -172,15 +173,18 @@ def test_mode_switch_and_forced_reload_keep_services_and_ct(run_module, program)
 
 
 def test_program_loaded_on_older_pins_fills_the_fast_path(run_module, program):
-    """Maps pinned by a program from before the tracked-flow fast path lack its two maps: the
-    next load creates them empty (an empty VIP filter passes every packet), and xdp_program
-    fills them from the services programmed, in the same task."""
+    """Maps pinned by a program from before the fast paths lack their three maps: the next load
+    creates them empty (an empty VIP filter passes every packet), and xdp_program fills them
+    from the services programmed, in the same task."""
     assert not run_module("lb_service", SERVICE).get("failed")
-    want = {k: v for k, v in lb_maps_snapshot().items() if k in ("lb4_service_by_id", "lb4_vip_filter")}
-    for name in ("lb4_service_by_id", "lb4_vip_filter"):
+    fast = ("lb4_service_by_id", "lb4_vip_filter", "lb4_front_hint")
+    want = {k: v for k, v in lb_maps_snapshot().items() if k in fast}
+    assert set(want) == set(fast)
+    for name in fast:
         os.unlink(os.path.join(PIN_DIR, "maps", name))
     r = run_module("xdp_program", {**PROGRAM, "force": True})
-    assert r["changed"] is True and r["fast_path_filled"] == 2, r   # service 1 live, its VIP's bucket
+    # service 1 live, its VIP's bucket, its frontend's hint
+    assert r["changed"] is True and r["fast_path_filled"] == 3, r
     assert {k: v for k, v in lb_maps_snapshot().items() if k in want} == want
     again = run_module("xdp_program", PROGRAM)
     assert again["changed"] is False and "fast_path_filled" not in again

@@ -9,11 +9,14 @@ from l4lb import maglev, reconcile
 from l4lb.errors import InvalidConfig
 from l4lb.model import Service
 from l4lb.reconcile import (
-    BACKEND_DEL, BACKEND_UPD, FILTER_LOWER, FILTER_RAISE, LIVE_OFF, LIVE_ON, MAGLEV_DEL, MAGLEV_SET, MASTER_DEL,
+    BACKEND_DEL, BACKEND_UPD, FILTER_LOWER, FILTER_RAISE, HINT_SET, LIVE_OFF, LIVE_ON, MAGLEV_DEL, MAGLEV_SET, MASTER_DEL,
     MASTER_UPD, NEIGH_UPD, REVNAT_DEL, REVNAT_UPD, SLOT_DEL, SLOT_UPD, apply, dump, plan_fast_path, plan_service,
     plan_services, read_state,
 )
-from l4lb.structs import LB4_BACKEND, LB4_SERVICE, LB4_SERVICE_FRONT, U32, be16_to_port, be32_to_ip, vip_bucket
+from l4lb.structs import (
+    LB4_BACKEND, LB4_SERVICE, LB4_SERVICE_FRONT, U32, be16_to_port, be32_to_ip, front_bucket, ip_to_be32, port_to_be16,
+    vip_bucket,
+)
 
 SEED = dict(id=1, frontend="40.1.1.1:80", backends="20.1.1.10:80,20.1.1.20:80,20.1.1.30:80,20.1.1.40:80")
 NEIGH = {"20.1.1.10": "02:00:14:01:01:0a", "20.1.1.20": "02:00:14:01:01:14"}
@@ -78,9 +81,10 @@ def test_seed_service_roundtrip(lbmaps):
     assert [w.map for w in plan.writes][:2] == ["nodeport_neigh4"] * 2
     assert [w.phase for w in plan.writes if w.map == "lb4_services_v2"][-1] == MASTER_UPD
     # the VIP passes the filter before the master is written; the fast path is on after it
-    assert plan.writes[-1].phase == LIVE_ON and plan.writes[-1].map == "lb4_service_by_id"
+    assert [(w.phase, w.map) for w in plan.writes][-2:] == [(LIVE_ON, "lb4_service_by_id"),
+                                                           (HINT_SET, "lb4_front_hint")]
     assert {w.phase for w in plan.writes} == {NEIGH_UPD, BACKEND_UPD, MAGLEV_SET, SLOT_UPD, REVNAT_UPD,
-                                              FILTER_RAISE, MASTER_UPD, LIVE_ON}
+                                              FILTER_RAISE, MASTER_UPD, LIVE_ON, HINT_SET}
     assert plan.diff["before"] == {} and plan.diff["after"]["1"]["count"] == 4
     apply(lbmaps, plan)
     invariant(lbmaps)
@@ -212,7 +216,8 @@ def test_move_frontend_and_prune(lbmaps):
     assert (ds[1]["vip"], ds[1]["port"]) == ("40.1.1.9", 8080) and 2 in ds
     # prune removes service 2; backends still used by service 1 stay
     prune = plan_services(lbmaps, [moved], prune=True)
-    assert {w.phase for w in prune.writes} == {LIVE_OFF, MASTER_DEL, FILTER_LOWER, SLOT_DEL, REVNAT_DEL, MAGLEV_DEL}
+    assert {w.phase for w in prune.writes} == {LIVE_OFF, MASTER_DEL, HINT_SET, FILTER_LOWER, SLOT_DEL, REVNAT_DEL,
+                                               MAGLEV_DEL}
     apply_stepwise(lbmaps, prune)
     assert [d["id"] for d in dump(lbmaps)] == [1]
     assert not plan_services(lbmaps, [moved], prune=True).changed
@@ -439,7 +444,7 @@ def test_apply_failure_is_reported_and_state_stays_consistent(lbmaps, monkeypatc
     def failing(maps, run):
         raise BpfError("bpf_map_create", 12, "lb4_maglev_in")
     monkeypatch.setattr(reconcile, "_set_inners", failing)
-    with pytest.raises(L4LBError, match="apply stopped at write 5 of 13 .*create-inner lb4_maglev"):
+    with pytest.raises(L4LBError, match="apply stopped at write 5 of 14 .*create-inner lb4_maglev"):
         apply(lbmaps, plan)
     invariant(lbmaps)                                   # backends only: nothing live yet
     assert len(read_state(lbmaps).backends) == 4 and not read_state(lbmaps).fronts
@@ -462,17 +467,21 @@ def test_fast_path_maps_follow_the_masters(lbmaps):
     # one count per frontend: 40.1.1.1 has two
     buckets = {vip_bucket(f[0]) for f in st.fronts}
     assert sum(st.vip_filter[b] for b in buckets) == 3 and set(st.vip_filter) == buckets
+    # each live service hinted in its frontend's bucket
+    assert st.hints == {front_bucket(*LB4_SERVICE_FRONT.unpack(v)[:3]): sid for sid, v in st.live.items()}
     assert not plan_fast_path(lbmaps).changed
-    # emptied (as a new pin would be): one fast-path plan fills both again, nothing else
+    # emptied (as a new pin would be): one fast-path plan fills the three again, nothing else
     for k, _v in lbmaps["lb4_service_by_id"].items_list():
         lbmaps["lb4_service_by_id"].update(k, bytes(8))
-    for k, _v in lbmaps["lb4_vip_filter"].items_list():
-        lbmaps["lb4_vip_filter"].update(k, bytes(4))
+    for name in ("lb4_vip_filter", "lb4_front_hint"):
+        for k, _v in lbmaps[name].items_list():
+            lbmaps[name].update(k, bytes(4))
     fill = plan_fast_path(lbmaps)
-    assert {w.map for w in fill.writes} == {"lb4_service_by_id", "lb4_vip_filter"}
+    assert {w.map for w in fill.writes} == {"lb4_service_by_id", "lb4_vip_filter", "lb4_front_hint"}
     apply(lbmaps, fill)
     invariant(lbmaps)
-    assert read_state(lbmaps).live == st.live and read_state(lbmaps).vip_filter == st.vip_filter
+    after = read_state(lbmaps)
+    assert (after.live, after.vip_filter, after.hints) == (st.live, st.vip_filter, st.hints)
     # a stale live entry (a service that is gone) is switched off by the next plan of any service
     lbmaps["lb4_service_by_id"].update(U32.pack(9), st.live[1])
     again = plan_service(lbmaps, svc())
@@ -482,3 +491,28 @@ def test_fast_path_maps_follow_the_masters(lbmaps):
     apply_stepwise(lbmaps, plan_service(lbmaps, 3, state="absent"))
     st = read_state(lbmaps)
     assert sorted(st.live) == [1, 2] and sum(st.vip_filter.values()) == 2
+
+
+def _colliding_ports(vip: str, n: int) -> list:
+    """n TCP ports whose frontends on vip share one lb4_front_hint bucket."""
+    by_bucket: dict = {}
+    for port in range(1, 65536):
+        ports = by_bucket.setdefault(front_bucket(ip_to_be32(vip), port_to_be16(port), 6), [])
+        ports.append(port)
+        if len(ports) == n:
+            return ports
+    raise AssertionError("no collision")
+
+
+def test_front_hints_a_shared_bucket_hints_the_lowest_id(lbmaps):
+    """Frontends sharing a hint bucket: the lowest live service id is hinted; when it goes the
+    next one is; the rest take the service hash in the datapath."""
+    p1, p2 = _colliding_ports("40.1.1.1", 2)
+    bucket = front_bucket(ip_to_be32("40.1.1.1"), port_to_be16(p1), 6)
+    apply(lbmaps, plan_services(lbmaps, [svc(id=7, frontend=f"40.1.1.1:{p2}"), svc(id=5, frontend=f"40.1.1.1:{p1}")]))
+    assert read_state(lbmaps).hints == {bucket: 5}
+    apply_stepwise(lbmaps, plan_service(lbmaps, 5, state="absent"))
+    assert read_state(lbmaps).hints == {bucket: 7}
+    apply_stepwise(lbmaps, plan_service(lbmaps, 7, state="absent"))
+    assert read_state(lbmaps).hints == {}
+    assert not plan_fast_path(lbmaps).changed

@@ -97,3 +97,15 @@ def test_vip_bucket_is_the_datapaths():
         assert 0 <= S.vip_bucket(raw) < S.VIP_FILTER_SIZE
     # the lab's VIP range spreads over buckets instead of sharing one
     assert len({S.vip_bucket(S.ip_to_be32(f"40.1.1.{i}")) for i in range(256)}) > 200
+
+
+def test_front_bucket_is_the_datapaths():
+    """lb_front_bucket (bpf/include/service.h): ((u32 daddr ^ (u32 dport << 16) ^ proto) *
+    0x9e3779b1) >> 20, the __be fields as the CPU reads them; ports and protocols of one VIP
+    spread over the buckets (the datapath test takes a hint at the bucket this computes)."""
+    vip = S.ip_to_be32("40.1.1.1")
+    for port in (80, 443, 8080):
+        for proto in (S.IPPROTO_TCP, S.IPPROTO_UDP):
+            raw = vip ^ (S.port_to_be16(port) << 16) ^ proto
+            assert S.front_bucket(vip, S.port_to_be16(port), proto) == ((raw * 0x9E3779B1) % 2**32) >> 20
+    assert len({S.front_bucket(vip, S.port_to_be16(p), S.IPPROTO_TCP) for p in range(1, 1025)}) > 700

@@ -29,7 +29,7 @@ BACKEND_MACS = {ip: f"02:00:14:01:01:{int(ip.split('.')[-1]):02x}" for ip, _ in 
 TCP, UDP = 6, 17
 
 MAP_NAMES = ("lb4_services_v2", "lb4_backends", "lb4_reverse_nat", "lb4_maglev", "nodeport_neigh4",
-             "lb4_service_by_id", "lb4_vip_filter", "ct4_global", "lb4_snat", "lb4_stats_service", "lb4_stats_backend", "lb4_stats_reason")
+             "lb4_service_by_id", "lb4_vip_filter", "lb4_front_hint", "ct4_global", "lb4_snat", "lb4_stats_service", "lb4_stats_backend", "lb4_stats_reason")
 
 # enum lb_reason (bpf/include/consts.h)
 REASONS = ["PASS_NOT_IPV4", "PASS_BAD_IPV4", "PASS_NOT_SERVICE", "TX_SNAT_FWD", "TX_SNAT_REPLY",
@@ -166,8 +166,9 @@ class LbEnv:
         return table
 
     def sync_fast_path(self):
-        """lb4_service_by_id and lb4_vip_filter from the masters, by the core (as every reconcile
-        keeps them): without them the datapath takes every packet for a non-service one."""
+        """lb4_service_by_id, lb4_vip_filter and lb4_front_hint from the masters, by the core (as
+        every reconcile keeps them): without them the datapath takes every packet for a non-service
+        one."""
         maps = reconcile.LBMaps(self.maps, maglev_size=self.M)
         reconcile.apply(maps, reconcile.plan_fast_path(maps))
 

@@ -142,8 +142,9 @@ def _ack(sport, vip=H.VIP, port=80, flags="A"):
 @pytest.mark.parametrize("mode", ["snat", "dsr"])
 def test_tracked_flows_skip_the_service_hash_but_follow_the_service(make_lb, mode):
     """A tracked flow of a live service is forwarded from its CT entry and lb4_service_by_id
-    (maps.h), without the service hash; a service deleted or moved by the core stops its
-    established flows all the same."""
+    (maps.h), and a new flow from its frontend's hint (lb4_front_hint) confirmed by
+    lb4_service_by_id, both without the service hash; a service deleted or moved by the core
+    stops its established flows all the same."""
     lb = make_lb(mode)
     svc = Service.parse(id=1, frontend=f"{H.VIP}:80", backends=",".join(BACKS))
     # another service on the VIP keeps it in the VIP filter throughout
@@ -153,15 +154,23 @@ def test_tracked_flows_skip_the_service_hash_but_follow_the_service(make_lb, mod
     assert lb.run(_ack(40001, flags="S"))[0] == XDP_TX
     passed = lb.reason("PASS_NOT_SERVICE")
 
-    # The fast path exists: with the master gone from the service hash alone (no core would do
-    # that: it switches the fast path off first), the tracked flow still goes; a new one is no
-    # service packet.
+    # The fast paths exist: with the master gone from the service hash alone (no core would do
+    # that: it switches the fast path off first), the tracked flow still goes, and so does a new
+    # one, by its frontend's hint; without the hint a new flow is no service packet.
     master = H.S.LB4_KEY.pack(H.be32(H.VIP), H.be16(80), 0, H.TCP, 0)
     saved = lb.maps["lb4_services_v2"].lookup(master)
     lb.maps["lb4_services_v2"].delete(master)
     assert lb.run(_ack(40001))[0] == XDP_TX
-    assert lb.run(_ack(40002, flags="S"))[0] == H.XDP_PASS
+    assert lb.run(_ack(40002, flags="S"))[0] == XDP_TX
+    bucket = H.S.U32.pack(H.S.front_bucket(H.be32(H.VIP), H.be16(80), H.TCP))
+    assert lb.maps["lb4_front_hint"].lookup(bucket) == H.S.U32.pack(1)
+    lb.maps["lb4_front_hint"].update(bucket, H.S.U32.pack(0))
+    assert lb.run(_ack(40003, flags="S"))[0] == H.XDP_PASS
+    # a hint the fast path does not confirm (service 2 is live on port 81, not 80) is not taken
+    lb.maps["lb4_front_hint"].update(bucket, H.S.U32.pack(2))
+    assert lb.run(_ack(40004, flags="S"))[0] == H.XDP_PASS
     lb.maps["lb4_services_v2"].update(master, saved)
+    lb.maps["lb4_front_hint"].update(bucket, H.S.U32.pack(1))
 
     # Deleted by the core: the established flow is passed, as any packet to no service.
     maps = reconcile.LBMaps.open(lb.pin_root, maglev_size=lb.M)
@@ -175,7 +184,7 @@ def test_tracked_flows_skip_the_service_hash_but_follow_the_service(make_lb, mod
     assert lb.run(_ack(40001))[0] == XDP_TX
     _program(lb, [Service.parse(id=1, frontend=f"{H.VIP}:8080", backends=",".join(BACKS))], neigh)
     assert lb.run(_ack(40001))[0] == H.XDP_PASS
-    assert lb.reason("PASS_NOT_SERVICE") == passed + 3
+    assert lb.reason("PASS_NOT_SERVICE") == passed + 4
 
 
 def test_vip_filter_passes_other_addresses_and_the_lb_itself(make_lb):

@@ -2,9 +2,9 @@
 
 bench/katran.py runs the workplace's tool, whose trbench clears a run's flows every 2,000 calls
 (untimed) by walking each table it was given (`-x`) and deleting the run's entries. Katran's
-tables are hashes: the walk visits the run's 2,000 entries and takes about 4 ms. Ours include
+tables are hashes: the walk visits the run's 2,000 entries and takes 2-3 ms. Ours include
 lb4_snat, an ARRAY of 262,144 slots that cannot be deleted from: the walk is one get_next_key
-and one lookup syscall per slot, about 180 ms, deletes nothing, and leaves the program idle
+and one lookup syscall per slot, 160-180 ms, deletes nothing, and leaves the program idle
 that long before each 2,000 calls. On this kind of machine memory left idle for 100+ ms comes
 back slow (the same idle time spent in a sleep has the same effect; the MAC-swap floor, which
 touches no map, has none), so every new flow after such a clear costs more, whatever the
@@ -14,7 +14,7 @@ program. This bench shows how much of the row is that clearing and not the datap
     deletable    each program's deletable flow tables only (ours: CT; the run's SNAT slots stay
                  held by flows whose CT entry is gone, which our datapath must then judge free)
     equal walk   both: their tables as the tool's, and Katran also walks lb4_snat, so both
-                 programs sit through the same 180 ms before each 2,000 calls
+                 programs sit through the same 160-180 ms before each 2,000 calls
 
 It reuses what the tool built (its kept build directory: trbench, Katran's object, the Maglev
 ring Katran's own code generated, the packets) and loads and programs Katran again the way the

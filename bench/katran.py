@@ -10,6 +10,11 @@ one CPU, interleaved over 3 rounds. The lab is its own (prefix $L4LB_BENCH_PREFI
 l4lbb), brought up once per mode and torn down at the end. Katran's source is fetched outside
 the repository (nothing of Katran goes into the project); without $KATRAN_SRC or the tool the
 bench is skipped with a message and its section of BENCHMARKS.md is left as it is.
+
+After each mode's run, bench/katran_clearing.py measures the "run's flows cleared" row again
+three ways (the tool's clearing, each program's deletable tables only, both through the tool's
+walk of lb4_snat): the tool's clearing walks our ARRAY of SNAT slots for 160-180 ms, and that
+idle time costs the next calls more than the datapath does (its docstring says why).
 """
 
 from __future__ import annotations

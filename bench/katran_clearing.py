@@ -100,9 +100,10 @@ def _trbench(kept: str, target: str, tables: list[str], first: int, n: int, *opt
             "-o", str(first), *[a for t in tables for a in ("-x", t)], target, f"{kept}/new.bin", str(n)]
 
 
-def measure(kept: str, pin: str) -> tuple[list[tuple[str, int, int]], dict]:
-    """Rows (clearing, Katran ns, ours ns): medians over rounds of each run's median; and the
-    clear's duration per program (ms, one clear of 2,000 flows)."""
+def measure(kept: str, pin: str) -> tuple[list[tuple], dict]:
+    """Rows (clearing, Katran ns, ours ns, Katran's per-round medians, ours): the ns are medians
+    over rounds of each run's median; and the clear's duration per program (ms, one clear of
+    2,000 flows)."""
     prog, ours = _our_tables()
     ct = f"{ours['ct4_global']}:k:{structs.Ipv4CtTuple.saddr.offset}:{structs.Ipv4CtTuple.sport.offset}"
     snat = f"{ours['lb4_snat']}:v:{structs.SnatEntry.client_addr.offset}:{structs.SnatEntry.client_port.offset}"

@@ -266,7 +266,7 @@ def read_state(maps: LBMaps, ids=None) -> State:
             n = u32(v)[0]
             if n:
                 st.vip_filter[u32(k)[0]] = n
-    if FRONT_HINT in maps:      # and before it, the frontend hints
+    if FRONT_HINT in maps:      # and maps pinned before the hints existed lack lb4_front_hint
         for k, v in maps[FRONT_HINT].items_list():
             sid = u32(v)[0]
             if sid:
@@ -599,8 +599,8 @@ class _Planner:
         if FRONT_HINT not in self.maps:
             return
         want_hints = {}
-        for sid in sorted(want_live, reverse=True):
-            want_hints[front_bucket(*LB4_SERVICE_FRONT.unpack(want_live[sid])[:3])] = sid
+        for sid in sorted(want_live):   # a shared bucket hints its lowest id
+            want_hints.setdefault(front_bucket(*LB4_SERVICE_FRONT.unpack(want_live[sid])[:3]), sid)
         for b in sorted(set(self.st.hints) | set(want_hints)):
             cur, want = self.st.hints.get(b, 0), want_hints.get(b, 0)
             if cur != want:

@@ -28,8 +28,6 @@ BACKENDS = {  # backend_id: (ip, port)
 BACKEND_MACS = {ip: f"02:00:14:01:01:{int(ip.split('.')[-1]):02x}" for ip, _ in BACKENDS.values()}
 TCP, UDP = 6, 17
 
-MAP_NAMES = ("lb4_services_v2", "lb4_backends", "lb4_reverse_nat", "lb4_maglev", "nodeport_neigh4",
-             "lb4_service_by_id", "lb4_vip_filter", "lb4_front_hint", "ct4_global", "lb4_snat", "lb4_stats_service", "lb4_stats_backend", "lb4_stats_reason")
 
 # enum lb_reason (bpf/include/consts.h)
 REASONS = ["PASS_NOT_IPV4", "PASS_BAD_IPV4", "PASS_NOT_SERVICE", "TX_SNAT_FWD", "TX_SNAT_REPLY",
@@ -85,7 +83,7 @@ class LbEnv:
         self.obj = libbpf.BpfObject(obj_path, pin_root)
         self.obj.load()
         self.prog_fd = os.dup(self.obj.program().fd)
-        self.maps = {n: self.obj.map(n) for n in MAP_NAMES}
+        self.maps = {n: self.obj.map(n) for n in reconcile.MAP_NAMES}
         self.runner = libbpf.TestRunner(self.prog_fd, 4096)
         self.backends: dict = {}   # backend id -> (ip, port, proto) as programmed
 

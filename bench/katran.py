@@ -12,9 +12,10 @@ the repository (nothing of Katran goes into the project); without $KATRAN_SRC or
 bench is skipped with a message and its section of BENCHMARKS.md is left as it is.
 
 After each mode's run, bench/katran_clearing.py measures the "run's flows cleared" row again
-three ways (the tool's clearing, each program's deletable tables only, both through the tool's
-walk of lb4_snat): the tool's clearing walks our ARRAY of SNAT slots for 160-180 ms, and that
-idle time costs the next calls more than the datapath does (its docstring says why).
+four ways (the tool's clearing, each program's deletable tables only, both through the tool's
+walk of lb4_snat, the run's flows removed whole): the tool's clearing walks our ARRAY of SNAT
+slots for 160-180 ms, and that idle time costs the next calls more than the datapath does (its
+docstring says why).
 """
 
 from __future__ import annotations
@@ -76,17 +77,20 @@ CLEARINGS = {
     "tool's": "the tool's: Katran its LRU + fallback_cache; ours CT + a walk of lb4_snat's 262,144 slots",
     "deletable": "each program's deletable flow tables only (ours: CT; the run's SNAT slots stay held)",
     "equal walk": "both as the tool's, and Katran also walks lb4_snat (the same idle time for both)",
+    "whole": "the run's flows removed whole (ours: CT entries and the SNAT slots they hold, freed as the GC "
+             "frees them; Katran: as deletable), both by bench/newflows.c",
 }
 
 
 def _clearing_table(mode: str, rows: list, clear_ms: dict) -> list[str]:
-    """bench/katran_clearing.py's rows: the cleared-flows row under three ways of clearing."""
+    """bench/katran_clearing.py's rows: the cleared-flows row under four ways of clearing."""
     target = TARGETS["new flow, run's flows cleared"]
     walk_ms = clear_ms["ours, tool's"]
-    out = [f"New flows, the run's flows cleared every 2,000 calls, three ways ({mode.upper()}; "
+    out = [f"New flows, the run's flows cleared every 2,000 calls, four ways ({mode.upper()}; "
            "bench/katran_clearing.py, same method, 3 interleaved rounds; one clear of 2,000 flows took "
            f"{clear_ms['katran']:.0f} ms for Katran's tables, {clear_ms['ours, deletable']:.0f} ms for our CT, "
-           f"{walk_ms:.0f} ms with the walk of lb4_snat):", "",
+           f"{walk_ms:.0f} ms with the walk of lb4_snat; removed whole, by batch: "
+           f"{clear_ms['katran, whole']:.1f} ms for Katran's, {clear_ms['ours, whole']:.1f} ms for ours):", "",
            "| clearing | Katran ns | ours ns | ours / Katran | target | | per-round medians (Katran; ours) |",
            "|---|---:|---:|---:|---:|---|---|"]
     for clearing, k, o, ks, os_ in rows:

@@ -9,7 +9,7 @@
  * recomputed, W untimed warm-up calls, then N timed; the kernel-reported ns.
  *
  * usage: newflows [-w W] [-c EVERY] [-o FIRST] [-P P] [-R R]
- *                 [-k MAP:IPOFF:PORTOFF]... [-s CT:SNAT:IPOFF:PORTOFF:NATOFF:BEOFF:SLOTS] [-t PAUSE_US]
+ *                 [-k MAP:IPOFF:PORTOFF]... [-s CT:SNAT:IPOFF:PORTOFF:NATOFF:BEOFF:SLOTS]
  *                 PROG PACKET N
  *   -k  a hash table whose keys hold the flow's source address and port (network order) at
  *       these offsets: the run's keys are deleted (Katran's LRU, its fallback_cache)
@@ -17,7 +17,6 @@
  *       at NATOFF and backend_id (u32) at BEOFF; the slot, key ntohs(nat_port) * SLOTS +
  *       backend_id % SLOTS of the ARRAY SNAT, is written zero, then the CT key is deleted.
  *       The offsets come from the project's declared layouts (module_utils/l4lb/structs.py).
- *   -t  every clear lasts at least PAUSE_US microseconds (0, the default: as long as it takes)
  *   MAP, CT, SNAT and PROG: ids or pinned paths. Prints "median p10 p90 verdict" and, on a
  *   second line, how many keys were deleted and slots freed and how long a clear took.
  */
@@ -224,7 +223,7 @@ static int cmp_u32(const void *a, const void *b)
 static void usage(const char *me)
 {
 	fprintf(stderr, "usage: %s [-w W] [-c EVERY] [-o FIRST] [-P P] [-R R] [-k MAP:IPOFF:PORTOFF]... "
-			"[-s CT:SNAT:IPOFF:PORTOFF:NATOFF:BEOFF:SLOTS] [-t PAUSE_US] PROG PACKET N\n", me);
+			"[-s CT:SNAT:IPOFF:PORTOFF:NATOFF:BEOFF:SLOTS] PROG PACKET N\n", me);
 	exit(2);
 }
 
@@ -232,11 +231,11 @@ int main(int argc, char **argv)
 {
 	struct flow_range f = {.port0 = 10000, .ports = 20000};
 	struct table tabs[MAX_TABLES];
-	long long warm = 0, every = 0, first = 0, pause_ns = 0;
+	long long warm = 0, every = 0, first = 0;
 	int ntabs = 0, opt;
 	char a[64], b[64];
 
-	while ((opt = getopt(argc, argv, "w:c:o:P:R:k:s:t:")) != -1) {
+	while ((opt = getopt(argc, argv, "w:c:o:P:R:k:s:")) != -1) {
 		struct table *t = &tabs[ntabs];
 
 		switch (opt) {
@@ -245,7 +244,6 @@ int main(int argc, char **argv)
 		case 'o': first = atoll(optarg); break;
 		case 'P': f.port0 = atoi(optarg); break;
 		case 'R': f.ports = atoi(optarg); break;
-		case 't': pause_ns = atoll(optarg) * 1000; break;
 		case 'k':
 		case 's':
 			if (ntabs == MAX_TABLES)
@@ -308,8 +306,6 @@ int main(int argc, char **argv)
 			cleared_to = k;
 			clear_ns += now_ns() - t0;
 			clears++;
-			while (now_ns() - t0 < pause_ns)
-				;
 		}
 		memcpy(in, pkt, len);
 		set_flow(in, len, &f, k);

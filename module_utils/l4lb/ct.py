@@ -25,8 +25,8 @@ from .maglev import describe_identities
 from .reconcile import (BACKENDS, CT, SNAT, STATS_BACKEND, STATS_REASON, STATS_SERVICE, LBMaps, maglev_identities,
                         read_state)
 from .structs import (
-    CT_ENTRY, IPV4_CT_TUPLE, LB4_BACKEND, LB4_SERVICE, LB_REASONS, LB_STATS, PROTO_NAMES, SNAT_ENTRY, SNAT_SLOTS,
-    TCP_FIN, TCP_RST, U32, be16_to_port, be32_to_ip, port_to_be16,
+    CT_ENTRY, IPV4_CT_TUPLE, CtEntry, LB4_BACKEND, LB4_SERVICE, LB_REASONS, LB_STATS, PROTO_NAMES, SNAT_ENTRY,
+    TCP_FIN, TCP_RST, U32, be16_to_port, be32_to_ip, port_to_be16, snat_slot_key, snat_slot_port,
 )
 
 DEFAULT_IDLE_AFTER_S = 60.0
@@ -265,27 +265,17 @@ def gc(maps: LBMaps, timeouts: CtTimeouts | dict | None = None, now_ns: int | No
        suspects: dict | None = None, dry_run: bool = False) -> dict:
     """Delete the CT entries of flows that are over and free the SNAT slots of those flows.
 
-    A slot whose flow has no CT entry (LRU-evicted) or has moved to another port is freed only
-    when it was already so in the previous pass (``suspects``, as returned): the datapath writes
-    a new flow's slot just before its CT entry, and a single look could fall between the two.
-    An entry judged over is re-read just before its delete, so a flow that spoke meanwhile is
-    kept, and a slot is re-read too (the datapath may have handed it to a new flow). ``dry_run``
-    counts what would go and changes nothing. Returns counts and the ``suspects`` for the next
-    pass."""
+    An over flow's slot (the one its CT entry names) is freed right after its CT entry goes, so
+    no reader sees the slot without its flow for longer than two syscalls. A slot whose flow has
+    no CT entry (LRU-evicted) or has moved to another port is freed only when it was already so
+    in the previous pass (``suspects``, as returned): the datapath writes a new flow's slot just
+    before its CT entry, and a single look could fall between the two. An entry judged over is
+    re-read just before its delete, so a flow that spoke meanwhile is kept, and a slot is re-read
+    too (the datapath may have handed it to a new flow). ``dry_run`` counts what would go and
+    changes nothing. Returns counts and the ``suspects`` for the next pass."""
     t = CtTimeouts.parse(timeouts)
     now = monotonic_ns() if now_ns is None else now_ns
     ct_map, snat_map = maps[CT], maps[SNAT]
-    over = set()
-    for k, v in ct_map.items_list():
-        last, keep = _ct_gc_deadline(t, k, v)
-        if now - last > keep and ct_map.lookup(k) == v:
-            if not dry_run:
-                ct_map.delete(k)
-            over.add(k)
-    prev = suspects or {}
-    suspects_out = {}
-    snat_deleted = 0
-    snat_left = 0
     free = bytes(SNAT_ENTRY.size)
 
     def release(k, v):
@@ -293,14 +283,36 @@ def gc(maps: LBMaps, timeouts: CtTimeouts | dict | None = None, now_ns: int | No
         if not dry_run and snat_map.lookup(k) == v:
             snat_map.update(k, free)
 
+    over = set()
+    released = set()
+    for k, v in ct_map.items_list():
+        last, keep = _ct_gc_deadline(t, k, v)
+        if now - last > keep and ct_map.lookup(k) == v:
+            if not dry_run:
+                ct_map.delete(k)
+            over.add(k)
+            entry = CtEntry.from_bytes(v)
+            if entry.nat_port:
+                slot_key = U32.pack(snat_slot_key(be16_to_port(entry.nat_port), entry.backend_id))
+                slot = snat_map.lookup(slot_key)
+                if slot is not None and _owner_key(slot) == k:
+                    release(slot_key, slot)
+                    released.add(slot_key)
+    prev = suspects or {}
+    suspects_out = {}
+    snat_deleted = len(released)
+    snat_left = 0
+
     for k, v in snat_slots(maps):
+        if k in released:
+            continue
         owner = _owner_key(v)
         if owner in over:
             release(k, v)
             snat_deleted += 1
             continue
         raw = ct_map.lookup(owner)
-        nat_port = port_to_be16(U32.unpack(k)[0] // SNAT_SLOTS)
+        nat_port = port_to_be16(snat_slot_port(U32.unpack(k)[0]))
         if raw is not None and CT_ENTRY.unpack(raw)[7] == nat_port:
             snat_left += 1
             continue

@@ -97,6 +97,16 @@ def be16_to_port(value: int) -> int:
     return int.from_bytes(value.to_bytes(2, _NATIVE), "big")
 
 
+def snat_slot_key(port: int, backend_id: int) -> int:
+    """The lb4_snat key of ``port``'s (host order) slot in ``backend_id``'s plane (nat.h, lb_snat_key)."""
+    return port * SNAT_SLOTS + backend_id % SNAT_SLOTS
+
+
+def snat_slot_port(key: int) -> int:
+    """The port (host order) a lb4_snat key belongs to."""
+    return key // SNAT_SLOTS
+
+
 _MAC = re.compile(r"[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}")
 
 

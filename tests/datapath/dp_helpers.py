@@ -187,7 +187,7 @@ class LbEnv:
         for bid, (ip, port, _proto) in self.backends.items():
             if (ip, port) == (backend_ip, backend_port):
                 se = S.SnatEntry.from_bytes(self.maps["lb4_snat"].lookup(
-                    S.U32.pack(nat_port * S.SNAT_SLOTS + bid % S.SNAT_SLOTS)))
+                    S.U32.pack(S.snat_slot_key(nat_port, bid))))
                 if se.client_addr and se.backend_id == bid and se.proto == proto:
                     return se
         return None
@@ -195,7 +195,7 @@ class LbEnv:
     def set_snat_slot(self, nat_port: int, backend_id: int, client: str, cport: int, proto: int = TCP,
                       vip: str = VIP, vport: int = 80):
         """A flow of client:cport holding nat_port towards backend_id (in that backend's plane)."""
-        self.maps["lb4_snat"].update(S.U32.pack(nat_port * S.SNAT_SLOTS + backend_id % S.SNAT_SLOTS), S.SNAT_ENTRY.pack(
+        self.maps["lb4_snat"].update(S.U32.pack(S.snat_slot_key(nat_port, backend_id)), S.SNAT_ENTRY.pack(
             be32(client), be32(vip), be16(cport), be16(vport), backend_id, proto))
 
 

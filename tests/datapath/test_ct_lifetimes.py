@@ -162,8 +162,12 @@ def test_gc_deletes_what_is_over_and_its_snat_entry(lb):
     time.sleep(1.3)
     maps = LBMaps.open(lb.pin_root)
     try:
+        would = ctmod.gc(maps, SHORT, dry_run=True)
+        assert (would["ct_deleted"], would["snat_deleted"], would["snat_entries"]) == (1, 1, 0)
+        assert len(ctmod.snat_slots(maps)) == 1 and len(maps["ct4_global"].items_list()) == 1
         r = ctmod.gc(maps, SHORT)
         assert (r["ct_deleted"], r["snat_deleted"], r["snat_entries"]) == (1, 1, 0)
+        assert ctmod.snat_slots(maps) == [] and maps["ct4_global"].items_list() == []
         assert ctmod.gc(maps, SHORT)["changed"] is False
     finally:
         maps.close()

@@ -266,7 +266,7 @@ def gc(maps: LBMaps, timeouts: CtTimeouts | dict | None = None, now_ns: int | No
     """Delete the CT entries of flows that are over and free the SNAT slots of those flows.
 
     An over flow's slot (the one its CT entry names) is freed right after its CT entry goes, so
-    no reader sees the slot without its flow for longer than two syscalls. A slot whose flow has
+    no reader sees the slot without its flow for longer than a few syscalls. A slot whose flow has
     no CT entry (LRU-evicted) or has moved to another port is freed only when it was already so
     in the previous pass (``suspects``, as returned): the datapath writes a new flow's slot just
     before its CT entry, and a single look could fall between the two. An entry judged over is

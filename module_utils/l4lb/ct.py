@@ -296,7 +296,8 @@ def gc(maps: LBMaps, timeouts: CtTimeouts | dict | None = None, now_ns: int | No
                 slot_key = U32.pack(snat_slot_key(be16_to_port(entry.nat_port), entry.backend_id))
                 slot = snat_map.lookup(slot_key)
                 if slot is not None and _owner_key(slot) == k:
-                    release(slot_key, slot)
+                    if not dry_run:    # just read and found its own, as release() checks
+                        snat_map.update(slot_key, free)
                     released.add(slot_key)
     prev = suspects or {}
     suspects_out = {}
@@ -313,7 +314,7 @@ def gc(maps: LBMaps, timeouts: CtTimeouts | dict | None = None, now_ns: int | No
             continue
         raw = ct_map.lookup(owner)
         nat_port = port_to_be16(snat_slot_port(U32.unpack(k)[0]))
-        if raw is not None and CT_ENTRY.unpack(raw)[7] == nat_port:
+        if raw is not None and CtEntry.from_bytes(raw).nat_port == nat_port:
             snat_left += 1
             continue
         if prev.get(k) == v:

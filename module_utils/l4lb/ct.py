@@ -26,6 +26,7 @@ from .reconcile import (BACKENDS, CT, SNAT, STATS_BACKEND, STATS_REASON, STATS_S
                         read_state)
 from .structs import (
     CT_ENTRY, IPV4_CT_TUPLE, CtEntry, LB4_BACKEND, LB4_SERVICE, LB_REASONS, LB_STATS, PROTO_NAMES, SNAT_ENTRY,
+    Lb4Backend, SnatEntry,
     TCP_FIN, TCP_RST, U32, be16_to_port, be32_to_ip, port_to_be16, snat_slot_key, snat_slot_port,
 )
 
@@ -61,10 +62,10 @@ def flow_state(tcp_flags_seen: int, last_seen_ns: int, now_ns: int, idle_after_s
 
 def _backends(maps: LBMaps) -> dict:
     out = {}
-    for k, v in maps[BACKENDS].items_list():
+    # an ARRAY: address 0 (the value's first field) is no backend
+    for k, v in maps[BACKENDS].items_list(nonzero_prefix=Lb4Backend.address.size):
         addr, port = LB4_BACKEND.unpack(v)[:2]
-        if addr:   # an ARRAY: address 0 is no backend
-            out[U32.unpack(k)[0]] = (be32_to_ip(addr), be16_to_port(port))
+        out[U32.unpack(k)[0]] = (be32_to_ip(addr), be16_to_port(port))
     return out
 
 
@@ -257,8 +258,7 @@ def _owner_key(slot: bytes) -> bytes:
 
 def snat_slots(maps: LBMaps) -> list:
     """The held slots of lb4_snat: (key, value) with a client (an ARRAY: free slots are zero)."""
-    free = bytes(4)
-    return [(k, v) for k, v in maps[SNAT].items_list() if v[:4] != free]
+    return maps[SNAT].items_list(nonzero_prefix=SnatEntry.client_addr.size)   # its first field
 
 
 def gc(maps: LBMaps, timeouts: CtTimeouts | dict | None = None, now_ns: int | None = None,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import errno as _errno
 import os
+import re
 
 from . import platform
 from .errors import BpfError
@@ -185,6 +186,30 @@ def take_log() -> str:
 
 # What a kernel or map type without batch lookups answers (the callers fall back to one by one).
 _BATCH_REFUSED = (_errno.EINVAL, _errno.ENOTSUP, _errno.EOPNOTSUPP, _errno.ENOSYS)
+
+_NONZERO_BYTE = re.compile(rb"[^\x00]")
+
+
+def _nonzero_records(raw: bytes, size: int, prefix: int):
+    """Indexes of the ``size``-byte records of ``raw`` whose first ``prefix`` bytes are not all
+    zero. The search for the next non-zero byte runs in C, so zero runs cost about their copy
+    (a sparse ARRAY is scanned without a Python object per unused entry); a run of records in
+    use is read record by record."""
+    zero = bytes(prefix)
+    end = len(raw)
+    pos = 0
+    while pos < end:
+        found = _NONZERO_BYTE.search(raw, pos)
+        if found is None:
+            return
+        start = found.start() - found.start() % size
+        if raw[start:start + prefix] == zero:   # its non-zero bytes lie past the prefix
+            pos = start + size
+            continue
+        while start < end and raw[start:start + prefix] != zero:
+            yield start // size
+            start += size
+        pos = start
 
 
 def _check(ret: int, op: str, what: str = "") -> int:
@@ -354,8 +379,9 @@ class Map:
         return [value[i * self.stride : i * self.stride + self.value_size] for i in range(self.ncpus)]
 
     # Batch operations (Linux >= 5.6). Hash maps only; the caller falls back on EINVAL.
-    def _lookup_batches(self, chunk: int):
-        """The one bpf_map_lookup_batch loop: yields each batch as a list of (key, value).
+    def _lookup_batches(self, chunk: int, nonzero_prefix: int = 0):
+        """The one bpf_map_lookup_batch loop: yields each batch as a list of (key, value), only
+        those whose value's first ``nonzero_prefix`` bytes are not all zero when that is > 0.
         Each batch's buffers are copied out once (``.raw`` copies the whole buffer)."""
         count = min(chunk, max(self.max_entries, 1))
         ks, vs = self.key_size, self.full_value_size
@@ -376,8 +402,12 @@ class Map:
             if got:
                 kraw = keys.raw[: ks * got]
                 vraw = values.raw[: vs * got]
-                yield list(zip([kraw[i:i + ks] for i in range(0, ks * got, ks)],
-                               [vraw[i:i + vs] for i in range(0, vs * got, vs)]))
+                if nonzero_prefix:
+                    yield [(kraw[i * ks:(i + 1) * ks], vraw[i * vs:(i + 1) * vs])
+                           for i in _nonzero_records(vraw, vs, nonzero_prefix)]
+                else:
+                    yield list(zip([kraw[i:i + ks] for i in range(0, ks * got, ks)],
+                                   [vraw[i:i + vs] for i in range(0, vs * got, vs)]))
             if done:
                 return
             in_batch = ctypes.create_string_buffer(out_batch.raw, len(out_batch.raw))
@@ -387,19 +417,27 @@ class Map:
         for batch in self._lookup_batches(chunk):
             yield from batch
 
-    def items_list(self, chunk: int = 8192) -> list:
-        """All (key, value) pairs as a list, like items() but with bigger batches."""
+    def items_list(self, chunk: int = 8192, nonzero_prefix: int = 0) -> list:
+        """All (key, value) pairs as a list, like items() but with bigger batches. With
+        ``nonzero_prefix`` > 0, only the pairs whose value's first that many bytes are not all
+        zero: an ARRAY's entries in use, where every index has an entry and zero marks an unused
+        one (the unused ones are skipped in the batch buffers, at C speed)."""
         if not platform.current().batch_ops:
-            return list(self._items_by_key())
+            return self._nonzero_only(self._items_by_key(), nonzero_prefix)
         out = []
         try:
-            for batch in self._lookup_batches(chunk):
+            for batch in self._lookup_batches(chunk, nonzero_prefix):
                 out.extend(batch)
         except BpfError as exc:
             if out or exc.errno not in _BATCH_REFUSED:
                 raise
-            return list(self._items_by_key())
+            return self._nonzero_only(self._items_by_key(), nonzero_prefix)
         return out
+
+    @staticmethod
+    def _nonzero_only(pairs, nonzero_prefix: int) -> list:
+        zero = bytes(nonzero_prefix)
+        return [(k, v) for k, v in pairs if not nonzero_prefix or v[:nonzero_prefix] != zero]
 
     def update_batch(self, pairs, flags: int = BPF_ANY) -> None:
         """Write many (key, value) pairs in one syscall; falls back to single updates."""

@@ -77,7 +77,7 @@ from .model import Service, check_unique, parse_neighbors, parse_service_id
 from .structs import (
     LB4_BACKEND, LB4_KEY, LB4_REVERSE_NAT, LB4_SERVICE, LB4_SERVICE_FRONT, NEIGH_MAC, PROTO_NAMES, PROTOCOLS,
     U16, U32, be16_to_port, be32_to_ip, bytes_to_mac, front_bucket, ip_to_be32, mac_to_bytes, port_to_be16,
-    vip_bucket,
+    vip_bucket, Lb4Backend,
 )
 
 SERVICES, BACKENDS, REVNAT, MAGLEV, NEIGH = (
@@ -232,11 +232,11 @@ def read_state(maps: LBMaps, ids=None) -> State:
             sid = LB4_SERVICE.unpack(slots[0][1])[2]
             st.ids.setdefault(sid, []).append(f)
     u32 = U32.unpack
-    zero, no_address = b"\0", bytes(4)
+    zero = b"\0"
     backends, backend_ids = st.backends, st.backend_ids
-    for k, v in maps[BACKENDS].items_list():
-        if v[:4] == no_address:   # an ARRAY: every id has an entry, address 0 is none
-            continue
+    # ARRAYs: every index has an entry, and all zero (for lb4_backends, address 0, the first
+    # field) is none; items_list skips those in its batch buffers
+    for k, v in maps[BACKENDS].items_list(nonzero_prefix=Lb4Backend.address.size):
         bid = u32(k)[0]
         backends[bid] = v
         ident = v[:7] + zero
@@ -259,18 +259,13 @@ def read_state(maps: LBMaps, ids=None) -> State:
     for k, v in maps[NEIGH].items_list():
         st.neighbors[k] = v
     if SERVICE_BY_ID in maps:   # maps pinned by an older program lack the fast path's two
-        for k, v in maps[SERVICE_BY_ID].items_list():
-            if v != NOT_LIVE:
-                st.live[u32(k)[0]] = v
-        for k, v in maps[VIP_FILTER].items_list():
-            n = u32(v)[0]
-            if n:
-                st.vip_filter[u32(k)[0]] = n
+        for k, v in maps[SERVICE_BY_ID].items_list(nonzero_prefix=len(NOT_LIVE)):
+            st.live[u32(k)[0]] = v
+        for k, v in maps[VIP_FILTER].items_list(nonzero_prefix=U32.size):
+            st.vip_filter[u32(k)[0]] = u32(v)[0]
     if FRONT_HINT in maps:      # and maps pinned before the hints existed lack lb4_front_hint
-        for k, v in maps[FRONT_HINT].items_list():
-            sid = u32(v)[0]
-            if sid:
-                st.hints[u32(k)[0]] = sid
+        for k, v in maps[FRONT_HINT].items_list(nonzero_prefix=U32.size):
+            st.hints[u32(k)[0]] = u32(v)[0]
     return st
 
 

@@ -102,8 +102,17 @@ def pace(rate: float, seconds: float, timeout: float) -> dict:
             "peak_inflight": peak, "seconds": round(elapsed, 2), "rate": round(started / elapsed, 1)}
 
 
+TCP_CLOSE = 7             # tcpi_state: our FIN has been acknowledged
+LAST_ACK_WAIT_S = 0.15    # below TCP's minimum RTO (200 ms): a lost ACK would take longer
+
+
 def reconnect(port: int, count: int, timeout: float) -> dict:
-    """The same client tuple, connect - GET - close (server first), `count` times in a row."""
+    """The same client tuple, connect - GET - close (server first), `count` times in a row.
+
+    The tuple is free for the next connect only once the backend's ACK of our FIN is back (until
+    then our socket is in LAST_ACK and connect() fails with EADDRNOTAVAIL); each round waits for
+    that, at most LAST_ACK_WAIT_S, so a late softirq does not fail the next rounds while an ACK
+    the LB lost (it would come only after a FIN retransmission) still does."""
     ok, failures = 0, []
     for i in range(min(count, 1000)):
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -124,6 +133,12 @@ def reconnect(port: int, count: int, timeout: float) -> dict:
                 raise ConnectionError("bad response")
             if time.monotonic() - t0 > 0.9:
                 raise ConnectionError("slow: a SYN was retransmitted")
+            s.shutdown(socket.SHUT_WR)
+            acked_by = time.monotonic() + LAST_ACK_WAIT_S
+            while s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] != TCP_CLOSE:
+                if time.monotonic() > acked_by:
+                    raise ConnectionError(f"our FIN was not acknowledged within {LAST_ACK_WAIT_S} s")
+                time.sleep(0.001)
             ok += 1
         except (OSError, ConnectionError) as exc:
             failures.append(f"{i}: {exc}")

@@ -378,7 +378,8 @@ class Map:
     def percpu_values(self, value: bytes) -> list[bytes]:
         return [value[i * self.stride : i * self.stride + self.value_size] for i in range(self.ncpus)]
 
-    # Batch operations (Linux >= 5.6). Hash maps only; the caller falls back on EINVAL.
+    # Batch operations (Linux >= 5.6): hash and ARRAY maps; where refused (_BATCH_REFUSED) the caller
+    # falls back to one by one.
     def _lookup_batches(self, chunk: int, nonzero_prefix: int = 0):
         """The one bpf_map_lookup_batch loop: yields each batch as a list of (key, value), only
         those whose value's first ``nonzero_prefix`` bytes are not all zero when that is > 0.

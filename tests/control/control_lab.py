@@ -2,7 +2,7 @@
 own network namespace, joined by a veth pair) and a runner for our Ansible modules through real
 Ansible and the netns connection plugin.
 
-Prefix ``l4lbt4`` (env L4LB_TEST_PREFIX4): namespaces, pins and build dirs are swept at start
+Prefix ``l4lbt4`` (env L4LB_TEST_PREFIX4; under xdist the worker's number is appended): namespaces, pins and build dirs are swept at start
 (a killed run leaves them behind) and removed at the end.
 """
 
@@ -15,7 +15,10 @@ import subprocess
 
 from labtest import REPO, VENV_BIN, ansible_env  # noqa: F401 (REPO is used by the tests too)
 
-PREFIX = os.environ.get("L4LB_TEST_PREFIX4", "l4lbt4")
+# Under xdist each worker builds its own slice (the files of tests/control may run on both
+# workers at once): gw0 -> l4lbt4w0, gw1 -> l4lbt4w1.
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+PREFIX = os.environ.get("L4LB_TEST_PREFIX4", "l4lbt4") + (_WORKER.replace("gw", "w") if _WORKER else "")
 LB_NS, BE_NS = f"{PREFIX}-lb", f"{PREFIX}-be"
 LB_IP, BE_IP, VIP = "20.1.1.1", "20.1.1.10", "40.1.1.1"
 PIN_DIR = f"/sys/fs/bpf/{PREFIX}/lb"

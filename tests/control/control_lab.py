@@ -2,8 +2,9 @@
 own network namespace, joined by a veth pair) and a runner for our Ansible modules through real
 Ansible and the netns connection plugin.
 
-Prefix ``l4lbt4`` (env L4LB_TEST_PREFIX4; under xdist the worker's number is appended): namespaces, pins and build dirs are swept at start
-(a killed run leaves them behind) and removed at the end.
+Prefix ``l4lbt4`` (env L4LB_TEST_PREFIX4; under xdist the worker's number is appended):
+namespaces, pins and build dirs are swept at start (a killed run leaves them behind) and removed
+at the end.
 """
 
 from __future__ import annotations

@@ -84,20 +84,142 @@ static __always_inline int lb_ct_continues(const struct ct_entry *ct, const stru
 	return !lb_bench_ct_expired(ct, p->proto, tick, now);
 }
 
+/* A client -> service packet's flow as lb_service works it out: the tracked flow continued, or
+ * a new one (first packet, a flow that is over, or one whose service or backend changed). */
+struct lb_flow {
+	struct lb4_backend *be; /* its backend: address, port and next hop's MAC */
+	__u64 now;              /* the clock, once read this tick (0: not yet) */
+	__u32 tick;
+	__u32 backend_id;
+	__u32 hash;             /* the flow hash (new flows only) */
+	__be16 nat_port;        /* its SNAT port: 0 for a DSR flow, and for a new one until allocated */
+	__be16 prev_nat_port;   /* the SNAT port of the closed flow this tuple had (0: none) */
+	__u8 is_new;            /* no tracked flow to continue: a backend is selected */
+	__u8 replaces_ct;       /* ct is a flow that is over: a fresh entry replaces it */
+};
+
+/* Continue the tracked flow `ct` when it is live, of this service, and its backend still has an
+ * address (a deleted backend's flows move to another). Returns 1 when it does. */
+static __always_inline int lb_flow_continue(struct lb_flow *f, struct ct_entry *ct, const struct lb_pkt *p,
+					    __u16 rev_nat_index)
+{
+	struct lb4_backend *be;
+	__u32 backend_id;
+
+	if (!ct)
+		return 0;
+	if (!lb_ct_continues(ct, p, f->tick, &f->now)) {
+		/* Over (expired, or a new connection on a closed tuple): a new flow, which gets
+		 * its old SNAT port back if its slot is still its own. */
+		f->replaces_ct = 1;
+		f->prev_nat_port = ct->nat_port;
+		return 0;
+	}
+	if (ct->rev_nat_index != rev_nat_index)
+		return 0;
+	backend_id = ct->backend_id;
+	be = bpf_map_lookup_elem(&lb4_backends, &backend_id);
+	if (!be || !be->address)
+		return 0;
+	f->be = be;
+	f->backend_id = backend_id;
+	f->nat_port = ct->nat_port;
+	return 1;
+}
+
+/* A new flow's backend, by Maglev over its flow hash. Returns a drop reason or -1. */
+static __always_inline int lb_flow_select(struct lb_flow *f, const struct ipv4_ct_tuple *tuple,
+					  __u16 rev_nat_index)
+{
+	struct lb4_backend *be;
+	__u32 backend_id;
+
+	f->is_new = 1;
+	f->hash = lb_flow_hash(tuple->saddr, tuple->daddr, tuple->sport, tuple->dport, tuple->nexthdr);
+	backend_id = lb_bench_maglev_select(rev_nat_index, f->hash);
+	if (!backend_id)
+		return LB_R_DROP_NO_BACKEND;
+	be = bpf_map_lookup_elem(&lb4_backends, &backend_id);
+	if (!be || !be->address)
+		return LB_R_DROP_NO_BACKEND;
+	f->be = be;
+	f->backend_id = backend_id;
+	return -1;
+}
+
+/* A new SNAT flow's port (lb_snat_alloc), tried first the one its tuple had. 0: none free. */
+static __always_inline __be16 lb_flow_snat_port(const struct lb_flow *f, const struct ipv4_ct_tuple *tuple)
+{
+	struct snat_entry want = {
+		.client_addr = tuple->saddr,
+		.vip = tuple->daddr,
+		.client_port = tuple->sport,
+		.vport = tuple->dport,
+		.backend_id = (__u16)f->backend_id,
+		.proto = tuple->nexthdr,
+	};
+
+	return lb_snat_alloc(&want, f->prev_nat_port, f->hash, f->now);
+}
+
+/* The flow into CT: the tracked entry updated in place, or a fresh entry (a new tuple, or one
+ * replacing a flow that is over). Returns a drop reason or -1. */
+static __always_inline int lb_flow_record(const struct lb_flow *f, struct ct_entry *ct,
+					  const struct ipv4_ct_tuple *tuple, const struct lb_pkt *p,
+					  __u16 rev_nat_index, __u64 len)
+{
+	int replaces_ct = f->replaces_ct;
+
+	/* ct is tested on its own: clang would fold `ct && !replaces_ct` into one combined test,
+	 * which PREVAIL (eBPF-for-Windows' verifier) cannot link back to ct != NULL. */
+	if (ct && !LB_OPAQUE(replaces_ct)) {
+		ct->backend_id = f->backend_id;
+		ct->rev_nat_index = rev_nat_index;
+		ct->nat_port = f->nat_port;
+		lb_ct_touch(ct, len, p->tcp_flags, f->tick, f->now);
+		return -1;
+	}
+
+	struct ct_entry entry = {
+		.rx_packets = 1,
+		.rx_bytes = len,
+		.last_seen_ns = f->now,
+		.last_tick = f->tick,
+		.backend_id = f->backend_id,
+		.rev_nat_index = rev_nat_index,
+		.nat_port = f->nat_port,
+		.tcp_flags_seen = p->tcp_flags,
+		.ct_flags = lb_ct_client_flags(0, p->tcp_flags),
+	};
+
+	if (lb_bench_ct_insert(tuple, &entry))
+		return LB_R_DROP_MAP_UPDATE;
+	return -1;
+}
+
+/* The packet to its backend: SNAT's rewrite, or DSR's IPIP encapsulation. */
+static __always_inline int lb_flow_send(lb_xdp_ctx *ctx, struct lb_pkt *p, const struct lb_flow *f, int snat,
+					__u64 len)
+{
+	void *data_end = LB_CTX_DATA_END(ctx);
+
+	if (snat) {
+		lb_rewrite4(p, data_end, LB_IP, f->be->address, f->nat_port, f->be->port);
+		lb_set_macs(p->eth, f->be->mac);
+		return lb_verdict(LB_TX, LB_R_TX_SNAT_FWD, len);
+	}
+	if (lb_dsr_encap(ctx, f->be->address, f->be->mac))
+		return lb_verdict(LB_DROP, LB_R_DROP_ENCAP, len);
+	return lb_verdict(LB_TX, LB_R_TX_DSR, len);
+}
+
 /* A client -> service packet: `tuple` is its flow, `ct` its CT entry (or 0), `rev_nat_index` the
  * service, `has_backends` whether the service's master counts any backend. */
 static __always_inline int lb_service(lb_xdp_ctx *ctx, struct lb_pkt *p, const struct ipv4_ct_tuple *tuple,
 				      struct ct_entry *ct, __u16 rev_nat_index, int has_backends, __u64 len)
 {
-	void *data_end = LB_CTX_DATA_END(ctx);
-	struct lb4_backend *be = 0;
-	__u32 backend_id = 0, hash = 0;
-	__be32 be_addr;
-	__be16 be_port;
-	__be16 nat_port = 0, prev_nat_port = 0;
-	__u32 tick = LB_TICK();
-	__u64 now = 0;
-	int reason, reselect = 1, reset = 0, snat;
+	struct lb_flow f = {};
+	int reason, snat;
 
 	reason = lb_unforwardable(p);
 	if (reason >= 0)
@@ -105,96 +227,33 @@ static __always_inline int lb_service(lb_xdp_ctx *ctx, struct lb_pkt *p, const s
 	if (!has_backends)
 		return lb_verdict(LB_DROP, LB_R_DROP_NO_BACKEND, len);
 
-	if (ct) {
-		if (!lb_ct_continues(ct, p, tick, &now)) {
-			/* Over (expired, or a new connection on a closed tuple): a new flow, which
-			 * gets its old SNAT port back if its slot is still its own. */
-			reset = 1;
-			prev_nat_port = ct->nat_port;
-		} else if (ct->rev_nat_index == rev_nat_index) {
-			backend_id = ct->backend_id;
-			be = bpf_map_lookup_elem(&lb4_backends, &backend_id);
-			if (be && be->address) {
-				reselect = 0;
-				nat_port = ct->nat_port;
-			}
-		}
+	f.tick = LB_TICK();
+	if (!lb_flow_continue(&f, ct, p, rev_nat_index)) {
+		reason = lb_flow_select(&f, tuple, rev_nat_index);
+		if (reason >= 0)
+			return lb_verdict(LB_DROP, reason, len);
 	}
-	if (reselect) {
-		hash = lb_flow_hash(tuple->saddr, tuple->daddr, tuple->sport, tuple->dport, tuple->nexthdr);
-		backend_id = lb_bench_maglev_select(rev_nat_index, hash);
-		if (!backend_id)
-			return lb_verdict(LB_DROP, LB_R_DROP_NO_BACKEND, len);
-		be = bpf_map_lookup_elem(&lb4_backends, &backend_id);
-		if (!be)
-			return lb_verdict(LB_DROP, LB_R_DROP_NO_BACKEND, len);
-	}
-	if (!be || !be->address)
-		return lb_verdict(LB_DROP, LB_R_DROP_NO_BACKEND, len);
-	be_addr = be->address;
-	be_port = be->port;
-
-	snat = reselect ? LB_NEW_FLOWS_SNAT : nat_port != 0;
+	/* The mode decides new flows only: a tracked flow keeps its path (a nat_port: SNAT). */
+	snat = f.is_new ? LB_NEW_FLOWS_SNAT : f.nat_port != 0;
 	if (!snat && (__u32)p->tot_len + LB_IP_HLEN > LB_MTU)
 		return lb_verdict(LB_PASS, LB_R_PASS_MTU, len);
-
-	if (!lb_mac_known(be->mac))
+	if (!lb_mac_known(f.be->mac))
 		return lb_verdict(LB_DROP, LB_R_DROP_NO_NEIGH, len);
 
-	if (reselect && !now)
-		now = LB_NOW_NS();
-	if (snat && nat_port == 0) {
-		struct snat_entry want = {
-			.client_addr = tuple->saddr,
-			.vip = tuple->daddr,
-			.client_port = tuple->sport,
-			.vport = tuple->dport,
-			.backend_id = (__u16)backend_id,
-			.proto = p->proto,
-		};
-
-		nat_port = lb_snat_alloc(&want, prev_nat_port, hash, now);
-		if (!nat_port)
+	if (f.is_new && !f.now)
+		f.now = LB_NOW_NS();
+	if (snat && !f.nat_port) {
+		f.nat_port = lb_flow_snat_port(&f, tuple);
+		if (!f.nat_port)
 			return lb_verdict(LB_DROP, LB_R_DROP_SNAT_PORTS, len);
 	}
-	if (!snat)
-		nat_port = 0;
-
-	/* ct is tested on its own: clang would fold `ct && !reset` into one combined test, which
-	 * PREVAIL (eBPF-for-Windows' verifier) cannot link back to ct != NULL. */
-	if (ct && !LB_OPAQUE(reset)) {
-		ct->backend_id = backend_id;
-		ct->rev_nat_index = rev_nat_index;
-		ct->nat_port = nat_port;
-		lb_ct_touch(ct, len, p->tcp_flags, tick, now);
-	} else {
-		struct ct_entry entry = {
-			.rx_packets = 1,
-			.rx_bytes = len,
-			.last_seen_ns = now,
-			.last_tick = tick,
-			.backend_id = backend_id,
-			.rev_nat_index = rev_nat_index,
-			.nat_port = nat_port,
-			.tcp_flags_seen = p->tcp_flags,
-			.ct_flags = lb_ct_client_flags(0, p->tcp_flags),
-		};
-
-		if (lb_bench_ct_insert(tuple, &entry))
-			return lb_verdict(LB_DROP, LB_R_DROP_MAP_UPDATE, len);
-	}
+	reason = lb_flow_record(&f, ct, tuple, p, rev_nat_index, len);
+	if (reason >= 0)
+		return lb_verdict(LB_DROP, reason, len);
 
 	lb_count_service(rev_nat_index, len);
-	lb_bench_count_backend(backend_id, len);
-
-	if (snat) {
-		lb_rewrite4(p, data_end, LB_IP, be_addr, nat_port, be_port);
-		lb_set_macs(p->eth, be->mac);
-		return lb_verdict(LB_TX, LB_R_TX_SNAT_FWD, len);
-	}
-	if (lb_dsr_encap(ctx, be_addr, be->mac))
-		return lb_verdict(LB_DROP, LB_R_DROP_ENCAP, len);
-	return lb_verdict(LB_TX, LB_R_TX_DSR, len);
+	lb_bench_count_backend(f.backend_id, len);
+	return lb_flow_send(ctx, p, &f, snat, len);
 }
 
 /* backend:port -> LB_IP:nat_port becomes VIP:vport -> client:cport. */

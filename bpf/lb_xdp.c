@@ -87,7 +87,9 @@ static __always_inline int lb_ct_continues(const struct ct_entry *ct, const stru
 /* A client -> service packet's flow as lb_service works it out: the tracked flow continued, or
  * a new one (first packet, a flow that is over, or one whose service or backend changed). */
 struct lb_flow {
-	struct lb4_backend *be; /* its backend: address, port and next hop's MAC */
+	struct lb4_backend *be; /* its backend's entry: the next hop's MAC */
+	__be32 be_addr;         /* its backend's address and port, read once: never 0 */
+	__be16 be_port;
 	__u64 now;              /* the clock, once read this tick (0: not yet) */
 	__u32 tick;
 	__u32 backend_id;
@@ -97,6 +99,21 @@ struct lb_flow {
 	__u8 is_new;            /* no tracked flow to continue: a backend is selected */
 	__u8 replaces_ct;       /* ct is a flow that is over: a fresh entry replaces it */
 };
+
+/* The flow goes to this backend entry if it has an address (0: the backend was deleted). The
+ * address is read once, so the one checked is the one the packet is sent to. */
+static __always_inline int lb_flow_take_backend(struct lb_flow *f, struct lb4_backend *be, __u32 backend_id)
+{
+	__be32 addr = be->address;
+
+	if (!addr)
+		return 0;
+	f->be = be;
+	f->be_addr = addr;
+	f->be_port = be->port;
+	f->backend_id = backend_id;
+	return 1;
+}
 
 /* Continue the tracked flow `ct` when it is live, of this service, and its backend still has an
  * address (a deleted backend's flows move to another). Returns 1 when it does. */
@@ -119,10 +136,8 @@ static __always_inline int lb_flow_continue(struct lb_flow *f, struct ct_entry *
 		return 0;
 	backend_id = ct->backend_id;
 	be = bpf_map_lookup_elem(&lb4_backends, &backend_id);
-	if (!be || !be->address)
+	if (!be || !lb_flow_take_backend(f, be, backend_id))
 		return 0;
-	f->be = be;
-	f->backend_id = backend_id;
 	f->nat_port = ct->nat_port;
 	return 1;
 }
@@ -140,10 +155,8 @@ static __always_inline int lb_flow_select(struct lb_flow *f, const struct ipv4_c
 	if (!backend_id)
 		return LB_R_DROP_NO_BACKEND;
 	be = bpf_map_lookup_elem(&lb4_backends, &backend_id);
-	if (!be || !be->address)
+	if (!be || !lb_flow_take_backend(f, be, backend_id))
 		return LB_R_DROP_NO_BACKEND;
-	f->be = be;
-	f->backend_id = backend_id;
 	return -1;
 }
 
@@ -204,11 +217,11 @@ static __always_inline int lb_flow_send(lb_xdp_ctx *ctx, struct lb_pkt *p, const
 	void *data_end = LB_CTX_DATA_END(ctx);
 
 	if (snat) {
-		lb_rewrite4(p, data_end, LB_IP, f->be->address, f->nat_port, f->be->port);
+		lb_rewrite4(p, data_end, LB_IP, f->be_addr, f->nat_port, f->be_port);
 		lb_set_macs(p->eth, f->be->mac);
 		return lb_verdict(LB_TX, LB_R_TX_SNAT_FWD, len);
 	}
-	if (lb_dsr_encap(ctx, f->be->address, f->be->mac))
+	if (lb_dsr_encap(ctx, f->be_addr, f->be->mac))
 		return lb_verdict(LB_DROP, LB_R_DROP_ENCAP, len);
 	return lb_verdict(LB_TX, LB_R_TX_DSR, len);
 }

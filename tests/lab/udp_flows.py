@@ -30,11 +30,11 @@ def check(answer: bytes, payload: bytes, down: int) -> str | None:
     """The backend's name if the answer is right, else None."""
     head, sep, pad = answer.partition(b"\n")
     parts = head.split(b" ")
-    if not sep or len(parts) != 2 or parts[1].decode() != hashlib.sha256(payload).hexdigest():
+    if not sep or len(parts) != 2 or parts[1] != hashlib.sha256(payload).hexdigest().encode():
         return None
     if pad != padding(max(0, down - len(head) - 1)):
         return None
-    return parts[0].decode()
+    return parts[0].decode(errors="replace")
 
 
 def receive(s: socket.socket, payload: bytes, down: int, timeout: float, counts: dict) -> str | None:

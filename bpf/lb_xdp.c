@@ -87,9 +87,9 @@ static __always_inline int lb_ct_continues(const struct ct_entry *ct, const stru
 /* A client -> service packet's flow as lb_service works it out: the tracked flow continued, or
  * a new one (first packet, a flow that is over, or one whose service or backend changed). */
 struct lb_flow {
-	struct lb4_backend *be; /* its backend's entry: the next hop's MAC */
-	__be32 be_addr;         /* its backend's address and port, read once: never 0 */
-	__be16 be_port;
+	__be32 be_addr;         /* its backend's address, port and next hop's MAC, read once */
+	__be16 be_port;         /* (be_addr never 0; be_mac all zero while the next hop is unknown) */
+	__u8 be_mac[6];
 	__u64 now;              /* the clock, once read this tick (0: not yet) */
 	__u32 tick;
 	__u32 backend_id;
@@ -101,16 +101,17 @@ struct lb_flow {
 };
 
 /* The flow goes to this backend entry if it has an address (0: the backend was deleted). The
- * address is read once, so the one checked is the one the packet is sent to. */
-static __always_inline int lb_flow_take_backend(struct lb_flow *f, struct lb4_backend *be, __u32 backend_id)
+ * entry is read once, so the address and MAC checked are the ones the packet is sent to, even
+ * if the control plane rewrites the entry meanwhile. */
+static __always_inline int lb_flow_take_backend(struct lb_flow *f, const struct lb4_backend *be, __u32 backend_id)
 {
 	__be32 addr = be->address;
 
 	if (!addr)
 		return 0;
-	f->be = be;
 	f->be_addr = addr;
 	f->be_port = be->port;
+	__builtin_memcpy(f->be_mac, be->mac, sizeof(f->be_mac));
 	f->backend_id = backend_id;
 	return 1;
 }
@@ -218,10 +219,10 @@ static __always_inline int lb_flow_send(lb_xdp_ctx *ctx, struct lb_pkt *p, const
 
 	if (snat) {
 		lb_rewrite4(p, data_end, LB_IP, f->be_addr, f->nat_port, f->be_port);
-		lb_set_macs(p->eth, f->be->mac);
+		lb_set_macs(p->eth, f->be_mac);
 		return lb_verdict(LB_TX, LB_R_TX_SNAT_FWD, len);
 	}
-	if (lb_dsr_encap(ctx, f->be_addr, f->be->mac))
+	if (lb_dsr_encap(ctx, f->be_addr, f->be_mac))
 		return lb_verdict(LB_DROP, LB_R_DROP_ENCAP, len);
 	return lb_verdict(LB_TX, LB_R_TX_DSR, len);
 }
@@ -250,7 +251,7 @@ static __always_inline int lb_service(lb_xdp_ctx *ctx, struct lb_pkt *p, const s
 	snat = f.is_new ? LB_NEW_FLOWS_SNAT : f.nat_port != 0;
 	if (!snat && (__u32)p->tot_len + LB_IP_HLEN > LB_MTU)
 		return lb_verdict(LB_PASS, LB_R_PASS_MTU, len);
-	if (!lb_mac_known(f.be->mac))
+	if (!lb_mac_known(f.be_mac))
 		return lb_verdict(LB_DROP, LB_R_DROP_NO_NEIGH, len);
 
 	if (f.is_new && !f.now)

@@ -62,13 +62,18 @@ def play(playbook, **extra):
     return r
 
 
-def flows(port, sport, n, timeout=120, **opts):
-    """udp_flows.py in the client's namespace: n flows from source ports sport.., to VIP:port."""
+def flows_argv(port, sport, n, **opts):
+    """udp_flows.py's command line: n flows from source ports sport.., to VIP:port."""
     argv = [PYTHON, FLOWS, "--vip", VIP, "--port", str(port), "--src", CLIENT_IP, "--sport", str(sport),
             "--flows", str(n)]
     for k, v in opts.items():
         argv += [f"--{k}", str(v)]
-    return json.loads(nsrun(PREFIX, "client", *argv, timeout=timeout).stdout)
+    return argv
+
+
+def flows(port, sport, n, timeout=120, **opts):
+    """udp_flows.py run to its end in the client's namespace; its JSON report."""
+    return json.loads(nsrun(PREFIX, "client", *flows_argv(port, sport, n, **opts), timeout=timeout).stdout)
 
 
 def all_answered(out):
@@ -162,9 +167,8 @@ def test_udp_and_tcp_on_one_port_are_two_services(lab, mode, sport):
 def test_udp_flows_keep_their_backend_across_mode_switches(lab):
     """16 flows, a request each every 50 ms, while the LB goes SNAT -> DSR -> SNAT."""
     play("mode.yml", lb_mode="snat")
-    client = subprocess.Popen(["nsenter", f"--net={ns_path(PREFIX, 'client')}", "--", PYTHON, FLOWS, "--vip", VIP,
-                               "--port", str(UDP), "--src", CLIENT_IP, "--sport", "44000", "--flows", "16",
-                               "--seconds", "300", "--interval", "0.05", "--up", "300", "--down", "600"],
+    client = subprocess.Popen(["nsenter", f"--net={ns_path(PREFIX, 'client')}", "--",
+                               *flows_argv(UDP, 44000, 16, seconds=300, interval=0.05, up=300, down=600)],
                               stdout=subprocess.PIPE, text=True)
     try:
         time.sleep(3)

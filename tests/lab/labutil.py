@@ -29,9 +29,14 @@ def ns_path(prefix, node):
     return f"/run/netns/{prefix}-{node}"
 
 
+def ns_argv(prefix, node, *argv):
+    """argv run in the lab node's network namespace (for nsrun, or a Popen of one's own)."""
+    return ["nsenter", f"--net={ns_path(prefix, node)}", "--", *argv]
+
+
 def nsrun(prefix, node, *argv, check=True, timeout=30):
-    return subprocess.run(["nsenter", f"--net={ns_path(prefix, node)}", "--", *argv],
-                          capture_output=True, text=True, check=check, timeout=timeout)
+    return subprocess.run(ns_argv(prefix, node, *argv), capture_output=True, text=True, check=check,
+                          timeout=timeout)
 
 
 def ipj(prefix, node, *args):

@@ -31,7 +31,7 @@ import time
 import pytest
 
 from labtest import MODULE_UTILS, REPO, lab_namespaces, run_playbook
-from labutil import BACKENDS, CLIENT_IP, PYTHON, VIP, backends, curl, ns_path, nsrun, teardown, topology
+from labutil import BACKENDS, CLIENT_IP, PYTHON, VIP, backends, curl, ns_argv, nsrun, teardown, topology
 
 sys.path.insert(0, MODULE_UTILS)
 from l4lb import agent, ct  # noqa: E402
@@ -111,8 +111,8 @@ def lab():
         for node, (ip, _kind) in BACKENDS.items():
             ports = [UDP] + ([UDP80] if node in ("linux1", "linux2") else [])
             binds = [a for port in ports for a in ("--bind", f"{ip}:{port}", "--bind", f"{VIP}:{port}")]
-            p = subprocess.Popen(["nsenter", f"--net={ns_path(PREFIX, node)}", "--", PYTHON, ECHO, "--tag", PREFIX,
-                                  "--name", node, *binds], stdout=subprocess.PIPE, text=True)
+            p = subprocess.Popen(ns_argv(PREFIX, node, PYTHON, ECHO, "--tag", PREFIX, "--name", node, *binds),
+                                 stdout=subprocess.PIPE, text=True)
             servers.append(p)
             assert p.stdout.readline().strip() == "ready", f"udp_echo.py on {node} did not start"
         yield PREFIX
@@ -167,8 +167,8 @@ def test_udp_and_tcp_on_one_port_are_two_services(lab, mode, sport):
 def test_udp_flows_keep_their_backend_across_mode_switches(lab):
     """16 flows, a request each every 50 ms, while the LB goes SNAT -> DSR -> SNAT."""
     play("mode.yml", lb_mode="snat")
-    client = subprocess.Popen(["nsenter", f"--net={ns_path(PREFIX, 'client')}", "--",
-                               *flows_argv(UDP, 44000, 16, seconds=300, interval=0.05, up=300, down=600)],
+    client = subprocess.Popen(ns_argv(PREFIX, "client", *flows_argv(UDP, 44000, 16, seconds=300, interval=0.05,
+                                                                   up=300, down=600)),
                               stdout=subprocess.PIPE, text=True)
     try:
         time.sleep(3)

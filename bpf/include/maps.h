@@ -231,15 +231,18 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } lb4_snat SEC(".maps");
 
-/* Where each CPU's next new SNAT flow tries first: the port after the one its last new flow
- * tried. Consecutive flows then read consecutive slot lines of lb4_snat (a port's slots are 64
- * bytes), which the caches and prefetcher serve, where a port at random costs a cache miss in
- * a multi-megabyte array. */
+/* Where each CPU's next new SNAT flow to a backend plane tries first: the port after the one
+ * its last new flow to that plane tried. Consecutive flows then read consecutive slot lines of
+ * lb4_snat (a port's slots are 64 bytes), which the caches and prefetcher serve, where a port
+ * at random costs a cache miss in a multi-megabyte array. One cursor per plane: a plane's
+ * cursor comes back to a port only after a whole range of new flows to that plane, so the slot
+ * it finds is the plane's oldest and most likely free (a shared cursor came back after a range
+ * of flows to any plane, four times as soon). */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__type(key, __u32);   /* 0 */
+	__type(key, __u32);   /* backend plane: backend_id % LB_SNAT_SLOTS */
 	__type(value, __u32); /* next offset in the SNAT range + 1; 0: not started */
-	__uint(max_entries, 1);
+	__uint(max_entries, LB_SNAT_SLOTS);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } lb4_snat_cursor SEC(".maps");
 

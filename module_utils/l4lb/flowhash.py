@@ -73,15 +73,16 @@ def maglev_index(saddr, daddr, sport: int, dport: int, proto: int, size: int) ->
 
 def snat_cursor_start(saddr, daddr, sport: int, dport: int, proto: int,
                       port_min: int = SNAT_PORT_MIN_DEFAULT, port_max: int = SNAT_PORT_MAX_DEFAULT) -> int:
-    """The port a CPU's first new SNAT flow tries (probe 0 with the CPU's cursor not started:
-    flow hash % range); its later new flows try the ports after it in turn."""
+    """The port a CPU's first new SNAT flow to a backend plane tries (probe 0 with the CPU's
+    cursor for that plane not started: flow hash % range); its later new flows to the same plane
+    try the ports after it in turn."""
     return port_min + flow_hash(saddr, daddr, sport, dport, proto) % (port_max - port_min + 1)
 
 
 def snat_port_probe(saddr, daddr, sport: int, dport: int, proto: int, probe: int = 1,
                     port_min: int = SNAT_PORT_MIN_DEFAULT, port_max: int = SNAT_PORT_MAX_DEFAULT) -> int:
     """The SNAT port the datapath tries at probe ``probe`` (1..SNAT_PROBES-1) for a new flow whose
-    first try (probe 0, the CPU's cursor: lb4_snat_cursor) was busy (bpf/include/nat.h
+    first try (probe 0, the CPU's cursor for the backend's plane: lb4_snat_cursor) was busy (bpf/include/nat.h
     lb_snat_alloc: jhash(flow hash, probe) in the range)."""
     if probe < 1:
         raise ValueError("probe 0 is the CPU's cursor, not a hash of the flow")

@@ -321,7 +321,7 @@ def map_specs(maglev_size: int = LB_MAGLEV_LUT_SIZE) -> dict:
         "nodeport_neigh4": (_b.BPF_MAP_TYPE_LRU_HASH, 4, s(NeighMac), MAX_NEIGH_ENTRIES),
         "ct4_global": (_b.BPF_MAP_TYPE_LRU_HASH, s(Ipv4CtTuple), s(CtEntry), MAX_CT_ENTRIES),
         "lb4_snat": (_b.BPF_MAP_TYPE_ARRAY, 4, s(SnatEntry), MAX_SNAT_ENTRIES),
-        "lb4_snat_cursor": (_b.BPF_MAP_TYPE_PERCPU_ARRAY, 4, 4, 1),
+        "lb4_snat_cursor": (_b.BPF_MAP_TYPE_PERCPU_ARRAY, 4, 4, SNAT_SLOTS),
         "lb4_stats_service": (_b.BPF_MAP_TYPE_PERCPU_ARRAY, 4, s(LbStats), MAX_STATS_SERVICE_ENTRIES),
         "lb4_stats_backend": (_b.BPF_MAP_TYPE_PERCPU_ARRAY, 4, s(LbStats), MAX_STATS_BACKEND_ENTRIES),
         "lb4_stats_reason": (_b.BPF_MAP_TYPE_PERCPU_ARRAY, 4, s(LbStats), len(LB_REASONS)),

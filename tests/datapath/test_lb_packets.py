@@ -355,6 +355,24 @@ def test_snat_cursor_walks_the_range_and_wraps(make_lb):
     assert ret == XDP_TX and Ether(out)[TCP].sport == gone, "the cursor came round to the freed port"
 
 
+def test_snat_cursor_per_backend_plane(lb_snat):
+    """Each backend plane has its own cursor: a plane's new flows get consecutive ports from
+    where its first flow's hash put that plane's cursor, whatever flows to other planes came in
+    between (a shared cursor would have moved on by one for every flow)."""
+    table = tcp_service(lb_snat)
+    by_plane = {}
+    for sp in range(47000, 47040):
+        ret, out = lb_snat.run(client_pkt(sport=sp))
+        assert ret == XDP_TX
+        plane = expected_backend(table, lb_snat, sp) % H.S.SNAT_SLOTS
+        by_plane.setdefault(plane, []).append((sp, Ether(out)[TCP].sport))
+    assert len(by_plane) == 4, "the flows reached every plane"
+    lo, n = H.S.SNAT_PORT_MIN_DEFAULT, H.S.SNAT_PORT_MAX_DEFAULT - H.S.SNAT_PORT_MIN_DEFAULT + 1
+    for plane, got in by_plane.items():
+        first = flowhash.snat_cursor_start(H.CLIENT, H.VIP, got[0][0], VPORT, H.TCP)
+        assert [p for _, p in got] == [lo + (first - lo + i) % n for i in range(len(got))], f"plane {plane}"
+
+
 def test_snat_ports_distinct_for_many_flows(lb_snat):
     lb_snat.add_service(1, H.VIP, VPORT, H.TCP, {1: H.BACKENDS[1]})
     ports = set()

@@ -112,10 +112,11 @@
 #ifndef LB_CT_MAP_MAX
 #define LB_CT_MAP_MAX       131072
 #endif
-/* lb4_snat: a slot per backend plane (backend_id % LB_SNAT_SLOTS) for every port number (not
- * only the range), so its layout does not depend on the configured range. */
+/* lb4_snat: a plane per backend (backend_id % LB_SNAT_SLOTS) with a slot for every port number
+ * (not only the range), so its layout does not depend on the configured range. */
 #define LB_SNAT_SLOTS       4
-#define LB_SNAT_MAP_MAX     (65536 * LB_SNAT_SLOTS)
+#define LB_SNAT_PLANE_SIZE  65536
+#define LB_SNAT_MAP_MAX     (LB_SNAT_PLANE_SIZE * LB_SNAT_SLOTS)
 #define LB_STATS_MAP_MAX    65536
 /* lb4_vip_filter: 2^LB_VIP_FILTER_BITS buckets of VIP addresses, by a multiplicative hash of the
  * address (lb_vip_bucket in service.h; module_utils/l4lb/structs.py mirrors it). */

@@ -209,8 +209,11 @@ struct {
  * other questions: is LB_IP:port free towards a backend, and whose flow does a reply to it
  * belong to? Every port has LB_SNAT_SLOTS slots, one per backend plane (backend_id %
  * LB_SNAT_SLOTS; ids are dealt out lowest-free, so the first LB_SNAT_SLOTS backends have a
- * plane each): key = port * LB_SNAT_SLOTS + plane, for every port number, so the layout does
- * not depend on the configured range and a port's slots share a cache line. A slot with
+ * plane each): key = plane * LB_SNAT_PLANE_SIZE + port, for every port number, so the layout
+ * does not depend on the configured range. A plane's consecutive ports share cache lines (four
+ * 16-byte slots to a line): a plane's cursor (lb4_snat_cursor) walks them in turn, so four new
+ * flows to a backend cost one line, where a port-major layout cost a line per new flow (about
+ * 60 ns each in BENCHMARKS.md's session 18 row). A slot with
  * client_addr 0 is free. Taking a port is one slot written in place: a new SNAT flow costs one
  * map insert (its CT entry), where a hash of SNAT entries cost a second. */
 struct snat_entry {
@@ -225,15 +228,15 @@ struct snat_entry {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__type(key, __u32); /* port (host order) * LB_SNAT_SLOTS + backend_id % LB_SNAT_SLOTS */
+	__type(key, __u32); /* (backend_id % LB_SNAT_SLOTS) * LB_SNAT_PLANE_SIZE + port (host order) */
 	__type(value, struct snat_entry);
 	__uint(max_entries, LB_SNAT_MAP_MAX);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } lb4_snat SEC(".maps");
 
 /* Where each CPU's next new SNAT flow to a backend plane tries first: the port after the one
- * its last new flow to that plane tried. Consecutive flows then read consecutive slot lines of
- * lb4_snat (a port's slots are 64 bytes), which the caches and prefetcher serve, where a port
+ * its last new flow to that plane tried. Consecutive flows to a plane then read consecutive
+ * slots of lb4_snat, four to a cache line, which the caches and prefetcher serve, where a port
  * at random costs a cache miss in a multi-megabyte array. One cursor per plane: a plane's
  * cursor comes back to a port only after a whole range of new flows to that plane, so the slot
  * it finds is the plane's oldest and most likely free (a shared cursor came back after a range

@@ -86,7 +86,7 @@ static __always_inline __u32 lb_snat_plane(__u32 backend_id)
 /* The lb4_snat key of a port's slot for a backend; port in host order. */
 static __always_inline __u32 lb_snat_key(__u32 port, __u32 backend_id)
 {
-	return port * LB_SNAT_SLOTS + lb_snat_plane(backend_id);
+	return lb_snat_plane(backend_id) * LB_SNAT_PLANE_SIZE + port;
 }
 
 static __always_inline int lb_snat_same_flow(const struct snat_entry *a, const struct snat_entry *b)
@@ -197,7 +197,7 @@ static __always_inline struct snat_entry *lb_snat_reply_slot(__be32 backend_addr
 
 #pragma unroll
 	for (j = 0; j < LB_SNAT_SLOTS; j++) {
-		key = port * LB_SNAT_SLOTS + j;
+		key = j * LB_SNAT_PLANE_SIZE + port;
 		cur = bpf_map_lookup_elem(&lb4_snat, &key);
 		if (!cur || !cur->client_addr || cur->proto != proto)
 			continue;

@@ -46,7 +46,8 @@ MAX_CT_ENTRIES = 131072             # LB_CT_MAP_MAX: at least the SNAT capacity
 SNAT_SLOTS = 4                      # LB_SNAT_SLOTS: backend planes (backend_id % 4) of a SNAT port
 # SNAT_PORT_MIN/MAX defaults: below Linux's (32768..60999) and Windows' (49152..65535) ephemeral ports
 SNAT_PORT_MIN_DEFAULT, SNAT_PORT_MAX_DEFAULT = 1024, 32767
-MAX_SNAT_ENTRIES = 65536 * SNAT_SLOTS  # a slot set for every port number
+SNAT_PLANE_SIZE = 65536             # LB_SNAT_PLANE_SIZE: a plane has a slot for every port number
+MAX_SNAT_ENTRIES = SNAT_PLANE_SIZE * SNAT_SLOTS
 MAX_STATS_SERVICE_ENTRIES = 65536
 MAX_STATS_BACKEND_ENTRIES = 65536
 
@@ -99,12 +100,12 @@ def be16_to_port(value: int) -> int:
 
 def snat_slot_key(port: int, backend_id: int) -> int:
     """The lb4_snat key of ``port``'s (host order) slot in ``backend_id``'s plane (nat.h, lb_snat_key)."""
-    return port * SNAT_SLOTS + backend_id % SNAT_SLOTS
+    return backend_id % SNAT_SLOTS * SNAT_PLANE_SIZE + port
 
 
 def snat_slot_port(key: int) -> int:
     """The port (host order) a lb4_snat key belongs to."""
-    return key // SNAT_SLOTS
+    return key % SNAT_PLANE_SIZE
 
 
 _MAC = re.compile(r"[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}")
@@ -246,7 +247,7 @@ class CtEntry(_Base):
 
 class SnatEntry(_Base):
     """lb4_snat value: a SNAT source port's slot for one backend plane (an ARRAY; key u32 =
-    port * SNAT_SLOTS + backend_id % SNAT_SLOTS, port in host order; client_addr 0 = free): the
+    backend_id % SNAT_SLOTS * SNAT_PLANE_SIZE + port, port in host order; client_addr 0 = free): the
     client flow holding LB_IP:port towards backend ``backend_id``."""
     _fields_ = [
         ("client_addr", ctypes.c_uint32),   # __be32

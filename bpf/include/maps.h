@@ -215,7 +215,10 @@ struct {
  * flows to a backend cost one line, where a port-major layout cost a line per new flow (about
  * 60 ns each in BENCHMARKS.md's session 18 row). A slot with
  * client_addr 0 is free. Taking a port is one slot written in place: a new SNAT flow costs one
- * map insert (its CT entry), where a hash of SNAT entries cost a second. */
+ * map insert (its CT entry), where a hash of SNAT entries cost a second. The loader reuses a
+ * kept pin whose definition matches, and the key's meaning is not part of it: a change to that
+ * meaning must come with a change to some map's definition, so older pins are refused (the
+ * plane-major key came with lb4_snat_cursor's new size). */
 struct snat_entry {
 	__be32 client_addr;
 	__be32 vip;

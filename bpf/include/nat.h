@@ -130,17 +130,18 @@ static __always_inline int lb_snat_slot_usable(const struct snat_entry *cur, con
 
 /* Find a nat_port for the flow `want` (towards backend want->backend_id) and take its slot, one
  * slot read per probe. Probe 0 tries the port after the one this CPU's previous new flow to the
- * same backend plane tried (lb4_snat_cursor: consecutive flows read consecutive cache lines,
- * and the port is free at once unless the plane's flows of a whole sweep through the range are
- * still alive; a CPU's first new flow to a plane starts that cursor at the flow's hash).
+ * same backend plane tried (lb4_snat_cursor: consecutive flows to a plane read consecutive
+ * slots, four to a cache line, and the port is free at once unless the plane's flows of a whole
+ * sweep through the range are still alive; a CPU's first new flow to a plane starts that cursor
+ * at the flow's hash).
  * Probe i >= 1 tries the port at jhash(hash, i) in [SNAT_PORT_MIN, SNAT_PORT_MAX]. Those are
  * independent, so with a share f of the ports busy in the backend's plane a flow is refused
  * with probability at most f^(SNAT_PROBES - 1) (counted: DROP_SNAT_PORTS). No atomics
  * (eBPF-for-Windows): two CPUs taking the same slot in the same instant would both get it; each
  * CPU walks its own cursors from its own starts, so they meet on one port only when one has
- * lapped the other. `prev` (network order, 0: none) is the port the
- * same client tuple had, tried first: a connection reopened on a closed tuple (a client's SYN
- * retried after it reset a backend's TIME_WAIT) keeps its port while its slot is still its own.
+ * lapped the other. `prev` (network order, 0: none) is the port the same client tuple had, tried
+ * first: a connection reopened on a closed tuple (a client's SYN retried after it reset a
+ * backend's TIME_WAIT) keeps its port while its slot is still its own.
  * Returns the port (network order) or 0. */
 static __always_inline __be16 lb_snat_alloc(const struct snat_entry *want, __be16 prev, __u32 hash, __u64 now)
 {

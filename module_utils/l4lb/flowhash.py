@@ -82,8 +82,8 @@ def snat_cursor_start(saddr, daddr, sport: int, dport: int, proto: int,
 def snat_port_probe(saddr, daddr, sport: int, dport: int, proto: int, probe: int = 1,
                     port_min: int = SNAT_PORT_MIN_DEFAULT, port_max: int = SNAT_PORT_MAX_DEFAULT) -> int:
     """The SNAT port the datapath tries at probe ``probe`` (1..SNAT_PROBES-1) for a new flow whose
-    first try (probe 0, the CPU's cursor for the backend's plane: lb4_snat_cursor) was busy (bpf/include/nat.h
-    lb_snat_alloc: jhash(flow hash, probe) in the range)."""
+    first try (probe 0, the CPU's cursor for the backend's plane: lb4_snat_cursor) was busy
+    (bpf/include/nat.h lb_snat_alloc: jhash(flow hash, probe) in the range)."""
     if probe < 1:
         raise ValueError("probe 0 is the CPU's cursor, not a hash of the flow")
     h = jhash_3words(flow_hash(saddr, daddr, sport, dport, proto), probe, 0, LB_SNAT_SEED)

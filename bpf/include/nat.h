@@ -198,7 +198,7 @@ static __always_inline struct snat_entry *lb_snat_reply_slot(__be32 backend_addr
 
 #pragma unroll
 	for (j = 0; j < LB_SNAT_SLOTS; j++) {
-		key = j * LB_SNAT_PLANE_SIZE + port;
+		key = lb_snat_key(port, j); /* j < LB_SNAT_SLOTS: plane j */
 		cur = bpf_map_lookup_elem(&lb4_snat, &key);
 		if (!cur || !cur->client_addr || cur->proto != proto)
 			continue;
